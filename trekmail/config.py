@@ -1,0 +1,206 @@
+"""
+The server's configuration: one INI file, every key declared here.
+
+Declaring each key with its default and parser lets a typo in an
+operator's file stop start-up with a line that names it, instead of being
+ignored until the feature it meant to tune misbehaves in production.
+"""
+
+import configparser
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+DEFAULT_CONFIG_PATH = "etc/trekmail.ini"
+
+
+class ConfigError(Exception):
+    """
+    A configuration problem, phrased for the operator: C{str()} is the one
+    line printed when start-up or the CLI refuses the file.
+    """
+
+    def __init__(self, section, key, problem):
+        self.section = section
+        self.key = key
+        self.problem = problem
+        where = "[%s]" % (section,) if key is None else "[%s] %s" % (section, key)
+        super().__init__("%s: %s" % (where, problem))
+
+
+def _text(value):
+    return value.strip()
+
+
+def _integer(value):
+    return int(value.strip())
+
+
+def _boolean(value):
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("expected yes or no, not %r" % (value,))
+
+
+def _words(value):
+    return tuple(value.split())
+
+
+def _choice(*allowed):
+    def parse(value):
+        value = value.strip()
+        if value not in allowed:
+            raise ValueError("expected one of %s, not %r" % (", ".join(allowed), value))
+        return value
+
+    return parse
+
+
+def _nameservers(value):
+    """C{127.0.0.1:5353 [::1]:53} -> ((host, port), ...)"""
+    servers = []
+    for word in value.split():
+        if word.startswith("["):
+            host, _, port = word[1:].partition("]:")
+        else:
+            host, _, port = word.rpartition(":") if ":" in word else (word, "", "53")
+        servers.append((host, int(port or 53)))
+    return tuple(servers)
+
+
+def _source_pools(value):
+    """C{warm:ADDR ADDR; new:ADDR} -> {"warm": (ADDR, ADDR), "new": (ADDR,)}"""
+    pools = {}
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        name, sep, addresses = part.partition(":")
+        if not sep:
+            raise ValueError("expected POOL:ADDRESS ..., not %r" % (part.strip(),))
+        pools[name.strip()] = tuple(addresses.split())
+    return pools
+
+
+@dataclass(frozen=True)
+class Key:
+    default: str
+    parse: Callable = _text
+
+
+SCHEMA = {
+    "server": {
+        "hostname": Key("localhost"),
+        "data_dir": Key("var"),
+    },
+    "listen": {
+        "submissions": Key(""),
+        "submission": Key(""),
+        "mx": Key(""),
+        "imaps": Key(""),
+        "imap": Key(""),
+        "https": Key(""),
+        "admin": Key(""),
+    },
+    "tls": {
+        "certificate": Key("var/tls/cert.pem"),
+        "private_key": Key("var/tls/key.pem"),
+    },
+    "dns": {
+        "nameservers": Key("", _nameservers),
+        "spf_include": Key("spf.example.net"),
+        "dmarc_record": Key("v=DMARC1; p=quarantine; adkim=r; aspf=r"),
+    },
+    "relay": {
+        "mx_port": Key("25", _integer),
+        "source_pools": Key("", _source_pools),
+    },
+    "realm": {
+        "backend": Key("sqlite", _choice("sqlite", "ldap")),
+        "database": Key(""),
+        "password_scrypt_n": Key("131072", _integer),
+        "refresh_seconds": Key("60", _integer),
+    },
+}
+
+LISTENERS = tuple(SCHEMA["listen"])
+
+
+class Config:
+    """
+    Parsed and validated settings. C{config.get("relay", "mx_port")}
+    returns the parsed value; every lookup names a declared key.
+    """
+
+    def __init__(self, values, path=None):
+        self._values = values
+        self.path = path
+
+    def get(self, section, key):
+        return self._values[section][key]
+
+    def section(self, name):
+        return dict(self._values[name])
+
+    @property
+    def data_dir(self):
+        return self.get("server", "data_dir")
+
+    def data_path(self, *parts):
+        return os.path.join(self.data_dir, *parts)
+
+    @property
+    def database_path(self):
+        return self.get("realm", "database") or self.data_path("trekmail.sqlite")
+
+    @classmethod
+    def from_text(cls, text, path=None):
+        parser = configparser.ConfigParser(interpolation=None, strict=True)
+        parser.optionxform = str
+        try:
+            parser.read_string(text, source=path or "<config>")
+        except configparser.Error as e:
+            raise ConfigError("file", None, _first_line(e)) from None
+        return cls(_validate(parser), path)
+
+    @classmethod
+    def from_file(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError("file", None, "cannot read %s: %s" % (path, e.strerror)) from None
+        return cls.from_text(text, path)
+
+    @classmethod
+    def defaults(cls):
+        return cls.from_text("")
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0]
+
+
+def _validate(parser):
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(section, None, "unknown section")
+        for key in parser[section]:
+            if key not in SCHEMA[section]:
+                raise ConfigError(section, key, "unknown key")
+    values = {}
+    for section, keys in SCHEMA.items():
+        values[section] = {}
+        for key, spec in keys.items():
+            raw = parser.get(section, key, fallback=spec.default)
+            try:
+                values[section][key] = spec.parse(raw)
+            except ValueError as e:
+                raise ConfigError(section, key, str(e)) from None
+    return values
+
+
+def config_path(explicit=None):
+    return explicit or os.environ.get("TREKMAIL_CONFIG") or DEFAULT_CONFIG_PATH

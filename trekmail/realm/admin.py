@@ -1,0 +1,162 @@
+"""
+The operator's verbs on accounts, domains and mailboxes, with their input
+checks.  The CLI and the admin HTTP API both call these, so a rule holds
+the same whichever door a change comes through.  Every check runs before
+the first write: a refused request leaves the store as it was.
+"""
+
+import datetime
+import re
+
+from trekmail.crypto import hash_password
+from trekmail.plans import UnknownPlan, plan_named
+from trekmail.realm import dkimkeys, store
+from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
+from trekmail.realm.model import SUSPENSION_REASONS
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN = re.compile(r"^(?:%s\.)+[a-z][a-z0-9-]{0,62}$" % (_LABEL,))
+_LOCAL = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*$")
+
+
+def check_domain(name):
+    name = (name or "").strip().lower().rstrip(".")
+    if len(name) > 253 or not _DOMAIN.match(name):
+        raise InvalidInput("%r is not a domain name (expected something like example.com)" % (name,))
+    return name
+
+
+def check_address(address):
+    address = (address or "").strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at or len(local) > 64 or not _LOCAL.match(local):
+        raise InvalidInput("%r is not an email address (expected name@example.com)" % (address,))
+    return "%s@%s" % (local, check_domain(domain))
+
+
+def _check_plan(name):
+    try:
+        return plan_named(name).name
+    except UnknownPlan as e:
+        raise InvalidInput(str(e)) from None
+
+
+def _check_date(text):
+    try:
+        return datetime.date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidInput("%r is not a date (expected YYYY-MM-DD)" % (text,)) from None
+
+
+def _check_password(password):
+    if not password or not password.strip():
+        raise InvalidInput("the password is empty")
+    if len(password) > 1024:
+        raise InvalidInput("the password is longer than 1024 characters")
+    return password
+
+
+class Administration:
+    """
+    @param db: an open sqlite connection (the CLI's own, or the one owned
+        by the server's database thread).
+    @param clock: an C{IReactorTime}; its C{seconds()} dates new domains
+        and mailboxes.
+    """
+
+    def __init__(self, db, config, clock):
+        self.db = db
+        self.config = config
+        self.clock = clock
+
+    def _today(self):
+        return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.timezone.utc).date()
+
+    def account_add(self, owner_email, plan, trial=False, registered=None, verified=False):
+        owner_email = check_address(owner_email)
+        plan = _check_plan(plan)
+        registered = self._today() if registered is None else _check_date(registered)
+        return store.account_add(self.db, owner_email, plan, not trial, registered, verified)
+
+    def account_set(self, account_id, plan=None, verified=None, paid=None):
+        changes = {}
+        if plan is not None:
+            changes["plan"] = _check_plan(plan)
+        if verified is not None:
+            changes["owner_verified"] = int(verified)
+        if paid is not None:
+            changes["paid"] = int(paid)
+        return store.account_update(self.db, _check_id(account_id), **changes)
+
+    def account_suspend(self, account_id, reason):
+        if reason not in SUSPENSION_REASONS:
+            raise InvalidInput(
+                "unknown suspension reason %r (choose one of: %s)"
+                % (reason, ", ".join(SUSPENSION_REASONS))
+            )
+        return store.account_update(self.db, _check_id(account_id), suspension=reason)
+
+    def account_unsuspend(self, account_id):
+        return store.account_update(self.db, _check_id(account_id), suspension=None)
+
+    def account_list(self):
+        return store.account_list(self.db)
+
+    def account_get(self, account_id):
+        return store.account_get(self.db, _check_id(account_id))
+
+    def domain_add(self, name, account_id, selector=dkimkeys.DEFAULT_SELECTOR):
+        name = check_domain(name)
+        account = store.account_get(self.db, _check_id(account_id))
+        if store.domain_find(self.db, name) is not None:
+            raise Duplicate("domain %s already exists" % (name,))
+        public_key = dkimkeys.generate(self.config.data_dir, name, selector)
+        return store.domain_add(
+            self.db, name, account.id, self.clock.seconds(), selector, public_key,
+            route=account.default_route,
+        )
+
+    def domain_get(self, name):
+        return store.domain_get(self.db, check_domain(name))
+
+    def domain_list(self, account_id=None):
+        return store.domain_list(self.db, None if account_id is None else _check_id(account_id))
+
+    def domain_dns(self, name):
+        return dkimkeys.dns_records(self.domain_get(name), self.config)
+
+    def mailbox_add(self, address, password):
+        address = check_address(address)
+        password = _check_password(password)
+        domain = address.rpartition("@")[2]
+        if store.domain_find(self.db, domain) is None:
+            raise NotFound(
+                "domain %s is not hosted here: add it first with `trekmail domain add %s --account ID`"
+                % (domain, domain)
+            )
+        hashed = hash_password(password, self.config.get("realm", "password_scrypt_n"))
+        return store.mailbox_add(self.db, address, domain, hashed, self.clock.seconds())
+
+    def mailbox_passwd(self, address, password):
+        address = check_address(address)
+        password = _check_password(password)
+        store.mailbox_get(self.db, address)
+        hashed = hash_password(password, self.config.get("realm", "password_scrypt_n"))
+        store.mailbox_set_password_hash(self.db, address, hashed)
+        return store.mailbox_get(self.db, address)
+
+    def mailbox_pause(self, address, paused=True):
+        return store.mailbox_set_paused(self.db, check_address(address), paused)
+
+    def mailbox_list(self, domain=None):
+        return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
+
+
+def _check_id(account_id):
+    try:
+        value = int(account_id)
+    except (TypeError, ValueError):
+        raise InvalidInput("%r is not an account id (expected a number)" % (account_id,)) from None
+    if value <= 0:
+        raise InvalidInput("%r is not an account id (expected a positive number)" % (account_id,))
+    return value

@@ -1,0 +1,114 @@
+"""
+The one login check every protocol uses, through a C{twisted.cred} portal.
+
+Logins are by full address; a bare local part, an unknown mailbox and a
+wrong password fail with the same L{UnauthorizedLogin} so that nobody can
+probe which mailboxes exist.  A paused mailbox still logs in here: pausing
+stops sending only, which the submission realm enforces.
+"""
+
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from trekmail.crypto import OWASP_SCRYPT_N, hash_password, verify_password
+
+
+def normalise_address(username):
+    """C{"Alice@Example.COM "} -> C{"alice@example.com"}, or C{None} if not an address."""
+    if isinstance(username, bytes):
+        try:
+            username = username.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    address = username.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address):
+        return None
+    return address
+
+
+class VerifiedPasswordCache:
+    """
+    Remembers recent successful checks so that a client reconnecting for
+    every message does not pay for scrypt each time (Dovecot's auth cache
+    does the same).  Entries are keyed by the stored hash, so a password
+    reset or rehash invalidates them at once; only a keyed digest of the
+    password is kept, never the password.
+    """
+
+    def __init__(self, size=4096):
+        self._size = size
+        self._key = os.urandom(32)
+        self._entries = OrderedDict()
+
+    def _digest(self, stored, password):
+        return hmac.new(self._key, stored.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+
+    def knows(self, address, stored, password):
+        digest = self._entries.get((address, stored))
+        if digest is None:
+            return False
+        self._entries.move_to_end((address, stored))
+        return hmac.compare_digest(digest, self._digest(stored, password))
+
+    def remember(self, address, stored, password):
+        self._entries[(address, stored)] = self._digest(stored, password)
+        self._entries.move_to_end((address, stored))
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+@implementer(ICredentialsChecker)
+class MailboxPasswordChecker:
+    """
+    Checks a mailbox password against the directory.  Hash work runs in the
+    reactor's thread pool; a directory failure propagates as
+    L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong password.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+    log = Logger()
+
+    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None):
+        self._directory = directory
+        self._reactor = reactor
+        self._scrypt_n = scrypt_n
+        self._cache = VerifiedPasswordCache() if cache is None else cache
+
+    def _in_thread(self, function, *args):
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
+
+    @defer.inlineCallbacks
+    def requestAvatarId(self, credentials):
+        address = normalise_address(credentials.username)
+        password = credentials.password
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        if address is None:
+            raise UnauthorizedLogin()
+        context = yield self._directory.mailbox(address)
+        if context is None:
+            raise UnauthorizedLogin()
+        stored = context.mailbox.password_hash
+        if self._cache.knows(address, stored, password):
+            return address
+        ok, needs_rehash = yield self._in_thread(verify_password, password, stored, self._scrypt_n)
+        if not ok:
+            self.log.info("login failed for {address}", address=address)
+            raise UnauthorizedLogin()
+        if needs_rehash:
+            fresh = yield self._in_thread(hash_password, password, self._scrypt_n)
+            yield self._directory.set_password_hash(address, fresh, stored)
+            stored = fresh
+        self._cache.remember(address, stored, password)
+        return address

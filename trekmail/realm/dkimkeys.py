@@ -1,0 +1,70 @@
+"""
+Per-domain DKIM keys: generated on C{domain add}, the private half kept
+in a 0600 file under the data directory (never in the database, which
+operators copy around more freely), the public half in the database for
+C{domain dns} and C{domain verify}.
+"""
+
+import base64
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+DEFAULT_SELECTOR = "dkim"
+KEY_BITS = 2048
+
+
+def key_path(data_dir, domain, selector=DEFAULT_SELECTOR):
+    return os.path.join(data_dir, "dkim", "%s.%s.pem" % (domain, selector))
+
+
+def generate(data_dir, domain, selector=DEFAULT_SELECTOR):
+    """
+    Write a new private key and return the public key as the base64 text
+    of a DKIM C{p=} tag.  The file is created 0600 before any key byte is
+    written, so the key is never readable by others even briefly.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    path = key_path(data_dir, domain, selector)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = path + ".tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode("ascii")
+
+
+def read_private_key(data_dir, domain, selector=DEFAULT_SELECTOR):
+    with open(key_path(data_dir, domain, selector), "rb") as f:
+        return f.read()
+
+
+def txt_value(public_key):
+    return "v=DKIM1; k=rsa; p=%s" % (public_key,)
+
+
+def dns_records(domain, config):
+    """The records a customer publishes for C{domain}: (name, type, value)."""
+    hostname = config.get("server", "hostname")
+    return [
+        (domain.name, "MX", "10 %s." % (hostname,)),
+        (domain.name, "TXT", "v=spf1 include:%s -all" % (config.get("dns", "spf_include"),)),
+        (
+            "%s._domainkey.%s" % (domain.dkim_selector, domain.name),
+            "TXT",
+            txt_value(domain.dkim_public_key),
+        ),
+        ("_dmarc.%s" % (domain.name,), "TXT", config.get("dns", "dmarc_record")),
+    ]

@@ -1,0 +1,60 @@
+"""
+The realm's facts as immutable values, shared by the sqlite store and the
+LDAP directory so that protocol and policy code never care which backend
+answered.
+"""
+
+import datetime
+from dataclasses import dataclass
+from typing import Optional
+
+SUSPENSION_REASONS = ("billing", "deliverability", "abuse")
+
+VERIFICATION_ENFORCED_FROM = datetime.date(2026, 2, 19)
+"""Seed 004 check 1: accounts registered on or after this date must verify."""
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    owner_email: str
+    owner_verified: bool
+    registered: datetime.date
+    plan: str
+    paid: bool
+    suspension: Optional[str]
+    default_route: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    account_id: int
+    created: float
+    """Seconds since the epoch (UTC); warmup counts days from here."""
+    dkim_selector: str
+    dkim_public_key: str
+    """Base64 DER SubjectPublicKeyInfo, as published in the p= tag."""
+    dns_status: str = "pending"
+    route: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    address: str
+    domain: str
+    password_hash: str
+    paused: bool
+
+
+@dataclass(frozen=True)
+class MailboxContext:
+    """A mailbox with its domain and account: what a login or a send needs."""
+
+    mailbox: Mailbox
+    domain: Domain
+    account: Account
+
+    @property
+    def address(self):
+        return self.mailbox.address
