@@ -9,7 +9,9 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from trekmail.config import ConfigError
+from twisted.logger import Logger
+
+from trekmail.config import LISTENERS, ConfigError
 from trekmail.realm import database, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
@@ -31,12 +33,29 @@ class DatabaseService(service.Service):
         self.threaded.stop()
 
 
+class StartedLog(service.Service):
+    """
+    Added last, so its start means every listener before it is bound: the
+    line operators and tests wait for.
+    """
+
+    log = Logger()
+
+    def __init__(self, listeners):
+        self.listeners = listeners
+
+    def startService(self):
+        super().startService()
+        self.log.info("trekmail started; listening: {listeners}", listeners=self.listeners)
+
+
 class Components:
     """What the servers share, built once per process."""
 
     def __init__(self, config, reactor):
         self.config = config
         self.reactor = reactor
+        self.endpoints = _parse_endpoints(config, reactor)
         self.tls_options = tls.server_options(config)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
@@ -47,6 +66,23 @@ class Components:
         )
 
 
+def _parse_endpoints(config, reactor):
+    """
+    Parse every configured listener up front, wired or not, so a typo in
+    any of them stops start-up before anything binds.
+    """
+    parsed = {}
+    for name in LISTENERS:
+        description = config.get("listen", name)
+        if not description:
+            continue
+        try:
+            parsed[name] = endpoints.serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError("listen", name, "cannot parse endpoint %r: %s" % (description, e)) from None
+    return parsed
+
+
 def listener(components, name, factory, implicit_tls=False):
     """
     A service listening on the endpoint configured as C{[listen] name}, or
@@ -54,14 +90,10 @@ def listener(components, name, factory, implicit_tls=False):
     C{tcp:} description are wrapped in our certificate; an C{ssl:}
     description brings its own.
     """
-    description = components.config.get("listen", name)
-    if not description:
+    endpoint = components.endpoints.get(name)
+    if endpoint is None:
         return None
-    try:
-        endpoint = endpoints.serverFromString(components.reactor, description)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError("listen", name, "cannot parse endpoint %r: %s" % (description, e)) from None
-    if implicit_tls and not description.startswith("ssl:"):
+    if implicit_tls and not components.config.get("listen", name).startswith("ssl:"):
         factory = TLSMemoryBIOFactory(components.tls_options, False, factory)
     return StreamServerEndpointService(endpoint, factory)
 
@@ -70,4 +102,7 @@ def make_service(config, reactor):
     components = Components(config, reactor)
     top = service.MultiService()
     DatabaseService(components.database).setServiceParent(top)
+    StartedLog(
+        ", ".join("%s=%s" % (name, config.get("listen", name)) for name in LISTENERS if config.get("listen", name))
+    ).setServiceParent(top)
     return top

@@ -28,9 +28,15 @@ class Schema:
 
 
 def connect(path):
+    """
+    Open the database, creating it readable by the server's user only: it
+    holds password hashes.  sqlite gives the WAL files the same mode.
+    """
     if path != ":memory:":
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")

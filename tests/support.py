@@ -1,0 +1,65 @@
+"""
+Shared test fixtures: a configuration under a temporary directory, an
+open realm with an administration front, and a populated example.
+"""
+
+import os
+
+from twisted.internet.task import Clock
+
+from trekmail.config import Config
+from trekmail.realm import database, schema
+from trekmail.realm.admin import Administration
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# 2026-11-21T12:00:00Z, a Saturday: the tests' "now".
+NOON = 1795262400.0
+
+
+def write_config(directory, extra="", **listen):
+    """
+    A config file under C{directory} whose data dir, certificate and key
+    live there too, with cheap password hashing; returns its path.
+    """
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    data = os.path.join(directory, "var")
+    lines = [
+        "[server]",
+        "hostname = mail.test",
+        "data_dir = %s" % (data,),
+        "[tls]",
+        "certificate = %s" % os.path.join(data, "tls", "cert.pem"),
+        "private_key = %s" % os.path.join(data, "tls", "key.pem"),
+        "[realm]",
+        "password_scrypt_n = 1024",
+        "[listen]",
+    ]
+    lines += ["%s = %s" % item for item in sorted(listen.items())]
+    path = os.path.join(directory, "trekmail.ini")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def realm(testcase, now=NOON, extra=""):
+    """
+    A fresh realm in a temporary directory: C{(config, admin, clock)}; the
+    database is closed when the test ends.
+    """
+    config = Config.from_file(write_config(testcase.mktemp(), extra))
+    clock = Clock()
+    clock.advance(now)
+    db = database.connect(config.database_path)
+    database.upgrade(db, schema.SCHEMAS)
+    testcase.addCleanup(db.close)
+    return config, Administration(db, config, clock), clock
+
+
+def example(admin, plan="starter", password="correct horse", **account):
+    """One account with example.com and alice@example.com; returns the account."""
+    record = admin.account_add("owner@example.net", plan, verified=True, **account)
+    admin.domain_add("example.com", record.id)
+    admin.mailbox_add("alice@example.com", password)
+    return record

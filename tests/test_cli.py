@@ -1,0 +1,102 @@
+import io
+import json
+import os
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+from trekmail.cli import main
+
+from tests.support import REPO, write_config
+
+
+class CLITests(unittest.TestCase):
+    def setUp(self):
+        self.config = write_config(self.mktemp())
+
+    def run_cli(self, *argv, stdin=""):
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["--config", self.config] + list(argv), io.StringIO(stdin), out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, *argv, stdin=""):
+        code, out, err = self.run_cli(*argv, stdin=stdin)
+        self.assertEqual((code, err), (0, ""), out)
+        return out
+
+    def populate(self):
+        self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")
+        self.ok("domain", "add", "example.com", "--account", "1")
+        self.ok("mailbox", "add", "alice@example.com", "--password-stdin", stdin="pw1\n")
+
+    def test_json_output(self):
+        record = json.loads(self.ok("--json", "account", "add", "o@example.net", "--plan", "pro", "--trial"))
+        self.assertEqual(record["plan"], "pro")
+        self.assertFalse(record["paid"])
+        self.assertEqual(record["id"], 1)
+
+    def test_full_story(self):
+        self.populate()
+        listed = json.loads(self.ok("--json", "mailbox", "list"))
+        self.assertEqual([m["address"] for m in listed], ["alice@example.com"])
+        self.assertNotIn("password_hash", listed[0])
+        self.assertIn("paused: True", self.ok("mailbox", "pause", "alice@example.com"))
+        self.assertIn("paused: False", self.ok("mailbox", "resume", "alice@example.com"))
+        self.ok("mailbox", "passwd", "alice@example.com", "--password-stdin", stdin="pw2\n")
+        self.assertIn("suspension: abuse", self.ok("account", "suspend", "1", "--reason", "abuse"))
+        self.assertIn("suspension: \n", self.ok("account", "unsuspend", "1"))
+        self.assertIn("plan: agency", self.ok("account", "set", "1", "--plan", "agency", "--paid"))
+        records = json.loads(self.ok("--json", "domain", "dns", "example.com"))
+        self.assertIn("dkim._domainkey.example.com", [r["name"] for r in records])
+        self.assertIn("v=spf1 include:spf.example.net -all", self.ok("domain", "dns", "example.com"))
+
+    def test_refusals(self):
+        self.populate()
+        for argv, stdin, message in [
+            (("account", "add", "x@example.net", "--plan", "gold"), "", "unknown plan 'gold'"),
+            (("account", "add", "owner@example.net", "--plan", "pro"), "", "already exists"),
+            (("account", "set", "9", "--plan", "pro"), "", "no account with id 9"),
+            (("domain", "add", "bad_domain", "--account", "1"), "", "is not a domain name"),
+            (("domain", "add", "example.com", "--account", "1"), "", "already exists"),
+            (("mailbox", "add", "bob@other.org", "--password-stdin"), "pw\n", "is not hosted here"),
+            (("mailbox", "add", "bob", "--password-stdin"), "pw\n", "is not an email address"),
+            (("mailbox", "pause", "nobody@example.com"), "", "no mailbox nobody@example.com"),
+        ]:
+            code, out, err = self.run_cli(*argv, stdin=stdin)
+            self.assertEqual(code, 1, argv)
+            self.assertEqual(out, "")
+            self.assertIn(message, err)
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertTrue(err.startswith("trekmail: "))
+
+    def test_bad_config_is_one_line(self):
+        with open(self.config, "a") as f:
+            f.write("[relay]\nbogus = 1\n")
+        code, out, err = self.run_cli("account", "list")
+        self.assertEqual(code, 78)
+        self.assertIn("bogus", err)
+
+    def test_console_script(self):
+        """The installed entry point works as an operator would call it."""
+        process = subprocess.run(
+            [sys.executable, "-m", "trekmail.cli", "--config", self.config, "account", "add",
+             "o@example.net", "--plan", "nano"],
+            capture_output=True, text=True, cwd=REPO,
+        )
+        self.assertEqual(process.returncode, 0, process.stderr)
+        process = subprocess.run(
+            [sys.executable, "-m", "trekmail.cli", "--config", self.config, "account", "add",
+             "o@example.net", "--plan", "platinum"],
+            capture_output=True, text=True, cwd=REPO,
+        )
+        self.assertEqual(process.returncode, 1)
+        self.assertNotIn("Traceback", process.stderr)
+
+    def test_usage_error(self):
+        process = subprocess.run(
+            [sys.executable, "-m", "trekmail.cli", "--config", self.config, "account", "frobnicate"],
+            capture_output=True, text=True, cwd=REPO,
+        )
+        self.assertEqual(process.returncode, 2)
+        self.assertTrue(os.path.exists(self.config))

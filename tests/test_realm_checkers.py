@@ -1,0 +1,90 @@
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from trekmail.crypto import hash_password
+from trekmail.realm import store
+from trekmail.realm.checkers import MailboxPasswordChecker, normalise_address
+from trekmail.realm.database import ThreadedDatabase
+from trekmail.realm.directory import SqliteDirectory
+from trekmail.realm.errors import DirectoryUnavailable
+
+from tests.support import example, realm
+
+
+class BrokenDirectory:
+    def mailbox(self, address):
+        return defer.fail(DirectoryUnavailable("down"))
+
+
+class CheckerTests(unittest.TestCase):
+    def setUp(self):
+        self.config, self.admin, self.clock = realm(self)
+        example(self.admin)
+        self.threaded = ThreadedDatabase(self.admin.db, reactor)
+        self.threaded.start()
+        self.addCleanup(self.threaded.stop)
+        self.checker = MailboxPasswordChecker(SqliteDirectory(self.threaded), reactor, scrypt_n=1024)
+
+    def login(self, username, password):
+        return self.checker.requestAvatarId(UsernamePassword(username, password))
+
+    @defer.inlineCallbacks
+    def test_full_address(self):
+        self.assertEqual((yield self.login(b"Alice@Example.com", b"correct horse")), "alice@example.com")
+
+    @defer.inlineCallbacks
+    def test_failures_look_the_same(self):
+        for username, password in [
+            (b"alice", b"correct horse"),
+            (b"bob@example.com", b"correct horse"),
+            (b"alice@example.com", b"wrong"),
+            (b"", b""),
+            (b"\xff@example.com", b"x"),
+        ]:
+            with self.assertRaises(UnauthorizedLogin):
+                yield self.login(username, password)
+
+    @defer.inlineCallbacks
+    def test_paused_mailbox_still_authenticates(self):
+        self.admin.mailbox_pause("alice@example.com")
+        self.assertEqual((yield self.login(b"alice@example.com", b"correct horse")), "alice@example.com")
+
+    @defer.inlineCallbacks
+    def test_password_reset_applies_at_once(self):
+        yield self.login(b"alice@example.com", b"correct horse")
+        self.admin.mailbox_passwd("alice@example.com", "battery staple")
+        with self.assertRaises(UnauthorizedLogin):
+            yield self.login(b"alice@example.com", b"correct horse")
+        self.assertEqual((yield self.login(b"alice@example.com", b"battery staple")), "alice@example.com")
+
+    @defer.inlineCallbacks
+    def test_rehash_when_parameters_change(self):
+        store.mailbox_set_password_hash(self.admin.db, "alice@example.com", hash_password("pw", n=2048))
+        yield self.login(b"alice@example.com", b"pw")
+        stored = store.mailbox_get(self.admin.db, "alice@example.com").password_hash
+        self.assertTrue(stored.startswith("{SCRYPT}n=1024,"))
+
+    @defer.inlineCallbacks
+    def test_legacy_scheme_is_upgraded(self):
+        import base64, hashlib
+        value = "{SSHA}" + base64.b64encode(hashlib.sha1(b"pw" + b"salt").digest() + b"salt").decode()
+        store.mailbox_set_password_hash(self.admin.db, "alice@example.com", value)
+        yield self.login(b"alice@example.com", b"pw")
+        stored = store.mailbox_get(self.admin.db, "alice@example.com").password_hash
+        self.assertTrue(stored.startswith("{SCRYPT}"))
+
+    @defer.inlineCallbacks
+    def test_outage_is_not_a_wrong_password(self):
+        checker = MailboxPasswordChecker(BrokenDirectory(), reactor, scrypt_n=1024)
+        with self.assertRaises(DirectoryUnavailable):
+            yield checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"x"))
+
+
+class NormaliseTests(unittest.TestCase):
+    def test_forms(self):
+        self.assertEqual(normalise_address(" Alice@Example.COM "), "alice@example.com")
+        self.assertIsNone(normalise_address("alice"))
+        self.assertIsNone(normalise_address("@example.com"))
+        self.assertIsNone(normalise_address("a b@example.com"))

@@ -1,0 +1,63 @@
+"""Start-up of the real C{twistd} plugin: refusals and the self-signed identity."""
+
+import os
+import stat
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.server_process import ServerProcess, free_port, run_twistd
+from tests.support import write_config
+
+
+class RefusedConfigurationTests(unittest.TestCase):
+    def assertRefused(self, config_path, *words):
+        process = run_twistd(config_path)
+        self.assertNotEqual(process.returncode, 0)
+        output = process.stdout + process.stderr
+        self.assertNotIn("Traceback", output)
+        lines = [line for line in output.splitlines() if "configuration error" in line]
+        self.assertEqual(len(lines), 1, output)
+        for word in words:
+            self.assertIn(word, lines[0])
+
+    def test_unknown_key(self):
+        self.assertRefused(write_config(self.mktemp(), "[relay]\nmx_prot = 25\n"), "[relay] mx_prot", "unknown key")
+
+    def test_unparsable_endpoint(self):
+        self.assertRefused(write_config(self.mktemp(), imaps="tcp:not-a-port"), "[listen] imaps")
+
+    def test_unknown_endpoint_type(self):
+        self.assertRefused(write_config(self.mktemp(), mx="carrier-pigeon:25"), "[listen] mx")
+
+    def test_unreadable_certificate(self):
+        path = write_config(self.mktemp())
+        tls = os.path.join(os.path.dirname(path), "var", "tls")
+        os.makedirs(tls)
+        with open(os.path.join(tls, "key.pem"), "w") as f:
+            f.write("not a key\n")
+        self.assertRefused(path, "[tls] certificate")
+
+    def test_missing_config_file(self):
+        self.assertRefused(os.path.abspath(self.mktemp()), "cannot read")
+
+
+class StartupTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_generates_certificate_once(self):
+        path = write_config(self.mktemp())
+        cert = os.path.join(os.path.dirname(path), "var", "tls", "cert.pem")
+        key = os.path.join(os.path.dirname(path), "var", "tls", "key.pem")
+        server = ServerProcess(self, path)
+        yield server.start([])
+        yield server.wait_for_log("trekmail started")
+        server.stop()
+        self.assertEqual(stat.S_IMODE(os.stat(key).st_mode), 0o600)
+        with open(cert, "rb") as f:
+            first = f.read()
+        server = ServerProcess(self, path)
+        yield server.start([])
+        yield server.wait_for_log("trekmail started")
+        server.stop()
+        with open(cert, "rb") as f:
+            self.assertEqual(f.read(), first)
