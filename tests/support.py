@@ -3,6 +3,7 @@ Shared test fixtures: a configuration under a temporary directory, an
 open realm with an administration front, and a populated example.
 """
 
+import configparser
 import os
 
 from twisted.internet.task import Clock
@@ -21,25 +22,26 @@ def write_config(directory, extra="", **listen):
     """
     A config file under C{directory} whose data dir, certificate and key
     live there too, with cheap password hashing; returns its path.
+    C{extra} is INI text merged over these settings.
     """
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     data = os.path.join(directory, "var")
-    lines = [
-        "[server]",
-        "hostname = mail.test",
-        "data_dir = %s" % (data,),
-        "[tls]",
-        "certificate = %s" % os.path.join(data, "tls", "cert.pem"),
-        "private_key = %s" % os.path.join(data, "tls", "key.pem"),
-        "[realm]",
-        "password_scrypt_n = 1024",
-        "[listen]",
-    ]
-    lines += ["%s = %s" % item for item in sorted(listen.items())]
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read_dict({
+        "server": {"hostname": "mail.test", "data_dir": data},
+        "tls": {
+            "certificate": os.path.join(data, "tls", "cert.pem"),
+            "private_key": os.path.join(data, "tls", "key.pem"),
+        },
+        "realm": {"password_scrypt_n": "1024"},
+        "listen": dict(listen),
+    })
+    parser.read_string(extra)
     path = os.path.join(directory, "trekmail.ini")
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n" + extra)
+        parser.write(f)
     return path
 
 

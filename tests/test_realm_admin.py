@@ -131,3 +131,23 @@ class MailboxTests(unittest.TestCase):
         self.assertEqual(context.domain.name, "example.com")
         self.assertEqual(context.account.plan, "starter")
         self.assertIsNone(store.mailbox_context(self.admin.db, "bob@example.com"))
+
+
+class DirectoryOwnedTests(unittest.TestCase):
+    def test_ldap_backend_refuses_local_writes(self):
+        config, admin, clock = realm(self, extra="[realm]\nbackend = ldap\n")
+        before = snapshot(admin)
+        for call in [
+            lambda: admin.account_add("o@example.net", "pro"),
+            lambda: admin.account_set(1, plan="pro"),
+            lambda: admin.account_suspend(1, "billing"),
+            lambda: admin.account_unsuspend(1),
+            lambda: admin.domain_add("example.com", 1),
+            lambda: admin.mailbox_add("a@example.com", "pw"),
+            lambda: admin.mailbox_passwd("a@example.com", "pw"),
+            lambda: admin.mailbox_pause("a@example.com"),
+        ]:
+            with self.assertRaises(InvalidInput) as caught:
+                call()
+            self.assertIn("LDAP directory", str(caught.exception))
+        self.assertEqual(snapshot(admin), before)

@@ -1,6 +1,7 @@
 """Start-up of the real C{twistd} plugin: refusals and the self-signed identity."""
 
 import os
+import socket
 import stat
 
 from twisted.internet import defer
@@ -37,6 +38,14 @@ class RefusedConfigurationTests(unittest.TestCase):
         with open(os.path.join(tls, "key.pem"), "w") as f:
             f.write("not a key\n")
         self.assertRefused(path, "[tls] certificate")
+
+    def test_port_in_use(self):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            path = write_config(self.mktemp(), mx="tcp:%d:interface=127.0.0.1" % (port,))
+            self.assertRefused(path, "[listen] mx", "in use")
 
     def test_missing_config_file(self):
         self.assertRefused(os.path.abspath(self.mktemp()), "cannot read")

@@ -6,14 +6,16 @@ exits 1, leaving the store unchanged; a usage error exits 2.
 """
 
 import argparse
-import dataclasses
-import datetime
 import json
 import sys
 import time
 
+from trekmail.admin import operations
+from trekmail.admin.operations import present
 from trekmail.config import Config, ConfigError, config_path
-from trekmail.realm import database, schema
+from trekmail.crypto import SecretKeyError
+from trekmail.queue import admin as queue_admin
+from trekmail.realm import database, ldapsync, schema
 from trekmail.realm.admin import Administration
 from trekmail.realm.errors import RealmError
 
@@ -21,27 +23,6 @@ from trekmail.realm.errors import RealmError
 class WallClock:
     def seconds(self):
         return time.time()
-
-
-def _plain(value):
-    if dataclasses.is_dataclass(value):
-        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return value
-
-
-def _hidden(value):
-    """Password hashes never leave the store through the CLI."""
-    if isinstance(value, dict):
-        return {k: _hidden(v) for k, v in value.items() if k != "password_hash"}
-    if isinstance(value, list):
-        return [_hidden(v) for v in value]
-    return value
 
 
 def _read_password(stdin):
@@ -54,7 +35,7 @@ def _record_lines(record):
 
 
 def _print(result, as_json, out):
-    plain = _hidden(_plain(result))
+    plain = present(result)
     if as_json:
         out.write(json.dumps(plain, indent=2, sort_keys=True) + "\n")
     elif isinstance(plain, list):
@@ -111,6 +92,9 @@ def _parser():
     p = domain.add_parser("dns")
     p.add_argument("domain")
     p.set_defaults(run=_dns_records)
+    p = domain.add_parser("verify", help="check SPF, DKIM, DMARC and MX in DNS; Pending -> Active")
+    p.add_argument("domain")
+    p.set_defaults(run=_networked("domain_verify", domain="domain"))
     p = domain.add_parser("show")
     p.add_argument("domain")
     p.set_defaults(run=lambda a, o: a.domain_get(o.domain))
@@ -136,7 +120,143 @@ def _parser():
     p = mailbox.add_parser("list")
     p.add_argument("--domain")
     p.set_defaults(run=lambda a, o: a.mailbox_list(o.domain))
+
+    queue = nouns.add_parser("queue").add_subparsers(dest="verb", required=True)
+    queue.add_parser("list").set_defaults(run=lambda a, o: queue_admin.queue_list(a.config))
+    queue.add_parser("flush").set_defaults(run=lambda a, o: queue_admin.queue_flush(a.config))
+    p = queue.add_parser("delete")
+    p.add_argument("queue_id")
+    p.set_defaults(run=lambda a, o: queue_admin.queue_delete(a.config, o.queue_id))
+
+    directory = nouns.add_parser("directory").add_subparsers(dest="verb", required=True)
+    directory.add_parser(
+        "sync", help="make local rows and DKIM keys for every LDAP directory domain"
+    ).set_defaults(run=lambda a, o: ldapsync.sync(a.db, a.config, a.clock))
+
+    suppression = nouns.add_parser("suppression").add_subparsers(dest="verb", required=True)
+    p = suppression.add_parser("list")
+    p.add_argument("--domain", help="only this sending domain")
+    p.set_defaults(run=lambda a, o: queue_admin.suppression_list(a.db, o.domain))
+    p = suppression.add_parser("remove")
+    p.add_argument("address")
+    p.add_argument("--domain", help="only for this sending domain (default: all)")
+    p.set_defaults(run=lambda a, o: queue_admin.suppression_remove(a.db, o.address, o.domain))
+    _sending_commands(nouns)
     return parser
+
+
+def _verb(name, /, **arguments):
+    """A CLI verb that runs the shared implementation; C{arguments} maps its keywords to option names."""
+    def run(admin, options):
+        kwargs = {k: getattr(options, v) if isinstance(v, str) else v(options) for k, v in arguments.items()}
+        return operations.run_verb(admin.db, admin.config, admin.clock, None, name, kwargs)
+    return run
+
+
+def _networked(name, /, **arguments):
+    """
+    A verb that talks to the network (provider, DNS): runs the shared
+    implementation on a reactor of its own for this one command.
+    """
+    def run(admin, options):
+        from twisted.internet import reactor
+        from twisted.python.failure import Failure
+
+        from trekmail.relay.smarthost import Smarthost
+
+        threaded = database.ThreadedDatabase(admin.db, reactor)
+        ops = operations.Operations(
+            admin.config, threaded, reactor,
+            resolver=operations.make_resolver(admin.config, reactor),
+            smarthost=Smarthost(reactor, admin.config.get("server", "hostname"),
+                                trust_root=operations.smarthost_trust(admin.config),
+                                timeout=admin.config.get("smarthost", "timeout")),
+        )
+        kwargs = {k: getattr(options, v) if isinstance(v, str) else v(options) for k, v in arguments.items()}
+        outcome = []
+
+        def go():
+            d = ops.call(name, **kwargs)
+            d.addBoth(outcome.append)
+            d.addBoth(lambda _: reactor.stop())
+
+        threaded.start()
+        reactor.callWhenRunning(go)
+        reactor.run(installSignalHandlers=False)
+        threaded.stop()
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        return outcome[0]
+    return run
+
+
+def _profile_fields(p, required=True):
+    p.add_argument("--name", required=required)
+    p.add_argument("--host", required=required)
+    p.add_argument("--port", required=required, type=int)
+    p.add_argument("--tls", required=required, help="implicit, starttls or none")
+    p.add_argument("--username", required=required)
+    p.add_argument("--password-stdin", action="store_true", required=required)
+    p.add_argument("--spf-include", help="the provider's SPF include (default: known for SES, SendGrid, Mailgun, Postmark)")
+
+
+_PROFILE_FIELDS = dict(name="name", host="host", port="port", tls="tls", username="username",
+                       password=lambda o: _read_password(o.stdin), spf_include="spf_include")
+
+
+def _sending_commands(nouns):
+    smtp = nouns.add_parser("smtp").add_subparsers(dest="verb", required=True)
+    profile = smtp.add_parser("profile").add_subparsers(dest="action", required=True)
+    p = profile.add_parser("add")
+    p.add_argument("--account", required=True)
+    _profile_fields(p)
+    p.set_defaults(run=_verb("profile_add", account_id="account", **_PROFILE_FIELDS))
+    p = profile.add_parser("list")
+    p.add_argument("--account")
+    p.set_defaults(run=_verb("profile_list", account_id="account"))
+    p = profile.add_parser("show")
+    p.add_argument("id")
+    p.set_defaults(run=_verb("profile_get", profile_id="id"))
+    p = profile.add_parser("delete")
+    p.add_argument("id")
+    p.set_defaults(run=_verb("profile_delete", profile_id="id"))
+    p = profile.add_parser("test", help="connect, authenticate and send a probe message")
+    p.add_argument("id")
+    p.add_argument("--to", help="probe recipient (default: the account owner)")
+    p.add_argument("--from", dest="sender", help="probe sender (default: the account owner)")
+    p.set_defaults(run=_networked("profile_test", profile_id="id", to="to", sender="sender"))
+    p = profile.add_parser("rotate-key", help="re-encrypt every profile password with a new key")
+    p.set_defaults(run=_verb("key_rotate"))
+
+    p = smtp.add_parser("route", help="show or set how a domain sends")
+    p.add_argument("domain")
+    p.add_argument("route", nargs="?", help="managed, profile:ID, or new (with the profile options)")
+    p.add_argument("--make-default", action="store_true", help="new domains of the account start on this route")
+    p.add_argument("--apply-all", action="store_true", help="switch every domain of the account to this route")
+    p.add_argument("--yes", action="store_true", help="confirm --apply-all")
+    _profile_fields(p, required=False)
+    p.set_defaults(run=_route)
+
+    p = nouns.add_parser("doctor", help="run the ten checks of \"I can't send\" for a mailbox")
+    p.add_argument("address")
+    p.add_argument("--recipients", type=int, help="recipients of the message that fails (check 5)")
+    p.add_argument("--password-stdin", action="store_true", help="also check the mailbox password (check 8)")
+    p.set_defaults(run=_networked(
+        "doctor", address="address", recipients="recipients",
+        password=lambda o: _read_password(o.stdin) if o.password_stdin else None))
+
+
+def _route(admin, options):
+    common = dict(make_default=options.make_default, apply_all=options.apply_all, yes=options.yes)
+    if options.route is None:
+        return _verb("route_show", domain="domain")(admin, options)
+    if options.route == "new":
+        if not options.password_stdin:
+            raise RealmError("a new profile needs --name --host --port --tls --username --password-stdin")
+        fields = dict(_PROFILE_FIELDS, domain="domain", **{k: (lambda o, v=v: v) for k, v in common.items()})
+        return _verb("route_new", **fields)(admin, options)
+    fields = dict(domain="domain", route="route", **{k: (lambda o, v=v: v) for k, v in common.items()})
+    return _verb("route_set", **fields)(admin, options)
 
 
 def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
@@ -157,7 +277,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     except ConfigError as e:
         stderr.write("trekmail: configuration error: %s\n" % (e,))
         return 78
-    except RealmError as e:
+    except (RealmError, SecretKeyError) as e:
         stderr.write("trekmail: %s\n" % (e,))
         return 1
     _print(result, options.json, stdout)

@@ -84,6 +84,14 @@ def _source_pools(value):
     return pools
 
 
+def _seconds_list(value):
+    """C{300 600 3600} -> (300, 600, 3600): the queue's retry intervals."""
+    seconds = tuple(int(word) for word in value.split())
+    if not seconds or min(seconds) <= 0:
+        raise ValueError("expected one or more positive numbers of seconds, not %r" % (value,))
+    return seconds
+
+
 @dataclass(frozen=True)
 class Key:
     default: str
@@ -117,11 +125,49 @@ SCHEMA = {
         "mx_port": Key("25", _integer),
         "source_pools": Key("", _source_pools),
     },
+    "queue": {
+        "retry_intervals": Key("300 600 1200 2400 3600", _seconds_list),
+        "max_age": Key("432000", _integer),
+        "suppress_after": Key("3", _integer),
+        "concurrency": Key("100", _integer),
+        "connections_per_destination": Key("4", _integer),
+    },
+    "secrets": {
+        "key_file": Key(""),
+    },
+    "smarthost": {
+        "ca_file": Key(""),
+        "timeout": Key("60", _integer),
+    },
+    "admin": {
+        "token": Key(""),
+        "token_file": Key(""),
+    },
+    "imap": {
+        "append_limit": Key("52428800", _integer),
+        "max_connections": Key("25000", _integer),
+        "max_unauthenticated_per_ip": Key("20", _integer),
+    },
     "realm": {
         "backend": Key("sqlite", _choice("sqlite", "ldap")),
         "database": Key(""),
         "password_scrypt_n": Key("131072", _integer),
         "refresh_seconds": Key("60", _integer),
+        "ldap_url": Key("ldap://127.0.0.1:389", _words),
+        "bind_dn": Key(""),
+        "bind_password_file": Key(""),
+        "base_dn": Key(""),
+        "ldap_mailbox_base": Key(""),
+        "ldap_domain_base": Key(""),
+        "ldap_account_base": Key(""),
+        "ldap_mailbox_filter": Key("(&(objectClass=trekmailMailbox)(mail=%s))"),
+        "ldap_domain_filter": Key("(&(objectClass=trekmailDomain)(associatedDomain=%s))"),
+        "ldap_account_filter": Key("(&(objectClass=trekmailAccount)(trekmailAccountId=%s))"),
+        "ldap_attributes": Key(""),
+        "ldap_auth": Key("bind", _choice("bind", "compare")),
+        "ldap_timeout": Key("5", _integer),
+        "ldap_pool_size": Key("4", _integer),
+        "ldap_ca_file": Key(""),
     },
 }
 
@@ -150,6 +196,10 @@ class Config:
 
     def data_path(self, *parts):
         return os.path.join(self.data_dir, *parts)
+
+    @property
+    def secret_key_path(self):
+        return self.get("secrets", "key_file") or self.data_path("secrets", "profile.key")
 
     @property
     def database_path(self):

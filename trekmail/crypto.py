@@ -111,3 +111,135 @@ def verify_password(password, stored, wanted_n=OWASP_SCRYPT_N):
             ok = verify(secret, stored[len(prefix):])
             return ok, ok
     return False, False
+
+
+class SecretKeyError(Exception):
+    """The key file for secrets at rest is missing, unreadable, too open or corrupt."""
+
+
+def _key_id():
+    return os.urandom(4).hex()
+
+
+class SecretKeyring:
+    """
+    Authenticated encryption (AES-256-GCM) for secrets the server must use
+    again in the clear, such as an external SMTP provider's password.
+
+    The keys live in a file outside the database (mode 0600), so a copy of
+    the database alone reveals nothing.  Each value carries the id of the
+    key that sealed it and is bound to a context (the row it belongs to),
+    so a value copied onto another row fails to open.  The file lists the
+    current key first; older keys stay in it only while a rotation is
+    re-encrypting, which keeps every stored value readable if the rotation
+    is interrupted at any point.
+    """
+
+    PREFIX = "aesgcm"
+
+    def __init__(self, path, keys, stamp=None):
+        self.path = path
+        self._keys = list(keys)
+        self._stamp = stamp
+
+    def _refresh(self):
+        """
+        Pick up a rotation done by another process (the CLI while the
+        server runs): sealing with a retired key would lose the value.
+        """
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return
+        if (status.st_ino, status.st_mtime_ns) != self._stamp:
+            fresh = self.load(self.path, create=False)
+            self._keys, self._stamp = fresh._keys, fresh._stamp
+
+    @classmethod
+    def load(cls, path, create=True):
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            if not create:
+                raise SecretKeyError("the secret key file %s does not exist" % (path,)) from None
+            keyring = cls(path, [(_key_id(), os.urandom(32))])
+            keyring.save()
+            return keyring
+        if status.st_mode & 0o077:
+            raise SecretKeyError(
+                "the secret key file %s is readable by others (mode %o): chmod 600 it"
+                % (path, status.st_mode & 0o777)
+            )
+        keys = []
+        with open(path, encoding="ascii") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip() or line.startswith("#"):
+                    continue
+                try:
+                    key_id, encoded = line.split()
+                    key = base64.b64decode(encoded, validate=True)
+                except ValueError:
+                    key = b""
+                if len(key) != 32:
+                    raise SecretKeyError("%s line %d is not a key" % (path, number))
+                keys.append((key_id, key))
+        if not keys:
+            raise SecretKeyError("the secret key file %s holds no key" % (path,))
+        return cls(path, keys, (status.st_ino, status.st_mtime_ns))
+
+    def save(self):
+        """Write the key file atomically, created 0600 before any key byte is written."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        temporary = self.path + ".tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write("# TrekMail secrets-at-rest keys; the first is current. Keep private.\n")
+            for key_id, key in self._keys:
+                f.write("%s %s\n" % (key_id, base64.b64encode(key).decode("ascii")))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        status = os.stat(self.path)
+        self._stamp = (status.st_ino, status.st_mtime_ns)
+
+    @property
+    def current_id(self):
+        return self._keys[0][0]
+
+    def seal(self, plaintext, context):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._refresh()
+        key_id, key = self._keys[0]
+        nonce = os.urandom(12)
+        sealed = AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), context)
+        return "%s:%s:%s" % (self.PREFIX, key_id, base64.b64encode(nonce + sealed).decode("ascii"))
+
+    def open(self, value, context):
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        prefix, _, rest = value.partition(":")
+        key_id, _, encoded = rest.partition(":")
+        if key_id not in dict(self._keys):
+            self._refresh()
+        key = dict(self._keys).get(key_id)
+        if prefix != self.PREFIX or key is None:
+            raise SecretKeyError("a stored secret was sealed with a key not in %s" % (self.path,))
+        raw = base64.b64decode(encoded)
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], context).decode("utf-8")
+        except InvalidTag:
+            raise SecretKeyError("a stored secret failed authentication (tampered or moved)") from None
+
+    def begin_rotation(self):
+        """Add a new current key, keeping the old ones so nothing becomes unreadable."""
+        self._refresh()
+        self._keys.insert(0, (_key_id(), os.urandom(32)))
+        self.save()
+
+    def finish_rotation(self):
+        """Drop every key but the current one, once all values are re-sealed with it."""
+        del self._keys[1:]
+        self.save()

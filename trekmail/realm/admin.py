@@ -69,16 +69,29 @@ class Administration:
         self.config = config
         self.clock = clock
 
+    def _directory_owned(self, what):
+        """
+        With the LDAP backend the directory is the source of truth: a local
+        write would be silently overridden, so it is refused instead.
+        """
+        if self.config.get("realm", "backend") == "ldap":
+            raise InvalidInput(
+                "%s live in the LDAP directory ([realm] backend = ldap): change them there"
+                " (`trekmail directory sync` picks up new domains)" % (what,)
+            )
+
     def _today(self):
         return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.timezone.utc).date()
 
     def account_add(self, owner_email, plan, trial=False, registered=None, verified=False):
+        self._directory_owned("accounts")
         owner_email = check_address(owner_email)
         plan = _check_plan(plan)
         registered = self._today() if registered is None else _check_date(registered)
         return store.account_add(self.db, owner_email, plan, not trial, registered, verified)
 
     def account_set(self, account_id, plan=None, verified=None, paid=None):
+        self._directory_owned("accounts")
         changes = {}
         if plan is not None:
             changes["plan"] = _check_plan(plan)
@@ -89,6 +102,7 @@ class Administration:
         return store.account_update(self.db, _check_id(account_id), **changes)
 
     def account_suspend(self, account_id, reason):
+        self._directory_owned("accounts")
         if reason not in SUSPENSION_REASONS:
             raise InvalidInput(
                 "unknown suspension reason %r (choose one of: %s)"
@@ -97,6 +111,7 @@ class Administration:
         return store.account_update(self.db, _check_id(account_id), suspension=reason)
 
     def account_unsuspend(self, account_id):
+        self._directory_owned("accounts")
         return store.account_update(self.db, _check_id(account_id), suspension=None)
 
     def account_list(self):
@@ -106,6 +121,7 @@ class Administration:
         return store.account_get(self.db, _check_id(account_id))
 
     def domain_add(self, name, account_id, selector=dkimkeys.DEFAULT_SELECTOR):
+        self._directory_owned("domains")
         name = check_domain(name)
         account = store.account_get(self.db, _check_id(account_id))
         if store.domain_find(self.db, name) is not None:
@@ -126,6 +142,7 @@ class Administration:
         return dkimkeys.dns_records(self.domain_get(name), self.config)
 
     def mailbox_add(self, address, password):
+        self._directory_owned("mailboxes")
         address = check_address(address)
         password = _check_password(password)
         domain = address.rpartition("@")[2]
@@ -138,6 +155,7 @@ class Administration:
         return store.mailbox_add(self.db, address, domain, hashed, self.clock.seconds())
 
     def mailbox_passwd(self, address, password):
+        self._directory_owned("mailboxes")
         address = check_address(address)
         password = _check_password(password)
         store.mailbox_get(self.db, address)
@@ -146,6 +164,7 @@ class Administration:
         return store.mailbox_get(self.db, address)
 
     def mailbox_pause(self, address, paused=True):
+        self._directory_owned("mailboxes")
         return store.mailbox_set_paused(self.db, check_address(address), paused)
 
     def mailbox_list(self, domain=None):

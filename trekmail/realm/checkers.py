@@ -74,16 +74,20 @@ class MailboxPasswordChecker:
     Checks a mailbox password against the directory.  Hash work runs in the
     reactor's thread pool; a directory failure propagates as
     L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong password.
+
+    @param rehash: C{False} when the directory's hashes are not ours to
+        replace (LDAP): a login then never pays for a hash it would discard.
     """
 
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None):
+    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True):
         self._directory = directory
         self._reactor = reactor
         self._scrypt_n = scrypt_n
         self._cache = VerifiedPasswordCache() if cache is None else cache
+        self._rehash = rehash
 
     def _in_thread(self, function, *args):
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
@@ -106,7 +110,7 @@ class MailboxPasswordChecker:
         if not ok:
             self.log.info("login failed for {address}", address=address)
             raise UnauthorizedLogin()
-        if needs_rehash:
+        if needs_rehash and self._rehash:
             fresh = yield self._in_thread(hash_password, password, self._scrypt_n)
             yield self._directory.set_password_hash(address, fresh, stored)
             stored = fresh

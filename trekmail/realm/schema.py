@@ -41,4 +41,68 @@ REALM = Schema(
     ),
 )
 
-SCHEMAS = (REALM,)
+PROFILES = Schema(
+    "profiles",
+    (
+        """
+        CREATE TABLE smtp_profiles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            tls TEXT NOT NULL,
+            username TEXT NOT NULL,
+            password_sealed TEXT NOT NULL,
+            spf_include TEXT,
+            created REAL NOT NULL,
+            UNIQUE (account_id, name)
+        );
+        CREATE INDEX smtp_profiles_by_account ON smtp_profiles(account_id)
+        """,
+    ),
+)
+
+COUNTERS = Schema(
+    "counters",
+    (
+        """
+        CREATE TABLE send_daily (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (scope, key, day)
+        );
+        CREATE INDEX send_daily_by_day ON send_daily(day);
+        CREATE TABLE send_recent (
+            account_id INTEGER NOT NULL,
+            second INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (account_id, second)
+        )
+        """,
+    ),
+)
+"""Sending counters of L{trekmail.policy.counters}: per UTC day, and per second for the rolling hour."""
+
+QUEUE = Schema(
+    "queue",
+    (
+        """
+        CREATE TABLE hard_bounces (
+            domain TEXT NOT NULL COLLATE NOCASE,
+            address TEXT NOT NULL COLLATE NOCASE,
+            count INTEGER NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            last_diagnostic TEXT NOT NULL,
+            suppressed_at REAL,
+            PRIMARY KEY (domain, address)
+        )
+        """,
+    ),
+)
+"""Hard bounces and suppressed addresses of L{trekmail.queue.suppression}."""
+
+SCHEMAS = (REALM, PROFILES, COUNTERS, QUEUE)

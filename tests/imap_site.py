@@ -1,0 +1,151 @@
+"""
+An IMAP server on real loopback sockets with real TLS, for tests that
+drive it with imaplib in a thread: the implicit-TLS and STARTTLS
+listeners, a real sqlite realm, the Maildir store with its index, and a
+task.Clock for timeouts (the sockets run on the real reactor).
+"""
+
+import imaplib
+import os
+import socket
+import ssl
+
+from twisted.cred.portal import Portal
+from twisted.internet import defer, inotify, reactor, threads
+from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from tests import support
+from trekmail import tls
+from trekmail.imap.limits import ConnectionLimits
+from trekmail.imap.server import IMAPFactory, MailUserRealm
+from trekmail.imap.store import MailStore
+from trekmail.mailstore import maildir_path
+from trekmail.realm import database
+from trekmail.realm.checkers import MailboxPasswordChecker
+from trekmail.realm.directory import SqliteDirectory
+
+PASSWORD = "correct horse"
+
+
+def client_context():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class TrackingFactory(IMAPFactory):
+    """Remembers its connections so that a test can wait for every one to close."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        server = super().buildProtocol(addr)
+        lost = defer.Deferred()
+        original = server.connectionLost
+
+        def connection_lost(reason=None):
+            original(reason)
+            if not lost.called:
+                lost.callback(None)
+
+        server.connectionLost = connection_lost
+        self.connections.append((server, lost))
+        return server
+
+    def close_all(self):
+        waiting = []
+        for server, lost in self.connections:
+            if not lost.called:
+                server.transport.abortConnection()
+                waiting.append(lost)
+        return defer.gatherResults(waiting)
+
+
+class Site:
+    def __init__(self, testcase, per_address=20, total=25000, appendlimit=1024 * 1024, watch=True):
+        self.testcase = testcase
+        self.config, self.admin, _ = support.realm(testcase)
+        self.clock = Clock()
+        self.clock.advance(support.NOON)
+        db = database.connect(self.config.database_path)
+        self.database = database.ThreadedDatabase(db, reactor)
+        self.database.start()
+        testcase.addCleanup(self.database.stop)
+        self.directory = SqliteDirectory(self.database)
+        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
+        portal = Portal(MailUserRealm(), [checker])
+        notifier = None
+        if watch:
+            notifier = inotify.INotify(reactor)
+            notifier.startReading()
+            testcase.addCleanup(notifier.loseConnection)
+        self.store = MailStore(self.config.data_dir, reactor, notifier)
+        self.store.start()
+        testcase.addCleanup(self.store.stop)
+        self.limits = ConnectionLimits(per_address, total)
+        options = tls.server_options(self.config)
+        self.ports = {}
+        self.factories = {}
+        for name, implicit in (("imaps", True), ("imap", False)):
+            factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
+                                      "mail.test", options, implicit, appendlimit)
+            self.factories[name] = factory
+            testcase.addCleanup(factory.close_all)
+            if implicit:
+                factory = TLSMemoryBIOFactory(options, False, factory)
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            testcase.addCleanup(port.stopListening)
+            self.ports[name] = port.getHost().port
+
+    def account(self, plan="starter", owner="owner@example.net", domain="example.com", mailboxes=("alice",)):
+        record = self.admin.account_add(owner, plan, verified=True)
+        self.admin.domain_add(domain, record.id)
+        for local in mailboxes:
+            self.admin.mailbox_add("%s@%s" % (local, domain), PASSWORD)
+        return record
+
+    def connect(self, login="alice@example.com", password=PASSWORD, port="imaps"):
+        """An imaplib client (logged in given C{login}); call in a thread."""
+        if port == "imaps":
+            client = imaplib.IMAP4_SSL("127.0.0.1", self.ports[port], ssl_context=client_context(), timeout=30)
+        else:
+            client = imaplib.IMAP4("127.0.0.1", self.ports[port], timeout=30)
+        if login is not None:
+            client.login(login, password)
+        return client
+
+    def connect_from(self, source, login="alice@example.com", password=PASSWORD):
+        """An implicit-TLS imaplib client bound to C{source} (any 127.0.0.x)."""
+        class Bound(imaplib.IMAP4_SSL):
+            def _create_socket(self, timeout):
+                sock = socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
+                return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+        client = Bound("127.0.0.1", self.ports["imaps"], ssl_context=client_context(), timeout=30)
+        if login is not None:
+            client.login(login, password)
+        return client
+
+    def deliver(self, address, data, name=None):
+        """Drops a message into the mailbox's C{new/} the way delivery does (tmp, fsync, rename)."""
+        root = maildir_path(self.config.data_dir, address)
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        name = name or "%d.delivery%s.test" % (support.NOON, os.urandom(4).hex())
+        with open(os.path.join(root, "tmp", name), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(os.path.join(root, "tmp", name), os.path.join(root, "new", name))
+
+    def in_thread(self, function, *args, **kwargs):
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), function, *args, **kwargs)
+
+
+def message(subject="hello", body="Hi there.\r\n", sender="bob@remote.test", to="alice@example.com"):
+    return ("From: Bob <%s>\r\nTo: %s\r\nSubject: %s\r\nDate: Sat, 21 Nov 2026 12:00:00 +0000\r\n"
+            "Message-ID: <%s@remote.test>\r\n\r\n%s" % (sender, to, subject, os.urandom(6).hex(), body)).encode()

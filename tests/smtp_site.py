@@ -1,0 +1,187 @@
+"""
+A submission server on real loopback sockets with real TLS, for tests that
+drive it with smtplib in a thread: both listeners (implicit TLS and
+STARTTLS), a real sqlite realm, a fake queue and a task.Clock for the
+policy's time (the sockets run on the real reactor).
+"""
+
+import smtplib
+import ssl
+
+from twisted.cred.portal import Portal
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
+
+from tests import support
+from tests.smtp_fakes import FakeQueue
+from trekmail import tls
+from trekmail.policy.limits import DAY
+from trekmail.policy.throttle import AuthThrottle
+from trekmail.realm import database
+from trekmail.realm.checkers import MailboxPasswordChecker
+from trekmail.realm.directory import SqliteDirectory
+from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
+
+PASSWORD = "correct horse"
+LATER = support.NOON + 10 * DAY
+"""The server's default "now": ten days after the test domains were made, past warmup."""
+
+
+def client_context():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class TrackingFactory(SubmissionFactory):
+    """Remembers its connections so that a test can wait for every one to close."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        server = super().buildProtocol(addr)
+        lost = defer.Deferred()
+        original = server.connectionLost
+
+        def connection_lost(reason):
+            original(reason)
+            lost.callback(None)
+
+        server.connectionLost = connection_lost
+        self.connections.append((server, lost))
+        return server
+
+    def close_all(self):
+        waiting = []
+        for server, lost in self.connections:
+            if not lost.called:
+                server.transport.abortConnection()
+                waiting.append(lost)
+        return defer.gatherResults(waiting)
+
+
+class Site:
+    def __init__(self, testcase, now=LATER, throttle=None, clock=None):
+        self.testcase = testcase
+        self.config, self.admin, _ = support.realm(testcase)
+        self.clock = clock
+        if clock is None:
+            self.clock = Clock()
+            self.clock.advance(now)
+        self.queue = FakeQueue()
+        self.clients = ThreadPool(minthreads=0, maxthreads=32, name="smtp-test-clients")
+        self.clients.start()
+        testcase.addCleanup(self.clients.stop)
+        self.throttle = throttle or AuthThrottle(free=1000)
+        self.stopped = []
+        self.start()
+
+    def start(self):
+        """Open the database and listen, as a server process does at start-up."""
+        testcase = self.testcase
+        db = database.connect(self.config.database_path)
+        self.database = database.ThreadedDatabase(db, reactor)
+        self.database.start()
+        testcase.addCleanup(self.stop_database, self.database)
+        self.directory = SqliteDirectory(self.database)
+        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
+        portal = Portal(SubmissionRealm(self.directory), [checker])
+        options = tls.server_options(self.config)
+        self.ports = {}
+        self.listening = []
+        for name, implicit in (("submissions", True), ("submission", False)):
+            factory = TrackingFactory(
+                portal, self.directory, self.database, self.queue, self.clock, "mail.test",
+                options, self.throttle, implicit,
+            )
+            testcase.addCleanup(factory.close_all)
+            if implicit:
+                factory = TLSMemoryBIOFactory(options, False, factory)
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            self.listening.append(port)
+            testcase.addCleanup(port.stopListening)
+            self.ports[name] = port.getHost().port
+
+    def stop_database(self, threaded):
+        if threaded not in self.stopped:
+            self.stopped.append(threaded)
+            threaded.stop()
+
+    @defer.inlineCallbacks
+    def restart(self):
+        """Stop listening and close the database, then start again on the same files."""
+        for port in self.listening:
+            yield port.stopListening()
+        self.stop_database(self.database)
+        self.start()
+
+    def account(self, plan="starter", owner="owner@example.net", domain="example.com",
+                mailboxes=("alice",), **options):
+        record = self.admin.account_add(owner, plan, verified=options.pop("verified", True), **options)
+        self.admin.domain_add(domain, record.id)
+        for local in mailboxes:
+            self.admin.mailbox_add("%s@%s" % (local, domain), PASSWORD)
+        return record
+
+    def connect(self, port="submissions", login=None, password=PASSWORD, source="127.0.0.1"):
+        """A connected (and, given C{login}, authenticated) smtplib client; call in a thread."""
+        if port == "submissions":
+            client = smtplib.SMTP_SSL("127.0.0.1", self.ports[port], context=client_context(),
+                                      source_address=(source, 0), timeout=30)
+        else:
+            client = smtplib.SMTP("127.0.0.1", self.ports[port], source_address=(source, 0), timeout=30)
+            client.starttls(context=client_context())
+        client.ehlo("client.test")
+        if login is not None:
+            client.auth("PLAIN", lambda challenge=None: "\0%s\0%s" % (login, password))
+        return client
+
+    def in_thread(self, function, *args, **kwargs):
+        """
+        Run a blocking client in the test's own pool: the reactor's pool
+        does the server's password hashing and must stay free.
+        """
+        return threads.deferToThreadPool(reactor, self.clients, function, *args, **kwargs)
+
+
+def message(sender, recipients=("bob@remote.test",), subject="hello", body="Hi.\r\n", extra=""):
+    return (
+        "From: %s\r\nTo: %s\r\nSubject: %s\r\n%s\r\n%s" % (sender, ", ".join(recipients), subject, extra, body)
+    ).encode()
+
+
+def send(client, sender, recipients=("bob@remote.test",), data=None):
+    """One transaction with low-level commands: the list of (code, text) replies; stops at a refusal."""
+    result = []
+
+    def step(code, text):
+        result.append((code, text.decode() if isinstance(text, bytes) else text))
+        return code
+
+    if step(*client.mail(sender)) != 250:
+        return result
+    accepted = 0
+    for recipient in recipients:
+        if step(*client.rcpt(recipient)) == 250:
+            accepted += 1
+    code, text = client.docmd("DATA")
+    step(code, text)
+    if code != 354:
+        client.rset()
+        return result
+    payload = message(sender, recipients) if data is None else data
+    step(*_body(client, payload))
+    return result
+
+
+def _body(client, payload):
+    quoted = smtplib.quotedata(payload.decode("latin-1")).encode("latin-1")
+    if not quoted.endswith(b"\r\n"):
+        quoted += b"\r\n"
+    client.send(quoted + b".\r\n")
+    return client.getreply()

@@ -1,0 +1,331 @@
+"""
+The queue under a task.Clock: delivery, retries with backoff, expiry,
+RFC 3464 reports, local Maildir delivery, suppression after repeated hard
+bounces, recovery after a restart, and the operator's delete and flush.
+"""
+
+import email
+import email.policy
+import os
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor
+from trekmail.config import Config, ConfigError
+from trekmail.mailstore import maildir_path
+from trekmail.queue import admin as queue_admin
+from trekmail.queue.delivery import Deliverer, Router
+from trekmail.queue.interface import Envelope, SpoolError
+from trekmail.queue.maildir import MaildirWriter
+from trekmail.queue.manager import CONTROL_SECONDS, MessageQueue
+from trekmail.queue.retry import RetryPolicy
+from trekmail.queue.spool import Spool, SpoolLayout
+from trekmail.queue.suppression import Suppressions
+from trekmail.realm import database, schema
+from trekmail.relay.client import Outcome
+
+NOW = 1795262400.0
+MESSAGE = b"From: a@example.com\r\nTo: x@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+
+class FakeTransport:
+    """Answers each recipient with C{answers[recipient]} (default 250)."""
+
+    def __init__(self):
+        self.answers = {}
+        self.calls = []
+
+    def deliver(self, sender, recipients, message, sending_domain=None):
+        self.calls.append((sender, tuple(recipients), message))
+        return defer.succeed([
+            Outcome(r, *self.answers.get(r, (250, "2.0.0 ok")), remote="mx.remote.test [127.0.0.1]")
+            for r in recipients
+        ])
+
+
+class FakeSigner:
+    def sign(self, message, domain, selector):
+        return b"DKIM-Signature: d=%s\r\n" % (domain.encode(),) + message
+
+
+class Harness:
+    def __init__(self, testcase, root=None):
+        self.testcase = testcase
+        self.root = root or os.path.abspath(testcase.mktemp())
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.reactor = SyncReactor(self.clock)
+        self.directory = Directory()
+        self.directory.add_domain("example.com", created=NOW - 30 * 86400)
+        self.directory.add_mailbox("a@example.com")
+        self.transport = FakeTransport()
+        db = database.connect(os.path.join(self.root, "db.sqlite"))
+        database.upgrade(db, schema.SCHEMAS)
+        testcase.addCleanup(db.close)
+        self.db = db
+        self.start()
+
+    def start(self):
+        self.layout = SpoolLayout(os.path.join(self.root, "queue"))
+        self.spool = Spool(self.layout, self.reactor, SyncPool(), writer=SyncPool())
+        self.spool.start()
+        self.suppressions = Suppressions(FakeDatabase(self.db), self.reactor, 3)
+        self.suppressions.start()
+        deliverer = Deliverer(
+            self.directory, Router(self.transport), FakeSigner(), self.suppressions,
+            self.reactor, SyncPool(), MaildirWriter(self.root, "mail.test", self.reactor, writer=SyncPool()),
+        )
+        self.queue = MessageQueue(
+            self.spool, deliverer, self.suppressions,
+            RetryPolicy((300, 600, 1200, 2400, 3600), 5 * 86400), self.reactor, "mail.test",
+        )
+        self.queue.start()
+        self.testcase.addCleanup(self.stop)
+
+    def stop(self):
+        self.queue.stop()
+        self.suppressions.stop()
+
+    def send(self, recipients, sender="a@example.com", message=MESSAGE, origin="submission"):
+        ids = []
+        self.queue.enqueue(Envelope(sender, tuple(recipients), origin), message).addCallback(ids.append)
+        self.clock.advance(0)
+        return ids[0]
+
+    def inbox(self, address):
+        new = os.path.join(maildir_path(self.root, address), "new")
+        if not os.path.isdir(new):
+            return []
+        result = []
+        for name in sorted(os.listdir(new)):
+            with open(os.path.join(new, name), "rb") as f:
+                result.append(f.read())
+        return result
+
+
+def parse_report(data):
+    report = email.message_from_bytes(data, policy=email.policy.compat32)
+    parts = report.get_payload()
+    status = parts[1].get_payload()
+    return report, parts, status[0], status[1:]
+
+
+class DeliveryTests(unittest.TestCase):
+    def test_delivered_and_removed(self):
+        h = Harness(self)
+        h.send(["x@remote.test"])
+        self.assertEqual(len(h.transport.calls), 1)
+        sender, recipients, data = h.transport.calls[0]
+        self.assertEqual((sender, recipients), ("a@example.com", ("x@remote.test",)))
+        self.assertTrue(data.startswith(b"DKIM-Signature: d=example.com\r\n"))
+        self.assertEqual(h.layout.queue_ids(), [])
+
+    def test_write_error_fails_enqueue_and_keeps_nothing(self):
+        h = Harness(self)
+        os.rmdir(h.layout.tmp)
+        with open(h.layout.tmp, "w"):
+            pass
+        failures = []
+        h.queue.enqueue(Envelope("a@example.com", ("x@remote.test",), "submission"), MESSAGE).addErrback(failures.append)
+        failures[0].trap(SpoolError)
+        h.clock.advance(0)
+        self.assertEqual((h.queue.entries(), h.layout.queue_ids(), h.transport.calls), ([], [], []))
+
+    def test_local_recipient_gets_maildir_copy(self):
+        h = Harness(self)
+        h.send(["a@example.com"], sender="someone@elsewhere.test", origin="mx")
+        [copy] = h.inbox("a@example.com")
+        self.assertTrue(copy.startswith(b"Return-Path: <someone@elsewhere.test>\r\nDelivered-To: a@example.com\r\n"))
+        self.assertTrue(copy.endswith(MESSAGE))
+        self.assertEqual(os.listdir(os.path.join(maildir_path(h.root, "a@example.com"), "tmp")), [])
+        self.assertEqual(h.transport.calls, [])
+        self.assertEqual(h.layout.queue_ids(), [])
+
+    def test_unknown_local_recipient_is_reported(self):
+        h = Harness(self)
+        h.send(["nobody@example.com"])
+        [report] = h.inbox("a@example.com")
+        _, _, _, [recipient] = parse_report(report.split(b"\r\n", 2)[2])
+        self.assertEqual(recipient["Final-Recipient"], "rfc822; nobody@example.com")
+        self.assertEqual(recipient["Status"], "5.1.1")
+
+    def test_partial_success_retries_only_the_rest(self):
+        h = Harness(self)
+        h.transport.answers["slow@remote.test"] = (451, "4.2.0 greylisted")
+        h.send(["x@remote.test", "slow@remote.test"])
+        del h.transport.answers["slow@remote.test"]
+        h.clock.advance(300)
+        self.assertEqual(h.transport.calls[-1][1], ("slow@remote.test",))
+        self.assertEqual(h.layout.queue_ids(), [])
+
+
+class RetryTests(unittest.TestCase):
+    def test_backoff_schedule(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        h.send(["x@remote.test"])
+        attempts = [len(h.transport.calls)]
+        for step in (299, 1, 599, 1, 1199, 1, 2400, 3600, 3600):
+            h.clock.advance(step)
+            attempts.append(len(h.transport.calls))
+        self.assertEqual(attempts, [1, 1, 2, 2, 3, 3, 4, 5, 6, 7])
+        [entry] = h.queue.entries()
+        self.assertEqual(entry["attempts"], 7)
+        self.assertIn("4.2.0 try later", entry["errors"]["x@remote.test"])
+
+    def test_expiry_sends_report(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        queue_id = h.send(["x@remote.test"])
+        h.clock.advance(5 * 86400 - 1)
+        self.assertEqual(h.inbox("a@example.com"), [])
+        self.assertEqual(len(h.layout.queue_ids()), 1)
+        for _ in range(3):
+            h.clock.advance(3600)
+        self.assertEqual(h.layout.queue_ids(), [])
+        [data] = h.inbox("a@example.com")
+        self.assertTrue(data.startswith(b"Return-Path: <>\r\n"))
+        report, parts, per_message, [recipient] = parse_report(data)
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertEqual(report.get_param("report-type"), "delivery-status")
+        self.assertEqual(report["To"], "<a@example.com>")
+        self.assertIn("MAILER-DAEMON@mail.test", report["From"])
+        self.assertEqual(report["Auto-Submitted"], "auto-replied")
+        self.assertEqual([p.get_content_type() for p in parts],
+                         ["text/plain", "message/delivery-status", "text/rfc822-headers"])
+        self.assertEqual(per_message["Reporting-MTA"], "dns; mail.test")
+        self.assertEqual(per_message["X-Queue-ID"], queue_id)
+        self.assertEqual(recipient["Action"], "failed")
+        self.assertEqual(recipient["Status"], "4.4.7")
+        self.assertEqual(recipient["Final-Recipient"], "rfc822; x@remote.test")
+        self.assertEqual(recipient["Diagnostic-Code"], "smtp; 451 4.2.0 try later")
+        self.assertIn("Subject: hi", parts[2].get_payload())
+        self.assertNotIn("Hello.", parts[2].get_payload())
+
+    def test_permanent_failure_reported_at_once(self):
+        h = Harness(self)
+        h.transport.answers["gone@remote.test"] = (550, "5.1.1 user unknown")
+        h.send(["gone@remote.test"])
+        [data] = h.inbox("a@example.com")
+        _, _, _, [recipient] = parse_report(data)
+        self.assertEqual(recipient["Status"], "5.1.1")
+        self.assertEqual(recipient["Remote-MTA"], "dns; mx.remote.test")
+        self.assertEqual(h.layout.queue_ids(), [])
+
+    def test_bounce_is_never_bounced(self):
+        h = Harness(self)
+        h.transport.answers["gone@remote.test"] = (550, "5.1.1 user unknown")
+        h.send(["gone@remote.test"], sender="")
+        self.assertEqual(len(h.transport.calls), 1)
+        self.assertEqual(h.layout.queue_ids(), [])
+        self.assertEqual(h.inbox("a@example.com"), [])
+
+
+class SuppressionTests(unittest.TestCase):
+    def test_suppressed_after_three_hard_bounces(self):
+        h = Harness(self)
+        h.transport.answers["gone@remote.test"] = (550, "5.1.1 user unknown")
+        for _ in range(3):
+            h.send(["gone@remote.test"])
+        self.assertEqual(len(h.transport.calls), 3)
+        h.send(["gone@remote.test", "x@remote.test"])
+        self.assertEqual(h.transport.calls[-1][1], ("x@remote.test",))
+        reports = h.inbox("a@example.com")
+        self.assertEqual(len(reports), 4)
+        _, _, _, [recipient] = parse_report(reports[-1])
+        self.assertIn("suppressed", recipient["Diagnostic-Code"])
+        listed = queue_admin.suppression_list(h.db)
+        self.assertEqual([(e["domain"], e["address"], e["hard_bounces"]) for e in listed],
+                         [("example.com", "gone@remote.test", 3)])
+        queue_admin.suppression_remove(h.db, "gone@remote.test")
+        h.suppressions.reload()
+        h.send(["gone@remote.test"])
+        self.assertEqual(h.transport.calls[-1][1], ("gone@remote.test",))
+
+    def test_policy_refusals_do_not_count(self):
+        """A refused login at a provider or a spam verdict says nothing about the address."""
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (535, "5.7.8 authentication failed")
+        h.transport.answers["y@remote.test"] = (554, "5.4.1 port 25 refused")
+        for _ in range(4):
+            h.send(["x@remote.test", "y@remote.test"])
+        self.assertEqual(h.transport.calls[-1][1], ("x@remote.test", "y@remote.test"))
+        self.assertEqual(queue_admin.suppression_list(h.db), [])
+
+    def test_returned_report_counts_as_hard_bounce(self):
+        h = Harness(self)
+        h.transport.answers["gone@remote.test"] = (550, "5.1.1 user unknown")
+        h.send(["gone@remote.test"], sender="")
+        self.assertEqual(h.transport.calls[-1][1], ("gone@remote.test",))
+        report = (
+            b"From: MAILER-DAEMON@remote.test\r\nTo: a@example.com\r\nSubject: failed\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n"
+            b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; remote.test\r\n\r\n"
+            b"Final-Recipient: rfc822; dead@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            b"--b--\r\n"
+        )
+        for _ in range(3):
+            h.send(["a@example.com"], sender="", message=report, origin="mx")
+        self.assertEqual(len(h.inbox("a@example.com")), 3)
+        self.assertTrue(h.suppressions.is_suppressed("example.com", "dead@remote.test"))
+
+
+class RestartTests(unittest.TestCase):
+    def test_restart_resumes_with_state(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        queue_id = h.send(["x@remote.test"])
+        h.stop()
+        h.transport.answers.clear()
+        h.start()
+        h.clock.advance(0)
+        [entry] = h.queue.entries()
+        self.assertEqual((entry["queue_id"], entry["attempts"]), (queue_id, 1))
+        self.assertEqual(len(h.transport.calls), 1)
+        h.clock.advance(300)
+        self.assertEqual(len(h.transport.calls), 2)
+        self.assertEqual(h.layout.queue_ids(), [])
+
+
+class ControlTests(unittest.TestCase):
+    def test_operator_delete_and_flush(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        first = h.send(["x@remote.test"])
+        second = h.send(["x@remote.test"])
+        listed = queue_admin.queue_list(_Config(h.root))
+        self.assertEqual([e["queue_id"] for e in listed], sorted([first, second]))
+        self.assertEqual(listed[0]["attempts"], 1)
+        queue_admin.queue_delete(_Config(h.root), first)
+        queue_admin.queue_flush(_Config(h.root))
+        h.clock.advance(CONTROL_SECONDS)
+        self.assertEqual([e["queue_id"] for e in h.queue.entries()], [second])
+        self.assertEqual(len(h.transport.calls), 3)
+        self.assertEqual(h.transport.calls[-1][1], ("x@remote.test",))
+
+
+class _Config:
+    def __init__(self, root):
+        self.root = root
+
+    def data_path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+
+class RetryPolicyTests(unittest.TestCase):
+    def test_schedule_grows_then_repeats_and_ends_at_expiry(self):
+        policy = RetryPolicy((300, 600, 3600), max_age=86400)
+        self.assertEqual([policy.next_attempt(n, 0, 1000) - 1000 for n in (1, 2, 3, 9)], [300, 600, 3600, 3600])
+        self.assertEqual(policy.next_attempt(5, 0, 86000), 86400)
+        self.assertIsNone(policy.next_attempt(5, 0, 86400))
+
+    def test_configured(self):
+        config = Config.from_text("[queue]\nretry_intervals = 60 120\nmax_age = 3600\n")
+        self.assertEqual(RetryPolicy.from_config(config), RetryPolicy((60, 120), 3600))
+        with self.assertRaises(ConfigError) as caught:
+            Config.from_text("[queue]\nretry_intervals = 0\n")
+        self.assertIn("[queue] retry_intervals", str(caught.exception))

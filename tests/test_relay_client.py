@@ -1,0 +1,143 @@
+"""
+The ESMTP client core: dot-stuffing of the whole message, per-recipient
+outcomes, and STARTTLS that ignores bytes sent before the handshake.
+"""
+
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from trekmail.relay import client
+
+
+class WireFormTests(unittest.TestCase):
+    def test_lone_dots_are_stuffed(self):
+        self.assertEqual(client.dot_stuff(b".\r\na\r\n.b\r\n"), b"..\r\na\r\n..b\r\n.\r\n")
+
+    def test_crlf_is_kept(self):
+        self.assertEqual(client.wire_form(b"a\r\nb\r\n"), b"a\r\nb\r\n")
+
+    def test_bare_line_ends_become_crlf(self):
+        self.assertEqual(client.wire_form(b"a\nb\rc\r\n\n"), b"a\r\nb\r\nc\r\n\r\n")
+
+    def test_final_line_end_added(self):
+        self.assertEqual(client.dot_stuff(client.wire_form(b"x\r\n.")), b"x\r\n..\r\n.\r\n")
+
+    def test_no_unstuffed_terminator_anywhere(self):
+        """Whatever the offset of a lone dot, the only CRLF.CRLF is the last five bytes."""
+        for k in (1, 2):
+            for offset in range(16384 * k - 6, 16384 * k + 6):
+                body = b"x" * offset + b"\r\n.\r\n" + b"y\r\n"
+                payload = client.dot_stuff(client.wire_form(b"Subject: t\r\n\r\n" + body))
+                self.assertEqual(payload.find(b"\r\n.\r\n"), len(payload) - 5)
+
+    def test_status_from_enhanced_code(self):
+        self.assertEqual(client.Outcome("a@b", 550, "5.1.1 no such user").status, "5.1.1")
+        self.assertEqual(client.Outcome("a@b", 451, "try later").status, "4.0.0")
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    tls_started = None
+
+    def startTLS(self, context):
+        self.tls_started = context
+
+
+def session(jobs, **options):
+    transport = TLSStringTransport()
+    pending = list(jobs)
+    protocol = client.DeliveryClient(
+        b"relay.test", lambda: pending.pop(0) if pending else None, clock=Clock(), **options
+    )
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def feed(protocol, transport, *lines):
+    transport.clear()
+    protocol.dataReceived(b"".join(line + b"\r\n" for line in lines))
+    return transport.value()
+
+
+class ClientTests(unittest.TestCase):
+    def test_per_recipient_outcomes(self):
+        job = client.Job("a@s.test", ("ok@r.test", "gone@r.test", "later@r.test"), b"Subject: x\r\n\r\n.\r\n")
+        results = []
+        job.done.addCallback(results.extend)
+        p, t = session([job])
+        feed(p, t, b"220 sink")
+        self.assertEqual(feed(p, t, b"250 sink"), b"MAIL FROM:<a@s.test>\r\n")
+        self.assertEqual(feed(p, t, b"250 ok"), b"RCPT TO:<ok@r.test>\r\n")
+        feed(p, t, b"250 ok")
+        feed(p, t, b"550 5.1.1 no such user")
+        self.assertEqual(feed(p, t, b"451 4.2.0 greylisted"), b"DATA\r\n")
+        sent = feed(p, t, b"354 go")
+        self.assertEqual(sent, b"Subject: x\r\n\r\n..\r\n.\r\n")
+        self.assertEqual(feed(p, t, b"250 2.0.0 queued"), b"QUIT\r\n")
+        codes = {o.recipient: (o.code, o.status) for o in results}
+        self.assertEqual(codes, {
+            "ok@r.test": (250, "2.0.0"), "gone@r.test": (550, "5.1.1"), "later@r.test": (451, "4.2.0"),
+        })
+
+    def test_next_message_on_same_connection(self):
+        first = client.Job("a@s.test", ("x@r.test",), b"one\r\n")
+        second = client.Job("b@s.test", ("y@r.test",), b"two\r\n")
+        p, t = session([first, second])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        feed(p, t, b"250 ok")
+        feed(p, t, b"250 ok")
+        feed(p, t, b"354 go")
+        self.assertEqual(feed(p, t, b"250 queued"), b"MAIL FROM:<b@s.test>\r\n")
+        feed(p, t, b"250 ok")
+        self.assertEqual(feed(p, t, b"550 5.1.1 no"), b"RSET\r\n")
+        self.assertEqual(feed(p, t, b"250 ok"), b"QUIT\r\n")
+        self.assertEqual([o.code for o in first.done.result + second.done.result], [250, 550])
+
+    def test_mail_from_refused(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        results = []
+        job.done.addCallback(results.extend)
+        p, t = session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        feed(p, t, b"553 5.7.1 sender refused")
+        self.assertEqual([(o.code, o.status) for o in results], [(553, "5.7.1")])
+
+    def test_connection_lost_mid_transaction_is_temporary(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        results = []
+        job.done.addCallback(results.extend)
+        p, t = session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        feed(p, t, b"250 ok")
+        p.connectionLost(None)
+        self.assertEqual(len(results), 1)
+        self.assertFalse(results[0].permanent)
+        self.assertFalse(results[0].delivered)
+
+    def test_bytes_before_tls_are_ignored(self):
+        """
+        A reply injected in the clear after the 220 to STARTTLS must not
+        be taken as the answer to the EHLO sent over TLS.
+        """
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = session([job], tls_context=object())
+        feed(p, t, b"220 sink")
+        self.assertEqual(feed(p, t, b"250-sink", b"250 STARTTLS"), b"STARTTLS\r\n")
+        after = feed(p, t, b"220 go ahead", b"250-injected", b"250 injected")
+        self.assertIsNotNone(t.tls_started)
+        self.assertEqual(after, b"EHLO relay.test\r\n")
+        self.assertEqual(feed(p, t, b"250 sink over tls"), b"MAIL FROM:<a@s.test>\r\n")
+
+    def test_required_tls_missing_fails_without_sending(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = session([job], tls_context=object(), require_tls=True)
+        feed(p, t, b"220 sink")
+        sent = feed(p, t, b"250 sink")
+        self.assertNotIn(b"MAIL FROM", sent)
+        self.assertIsNotNone(p.error)

@@ -1,0 +1,221 @@
+"""
+End to end over loopback sockets: submission (smtplib over implicit TLS)
+-> durable queue -> managed relay -> an ESMTP sink, with MX records from a
+DNS server started by the test, DKIM verified by dkimpy against the key
+published in that DNS, opportunistic STARTTLS, MX fallback, source pools,
+NXDOMAIN bounces and SERVFAIL deferrals.
+"""
+
+import os
+import smtplib
+
+import dkim
+from twisted.cred.portal import Portal
+from twisted.internet import defer, reactor, ssl, task, threads
+from twisted.names import client as dns_client
+from twisted.names import dns
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial import unittest
+
+from tests import support
+from tests.delivery_support import Sink, Zone, dns_server
+from tests.smtp_site import LATER, PASSWORD, client_context
+from trekmail import tls
+from trekmail.mailstore import maildir_path
+from trekmail.policy.throttle import AuthThrottle
+from trekmail.queue.interface import Envelope
+from trekmail.queue.service import QueueService
+from trekmail.realm import database
+from trekmail.realm.checkers import MailboxPasswordChecker
+from trekmail.realm.directory import SqliteDirectory
+from trekmail.realm.dkimkeys import txt_value
+from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
+
+
+def _txt(value):
+    data = value.encode("ascii")
+    return dns.Record_TXT(*[data[i:i + 255] for i in range(0, len(data), 255)], ttl=60)
+
+
+class RelayTests(unittest.TestCase):
+    def setUp(self):
+        self.sink = Sink()
+        sink_port = self.sink.listen(self)
+        self.records = {
+            ("remote.test", dns.MX): [dns.Record_MX(10, b"mx.remote.test")],
+            ("mx.remote.test", dns.A): [dns.Record_A("127.0.0.1")],
+            ("backup.test", dns.MX): [dns.Record_MX(20, b"mx.remote.test"), dns.Record_MX(10, b"dead.backup.test")],
+            ("dead.backup.test", dns.A): [dns.Record_A("127.0.0.9")],
+            ("plain.test", dns.A): [dns.Record_A("127.0.0.1")],
+        }
+        self.zone = Zone(self.records, servfail=("broken.test",))
+        dns_port = dns_server(self, self.zone)
+        self.config, self.admin, _ = support.realm(self, extra=(
+            "[relay]\nmx_port = %d\nsource_pools = warm: 127.0.0.2; new: 127.0.0.3\n"
+            "[dns]\nnameservers = 127.0.0.1:%d\n"
+            "[queue]\nretry_intervals = 60\n" % (sink_port, dns_port)
+        ))
+        account = self.admin.account_add("owner@example.net", "starter", verified=True)
+        domain = self.admin.domain_add("example.com", account.id)
+        self.admin.mailbox_add("alice@example.com", PASSWORD)
+        self.records[("dkim._domainkey.example.com", dns.TXT)] = [_txt(txt_value(domain.dkim_public_key))]
+        self.zone.records = dict(self.records)
+        self.resolver = dns_client.Resolver(servers=[("127.0.0.1", dns_port)], reactor=reactor)
+        self.sink.tls = tls.server_options(self.config)
+
+        db = database.connect(self.config.database_path)
+        self.database = database.ThreadedDatabase(db, reactor)
+        self.database.start()
+        self.addCleanup(self.database.stop)
+        self.directory = SqliteDirectory(self.database)
+        self.service = QueueService(self.config, reactor, self.database, self.directory)
+        self.queue = self.service.queue
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def submission(self):
+        clock = task.Clock()
+        clock.advance(LATER)
+        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
+        options = tls.server_options(self.config)
+        factory = SubmissionFactory(
+            Portal(SubmissionRealm(self.directory), [checker]), self.directory, self.database,
+            self.queue, clock, "mail.test", options, AuthThrottle(free=1000), True,
+        )
+        port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def wait_until(self, condition, timeout=20):
+        deadline = reactor.seconds() + timeout
+        while not condition():
+            if reactor.seconds() > deadline:
+                raise AssertionError("timed out")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_submission_to_sink_with_dkim(self):
+        port = self.submission()
+        message = (
+            b"From: alice@example.com\r\nTo: bob@remote.test\r\nSubject: signed\r\n"
+            b"Date: Sat, 21 Nov 2026 12:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\n"
+            b"Hello,\r\n.\r\n..two dots\r\nbye\r\n"
+        )
+
+        def send():
+            c = smtplib.SMTP_SSL("127.0.0.1", port, context=client_context(), timeout=30)
+            c.login("alice@example.com", PASSWORD)
+            c.sendmail("alice@example.com", ["bob@remote.test"], message)
+            c.quit()
+
+        yield self.wait_until(lambda: self.queue.started)
+        yield threads.deferToThread(send)
+        [(sender, recipient, data)] = yield self.sink.wait_for(1)
+        self.assertEqual((sender, recipient), ("alice@example.com", "bob@remote.test"))
+        self.assertTrue(data.startswith(b"DKIM-Signature: "))
+        self.assertTrue(data.endswith(b"\r\n\r\nHello,\r\n.\r\n..two dots\r\nbye\r\n"))
+        answers, _, _ = yield self.resolver.lookupText("dkim._domainkey.example.com")
+        published = b"".join(answers[0].payload.data)
+        self.assertTrue(dkim.verify(data, dnsfunc=lambda name, timeout=5: published))
+        self.assertFalse(dkim.verify(data.replace(b"bye", b"BYE"), dnsfunc=lambda name, timeout=5: published))
+        header = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+        self.assertIn(b"c=relaxed/relaxed", header)
+        self.assertIn(b"a=rsa-sha256", header)
+        self.assertIn(b"h=from : to : subject : date : message-id : from", header)
+        self.assertEqual(self.sink.tls_used, [True])
+        self.assertEqual(self.sink.peers, ["127.0.0.3"])
+
+    @defer.inlineCallbacks
+    def test_lone_dots_at_chunk_boundaries(self):
+        """
+        twisted.mail's own client stuffs each 16 KiB chunk separately; a
+        lone dot near a boundary must neither end the message early nor
+        get lost.  One message per offset, each must arrive whole, once.
+        """
+        yield self.wait_until(lambda: self.queue.started)
+        messages = []
+        head = b"From: someone@elsewhere.test\r\nSubject: dots\r\n\r\n"
+        for delta in range(-6, 7):
+            body = bytearray(head)
+            for k in (1, 2, 3):
+                target = 16384 * k + delta
+                filler = target - len(body) - 2
+                body += b"x" * (filler % 70 or 1)
+                while len(body) < target - 2:
+                    body += b"\r\n" + b"y" * min(70, max(0, target - len(body) - 4))
+                body += b"\r\n.\r\n"
+            body += b"end\r\n"
+            messages.append(bytes(body))
+        yield defer.gatherResults([
+            self.queue.enqueue(Envelope("someone@elsewhere.test", ("bob@remote.test",), "submission"), data)
+            for data in messages
+        ])
+        received = yield self.sink.wait_for(len(messages))
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(self.sink.received), len(messages))
+        self.assertEqual(sorted(r[2] for r in received), sorted(messages))
+        yield self.wait_until(lambda: not self.queue.entries())
+        self.assertLessEqual(self.sink.connections, 1 + self.service.relay.connections_per_destination)
+
+    @defer.inlineCallbacks
+    def test_mx_preference_and_fallback(self):
+        yield self.wait_until(lambda: self.queue.started)
+        yield self.queue.enqueue(Envelope("someone@elsewhere.test", ("x@backup.test", "y@plain.test"), "submission"),
+                                 b"Subject: fallback\r\n\r\nhi\r\n")
+        received = yield self.sink.wait_for(2)
+        yield self.wait_until(lambda: not self.queue.entries())
+        self.assertEqual(sorted(r[1] for r in received), ["x@backup.test", "y@plain.test"])
+        self.assertEqual(self.sink.peers, ["127.0.0.2", "127.0.0.2"])
+
+    @defer.inlineCallbacks
+    def test_failed_starttls_falls_back_to_plain(self):
+        """A sink offering STARTTLS without a certificate: the handshake fails, the retry is plain."""
+        self.sink.tls = ssl.CertificateOptions()
+        yield self.wait_until(lambda: self.queue.started)
+        yield self.queue.enqueue(Envelope("someone@elsewhere.test", ("bob@remote.test",), "submission"),
+                                 b"Subject: plain\r\n\r\nhi\r\n")
+        yield self.sink.wait_for(1)
+        yield self.wait_until(lambda: not self.queue.entries())
+        self.assertEqual(self.sink.tls_used, [False])
+        self.assertEqual(self.sink.connections, 2)
+
+    @defer.inlineCallbacks
+    def test_nxdomain_bounces_and_servfail_defers(self):
+        yield self.wait_until(lambda: self.queue.started)
+        yield self.queue.enqueue(
+            Envelope("alice@example.com", ("x@nowhere.test", "y@broken.test"), "submission"),
+            b"From: alice@example.com\r\nSubject: lost\r\n\r\nhi\r\n",
+        )
+        new = os.path.join(maildir_path(self.config.data_dir, "alice@example.com"), "new")
+        yield self.wait_until(lambda: os.path.isdir(new) and os.listdir(new))
+        [name] = os.listdir(new)
+        with open(os.path.join(new, name), "rb") as f:
+            report = f.read()
+        self.assertIn(b"Final-Recipient: rfc822; x@nowhere.test", report)
+        self.assertIn(b"Status: 5.1.2", report)
+        self.assertNotIn(b"y@broken.test", report.split(b"text/rfc822-headers")[0])
+        [entry] = self.queue.entries()
+        self.assertEqual(entry["pending"], ["y@broken.test"])
+        self.assertIn("4.4.3", entry["errors"]["y@broken.test"])
+        self.assertEqual(self.sink.received, [])
+        self.flushLoggedErrors(RuntimeError)
+
+    @defer.inlineCallbacks
+    def test_rcpt_refusal_is_recorded_as_hard_bounce(self):
+        yield self.wait_until(lambda: self.queue.started)
+        self.sink.refuse["gone@remote.test"] = 550
+        for _ in range(3):
+            yield self.queue.enqueue(
+                Envelope("alice@example.com", ("gone@remote.test",), "submission"),
+                b"From: alice@example.com\r\nSubject: x\r\n\r\nhi\r\n",
+            )
+        yield self.wait_until(lambda: self.service.suppressions.is_suppressed("example.com", "gone@remote.test"))
+        connections = self.sink.connections
+        yield self.queue.enqueue(
+            Envelope("alice@example.com", ("gone@remote.test",), "submission"),
+            b"From: alice@example.com\r\nSubject: x\r\n\r\nhi\r\n",
+        )
+        new = os.path.join(maildir_path(self.config.data_dir, "alice@example.com"), "new")
+        yield self.wait_until(lambda: os.path.isdir(new) and len(os.listdir(new)) == 4)
+        self.assertEqual(self.sink.connections, connections)

@@ -1,0 +1,88 @@
+"""
+The AUTH exchange of the submission door over a StringTransport: what a
+broken directory, a cancelled or malformed exchange and pipelined
+commands behind a pending login get.
+"""
+
+import base64
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import Portal
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from tests.smtp_fakes import FakeQueue, TLSStringTransport, replies
+from trekmail.policy.throttle import AuthThrottle
+from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.smtp.submission import ISubmitter, Submitter, SubmissionFactory
+
+
+class Realm:
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        return ISubmitter, Submitter(avatar_id.decode()), lambda: None
+
+
+class BrokenChecker:
+    credentialInterfaces = InMemoryUsernamePasswordDatabaseDontUse.credentialInterfaces
+
+    def requestAvatarId(self, credentials):
+        return defer.fail(DirectoryUnavailable("ldap down"))
+
+
+class HeldChecker:
+    credentialInterfaces = InMemoryUsernamePasswordDatabaseDontUse.credentialInterfaces
+
+    def __init__(self):
+        self.waiting = []
+
+    def requestAvatarId(self, credentials):
+        d = defer.Deferred()
+        self.waiting.append((d, credentials.username))
+        return d
+
+
+def plain(username, password):
+    return base64.b64encode(b"\0" + username + b"\0" + password)
+
+
+class AuthTests(unittest.TestCase):
+    def connect(self, checker, implicit_tls=True):
+        self.clock = Clock()
+        factory = SubmissionFactory(Portal(Realm(), [checker]), None, None, FakeQueue(), self.clock,
+                                    "mail.test", object(), AuthThrottle(), implicit_tls)
+        server = factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(b"EHLO c\r\n")
+        replies(transport)
+        return server, transport
+
+    def test_directory_unavailable_is_temporary(self):
+        server, transport = self.connect(BrokenChecker())
+        server.dataReceived(b"AUTH PLAIN " + plain(b"alice@example.com", b"pw") + b"\r\n")
+        self.assertEqual(replies(transport), ["454 4.7.0 temporary authentication failure, try again later"])
+
+    def test_cancel_and_malformed(self):
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{"alice@example.com": b"pw"})
+        server, transport = self.connect(checker)
+        server.dataReceived(b"AUTH LOGIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH PLAIN "
+                            + base64.b64encode(b"no-nul") + b"\r\nAUTH CRAM-MD5\r\nNOOP\r\n")
+        self.assertEqual([line[:9] for line in replies(transport)],
+                         ["334 VXNlc", "501 5.7.0", "501 5.5.2", "501 5.5.2", "504 5.5.4", "250 2.0.0"])
+
+    def test_pipelined_commands_wait_for_the_login(self):
+        checker = HeldChecker()
+        server, transport = self.connect(checker)
+        server.dataReceived(b"AUTH PLAIN " + plain(b"alice@example.com", b"pw")
+                            + b"\r\nNOOP\r\nAUTH PLAIN x\r\n")
+        self.assertEqual(replies(transport), [])
+        d, username = checker.waiting.pop()
+        d.callback(username)
+        self.assertEqual([line[:9] for line in replies(transport)], ["235 2.7.0", "250 2.0.0", "503 5.5.1"])
+
+    def test_not_before_tls(self):
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{"alice@example.com": b"pw"})
+        server, transport = self.connect(checker, implicit_tls=False)
+        server.dataReceived(b"AUTH PLAIN " + plain(b"alice@example.com", b"pw") + b"\r\n")
+        self.assertEqual(replies(transport), ["538 5.7.11 encryption required: use STARTTLS first (or port 465)"])

@@ -1,0 +1,200 @@
+"""
+Every operator verb behind one door, shared by the C{trekmail} CLI and
+the admin HTTP API so that both answer the same thing: a verb's result
+goes through L{present} on its way out of either.
+
+Realm verbs run whole on the database thread (one call, so their
+transactions stay atomic); the verbs that talk to the network
+(C{smtp profile test}, C{domain verify}, C{doctor}) read their facts
+there, then do their network part on the reactor.
+"""
+
+import dataclasses
+import datetime
+import email.utils
+import os
+
+from OpenSSL import crypto
+from twisted.internet import defer, ssl
+
+from trekmail.config import ConfigError
+from trekmail.crypto import SecretKeyring
+from trekmail.queue import admin as queue_admin
+from trekmail.queue.service import make_resolver
+from trekmail.realm import dkimkeys, profiles, routes, store
+from trekmail.realm.admin import Administration, check_domain
+from trekmail.realm.errors import InvalidInput, NotFound
+from trekmail.relay import dnsverify
+
+_HIDDEN = ("password_hash", "password", "password_sealed")
+
+
+def present(value):
+    """A verb's result as JSON-ready data; no password or hash ever passes."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: present(v) for k, v in value.items() if k not in _HIDDEN}
+    if isinstance(value, (list, tuple)):
+        return [present(v) for v in value]
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+REALM_VERBS = {
+    "account_add", "account_set", "account_suspend", "account_unsuspend", "account_list", "account_get",
+    "domain_add", "domain_get", "domain_list", "mailbox_add", "mailbox_passwd", "mailbox_pause",
+    "mailbox_list",
+}
+PROFILE_VERBS = {
+    "profile_add", "profile_get", "profile_list", "profile_delete", "route_set", "route_new",
+    "route_show", "key_rotate",
+}
+
+
+def _domain_dns(db, config, name):
+    records = dkimkeys.dns_records(store.domain_get(db, check_domain(name)), config)
+    return [{"name": n, "type": t, "value": v} for n, t, v in records]
+
+
+QUEUE_VERBS = {
+    "domain_dns": lambda db, config, name: _domain_dns(db, config, name),
+    "queue_list": lambda db, config: queue_admin.queue_list(config),
+    "queue_flush": lambda db, config: queue_admin.queue_flush(config),
+    "queue_delete": lambda db, config, queue_id: queue_admin.queue_delete(config, queue_id),
+    "suppression_list": lambda db, config, domain=None: queue_admin.suppression_list(db, domain),
+    "suppression_remove": lambda db, config, address, domain=None: queue_admin.suppression_remove(db, address, domain),
+}
+
+
+def run_verb(db, config, clock, keyring, verb, kwargs):
+    """Run one synchronous verb on C{db}; the CLI calls this directly."""
+    if verb in REALM_VERBS:
+        return getattr(Administration(db, config, clock), verb)(**kwargs)
+    if verb in PROFILE_VERBS:
+        return getattr(profiles.ProfileAdministration(db, config, clock, keyring), verb)(**kwargs)
+    if verb in QUEUE_VERBS:
+        return QUEUE_VERBS[verb](db, config, **kwargs)
+    raise InvalidInput("unknown operation %r" % (verb,))
+
+
+def smarthost_trust(config):
+    """
+    What providers' certificates must chain to: C{[smarthost] ca_file}
+    (PEM) when set, else the platform's trust store.
+    """
+    path = config.get("smarthost", "ca_file")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return ssl.Certificate.loadPEM(f.read())
+    except (OSError, ValueError, crypto.Error) as e:
+        raise ConfigError("smarthost", "ca_file", "cannot load %s: %s" % (path, e)) from None
+
+
+def _probe(sender, recipient, profile, now):
+    return (
+        "From: %s\r\nTo: %s\r\nSubject: TrekMail SMTP profile test (%s)\r\nDate: %s\r\n"
+        "Message-ID: <profile-test-%d-%s@trekmail>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        "This message tests the SMTP profile %r (%s:%d). It can be deleted.\r\n"
+        % (sender, recipient, profile.name, email.utils.formatdate(now), profile.id, os.urandom(6).hex(),
+           profile.name, profile.host, profile.port)
+    ).encode("utf-8")
+
+
+def _login_and_owner(db, keyring, config, clock, profile_id):
+    login = profiles.ProfileAdministration(db, config, clock, keyring).profile_login(profile_id)
+    return login, store.account_get(db, login.account_id).owner_email
+
+
+def _verify_facts(db, config, name):
+    domain, account = store.domain_context(db, check_domain(name)) or (None, None)
+    if domain is None:
+        raise NotFound("no domain %s" % (check_domain(name),))
+    route = routes.resolve_route(domain, account)
+    includes = ()
+    if route.kind == routes.PROFILE:
+        include = profiles.profile_get(db, route.profile_id).spf_include
+        includes = (include,) if include else ()
+    return dnsverify.Expectations(
+        domain=domain.name,
+        spf_include=config.get("dns", "spf_include"),
+        dkim_name="%s._domainkey.%s" % (domain.dkim_selector, domain.name),
+        dkim_public_key=domain.dkim_public_key,
+        mx_host=config.get("server", "hostname"),
+        dmarc_record=config.get("dns", "dmarc_record"),
+        provider_includes=includes,
+    )
+
+
+class Operations:
+    """
+    The verbs, bound to one process's database thread, reactor, DNS
+    resolver and smarthost client.
+
+    @param database: a L{ThreadedDatabase}.
+    @param smarthost: a L{trekmail.relay.smarthost.Smarthost}.
+    """
+
+    def __init__(self, config, database, reactor, resolver=None, smarthost=None, keyring=None):
+        self.config = config
+        self.database = database
+        self.reactor = reactor
+        self.resolver = resolver
+        self.smarthost = smarthost
+        self.keyring = keyring
+
+    def _keyring(self):
+        if self.keyring is None:
+            self.keyring = SecretKeyring.load(self.config.secret_key_path)
+        return self.keyring
+
+    def call(self, verb, **kwargs):
+        """Run a synchronous verb on the database thread; a Deferred of its presented result."""
+        if verb in ("profile_test", "domain_verify", "doctor"):
+            return getattr(self, verb)(**kwargs)
+        keyring = self._keyring() if verb in PROFILE_VERBS else None
+        d = self.database.run(run_verb, self.config, self.reactor, keyring, verb, kwargs)
+        return d.addCallback(present)
+
+    @defer.inlineCallbacks
+    def profile_test(self, profile_id, to=None, sender=None):
+        """Seed 004 check 9: send a probe through the profile and report the provider's reply."""
+        login, owner = yield self.database.run(
+            _login_and_owner, self._keyring(), self.config, self.reactor, profile_id)
+        sender = sender or owner
+        to = to or owner
+        result = yield self.smarthost.deliver_via_profile(
+            login, sender, [to], _probe(sender, to, login.profile, self.reactor.seconds()))
+        return {
+            "profile": login.id,
+            "ok": result.ok,
+            "status": result.status,
+            "code": result.code,
+            "reply": result.reply,
+            "explanation": result.explanation,
+            "probe_to": to,
+        }
+
+    @defer.inlineCallbacks
+    def domain_verify(self, domain):
+        expected = yield self.database.run(_verify_facts, self.config, domain)
+        answers = yield dnsverify.lookup_all(self.resolver, expected)
+        checks = dnsverify.judge(expected, answers)
+        status = "active" if dnsverify.verified(checks) else "pending"
+        yield self.database.run(store.domain_update, expected.domain, dns_status=status)
+        return {
+            "domain": expected.domain,
+            "status": status,
+            "records": present(checks),
+            "note": None if status == "active" else
+            "the domain can still send, but receivers may reject or spam-fold its mail until these are fixed",
+        }
+
+    def doctor(self, address, recipients=None, password=None):
+        from trekmail.admin import doctor
+
+        return doctor.diagnose(self, address, recipients=recipients, password=password)

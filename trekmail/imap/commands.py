@@ -1,0 +1,458 @@
+"""
+The IMAP commands that work on mailboxes and messages (RFC 3501 6.3-6.4,
+UIDPLUS, MOVE, UNSELECT, CONDSTORE), as a mixin of
+L{trekmail.imap.server.IMAPServer}.  Each returns the whole response
+(bytes, or a Deferred of bytes) so that it is written once.
+"""
+
+import datetime
+import re
+
+from twisted.internet import defer
+
+from trekmail.imap import fetch, index, search
+from trekmail.imap.message import nstring
+from trekmail.imap.parser import Atom, ProtocolError, mailbox_name, sequence_set, uid_set, valid_new_name
+from trekmail.imap.store import SYSTEM_FLAGS
+
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+_FLAG = re.compile(r"^\\?[!#$&'+\-./0-9:;<=>?@A-Z^_`a-z|}~]+$")
+
+
+def _set_text(uids):
+    """Compact UID set: C{1:3,7}."""
+    out = []
+    start = prev = None
+    for uid in uids:
+        if prev is not None and uid == prev + 1:
+            prev = uid
+            continue
+        if start is not None:
+            out.append("%d" % start if start == prev else "%d:%d" % (start, prev))
+        start = prev = uid
+    if start is not None:
+        out.append("%d" % start if start == prev else "%d:%d" % (start, prev))
+    return ",".join(out)
+
+
+def _flags_arg(value):
+    items = value if isinstance(value, list) else [value]
+    flags = set()
+    for item in items:
+        if not isinstance(item, Atom) or not _FLAG.match(item):
+            raise ProtocolError("Invalid flag")
+        if item.startswith("\\"):
+            known = {f.lower(): f for f in SYSTEM_FLAGS}
+            if item.lower() not in known:
+                raise ProtocolError("Invalid system flag %s" % (item[:20],))
+            item = known[item.lower()]
+        flags.add(str(item))
+    return flags
+
+
+def _append_date(value):
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    try:
+        return datetime.datetime.strptime(text.strip(), "%d-%b-%Y %H:%M:%S %z").timestamp()
+    except ValueError:
+        raise ProtocolError("Invalid date-time") from None
+
+
+def _pattern(reference, pattern):
+    """LIST's reference and wildcards (RFC 3501 6.3.8) as a regex; INBOX matches in any case."""
+    text = pattern if pattern.startswith(".") else reference + pattern
+    if text.upper().startswith("INBOX"):
+        text = "INBOX" + text[5:]
+    regex = "".join(".*" if c == "*" else "[^.]*" if c == "%" else re.escape(c) for c in text)
+    return re.compile("^" + regex + "$")
+
+
+class MailboxCommands:
+    def _tagged(self, tag, text):
+        return b"%s %s\r\n" % (tag.encode(), text.encode())
+
+    # -- selection ----------------------------------------------------
+    def do_SELECT(self, tag, reader, uid):
+        return self._select(tag, reader, readonly=False)
+
+    def do_EXAMINE(self, tag, reader, uid):
+        return self._select(tag, reader, readonly=True)
+
+    @defer.inlineCallbacks
+    def _select(self, tag, reader, readonly):
+        name = mailbox_name(reader.astring())
+        params = reader.rest()
+        condstore = False
+        if params:
+            if not (len(params) == 1 and isinstance(params[0], list)
+                    and [str(p).upper() for p in params[0]] == ["CONDSTORE"]):
+                raise ProtocolError("Invalid SELECT parameters")
+            condstore = True
+        out = []
+        if self.view is not None:
+            self.view.close()
+            self.view = None
+            self.state = "auth"
+            out.append(b"* OK [CLOSED] Previous mailbox closed\r\n")
+        folder = yield self.account.folder(name)
+        if folder is None:
+            return b"".join(out) + self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+        yield folder.poll()
+        if self.state != "auth":
+            return None
+        if condstore:
+            self.enabled = True
+        view = folder.open_view(self, readonly)
+        view.condstore = self.enabled
+        self.view = view
+        self.state = "selected"
+        out.append(view.flags_lines())
+        out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view.uids), len(view.recent)))
+        unseen = folder.first_unseen(view)
+        if unseen is not None:
+            out.append(b"* OK [UNSEEN %d] First unseen\r\n" % unseen)
+        out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
+        out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+        out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
+        out.append(self._tagged(tag, "OK [%s] Select completed" % ("READ-ONLY" if readonly else "READ-WRITE")))
+        return b"".join(out)
+
+    def _close_view(self):
+        self.view.close()
+        self.view = None
+        self.state = "auth"
+
+    @defer.inlineCallbacks
+    def do_CLOSE(self, tag, reader, uid):
+        self._no_args(reader)
+        view = self.view
+        if not view.readonly:
+            deleted = [u for u in view.uids if "\\Deleted" in view.flags_of(u)]
+            yield view.folder.expunge(view, deleted)
+        if self.view is view:
+            self._close_view()
+        return self._tagged(tag, "OK Close completed")
+
+    def do_UNSELECT(self, tag, reader, uid):
+        self._no_args(reader)
+        self._close_view()
+        return self._tagged(tag, "OK Unselect completed")
+
+    def do_CHECK(self, tag, reader, uid):
+        self._no_args(reader)
+        return self.view.folder.poll().addCallback(
+            lambda _: self.updates() + self._tagged(tag, "OK Check completed"))
+
+    # -- mailboxes ----------------------------------------------------
+    @defer.inlineCallbacks
+    def do_CREATE(self, tag, reader, uid):
+        name = mailbox_name(reader.astring()).rstrip(".")
+        self._no_args(reader)
+        if name == "INBOX" or not valid_new_name(name):
+            return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
+        existing = dict((yield self.account.run_db(index.list_folders)))
+        if name in existing:
+            return self._tagged(tag, "NO [ALREADYEXISTS] Mailbox exists")
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            yield self.account.run_db(index.create_folder, self.account.root, ".".join(parts[:depth]), True)
+        return self._tagged(tag, "OK Create completed")
+
+    @defer.inlineCallbacks
+    def do_DELETE(self, tag, reader, uid):
+        name = mailbox_name(reader.astring())
+        self._no_args(reader)
+        existing = dict((yield self.account.run_db(index.list_folders)))
+        if name == "INBOX" or name not in existing:
+            return self._tagged(tag, "NO [NONEXISTENT] Cannot delete this mailbox")
+        if any(other.startswith(name + ".") for other in existing):
+            return self._tagged(tag, "NO [INUSE] Mailbox has children")
+        if self.view is not None and self.view.folder.name == name:
+            self._close_view()
+        self.account.forget(name)
+        yield self.account.run_db(index.delete_folder, self.account.root, name)
+        return self._tagged(tag, "OK Delete completed")
+
+    @defer.inlineCallbacks
+    def do_RENAME(self, tag, reader, uid):
+        old = mailbox_name(reader.astring())
+        new = mailbox_name(reader.astring()).rstrip(".")
+        self._no_args(reader)
+        existing = dict((yield self.account.run_db(index.list_folders)))
+        if old not in existing:
+            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+        if new in existing:
+            return self._tagged(tag, "NO [ALREADYEXISTS] Target exists")
+        if new == "INBOX" or not valid_new_name(new) or new.startswith(old + "."):
+            return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
+        if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
+            self._close_view()
+        self.account.forget(old)
+        yield self.account.run_db(index.rename_folder, self.account.root, old, new)
+        return self._tagged(tag, "OK Rename completed")
+
+    @defer.inlineCallbacks
+    def do_SUBSCRIBE(self, tag, reader, uid, on=True):
+        name = mailbox_name(reader.astring())
+        self._no_args(reader)
+        changed = yield self.account.run_db(index.subscribe, name, on)
+        if not changed and on:
+            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+        return self._tagged(tag, "OK %s completed" % ("Subscribe" if on else "Unsubscribe"))
+
+    def do_UNSUBSCRIBE(self, tag, reader, uid):
+        return self.do_SUBSCRIBE(tag, reader, uid, on=False)
+
+    def do_LIST(self, tag, reader, uid):
+        return self._list(tag, reader, "LIST", subscribed_only=False)
+
+    def do_LSUB(self, tag, reader, uid):
+        return self._list(tag, reader, "LSUB", subscribed_only=True)
+
+    @defer.inlineCallbacks
+    def _list(self, tag, reader, verb, subscribed_only):
+        reference = reader.astring().decode("utf-8", "replace")
+        pattern = reader.astring().decode("utf-8", "replace")
+        self._no_args(reader)
+        if not pattern:
+            return b'* %s (\\Noselect) "." ""\r\n' % verb.encode() + self._tagged(tag, "OK %s completed" % verb)
+        folders = yield self.account.run_db(index.list_folders)
+        names = {name for name, _ in folders}
+        matcher = _pattern(reference, pattern)
+        out = []
+        for name, subscribed in folders:
+            if subscribed_only and not subscribed:
+                continue
+            if not matcher.match(name):
+                continue
+            attributes = ["\\HasChildren" if any(n.startswith(name + ".") for n in names) else "\\HasNoChildren"]
+            if name in index.SPECIAL_USE:
+                attributes.append(index.SPECIAL_USE[name])
+            out.append(b'* %s (%s) "." %s\r\n' % (verb.encode(), " ".join(attributes).encode(), nstring(name)))
+        out.append(self._tagged(tag, "OK %s completed" % verb))
+        return b"".join(out)
+
+    @defer.inlineCallbacks
+    def do_STATUS(self, tag, reader, uid):
+        name = mailbox_name(reader.astring())
+        items = reader.token()
+        self._no_args(reader)
+        if not isinstance(items, list) or not items or any(str(i).upper() not in STATUS_ITEMS for i in items):
+            raise ProtocolError("Invalid STATUS items")
+        folder = yield self.account.folder(name)
+        if folder is None:
+            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+        if not folder.views:
+            yield folder.poll()
+        values = {"MESSAGES": len(folder.uids), "RECENT": len(folder.recent), "UIDNEXT": folder.uidnext,
+                  "UIDVALIDITY": folder.uidvalidity, "UNSEEN": folder.unseen(),
+                  "HIGHESTMODSEQ": folder.highestmodseq}
+        body = " ".join("%s %d" % (str(i).upper(), values[str(i).upper()]) for i in items)
+        return b"* STATUS %s (%s)\r\n" % (nstring(name), body.encode()) + self._tagged(tag, "OK Status completed")
+
+    @defer.inlineCallbacks
+    def do_APPEND(self, tag, reader, uid):
+        name = mailbox_name(reader.astring())
+        args = reader.rest()
+        if not args or not isinstance(args[-1], bytes):
+            raise ProtocolError("Missing message literal")
+        data = args.pop()
+        flags = _flags_arg(args.pop(0)) if args and isinstance(args[0], list) else set()
+        when = _append_date(args.pop(0)) if args else self.factory.clock.seconds()
+        if args:
+            raise ProtocolError("Invalid APPEND arguments")
+        if not data:
+            return self._tagged(tag, "NO Empty message")
+        folder = yield self.account.folder(name)
+        if folder is None:
+            return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
+        filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when)
+        uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view)
+        return self.updates() + self._tagged(tag, "OK [APPENDUID %d %d] Append completed"
+                                             % (folder.uidvalidity, uids[0]))
+
+    # -- messages -----------------------------------------------------
+    def _targets(self, reader, uid):
+        text = str(reader.atom())
+        if uid:
+            return uid_set(text, self.view.uids)
+        seqs = sequence_set(text, len(self.view.uids))
+        for part in text.replace(":", ",").split(","):
+            if part != "*" and int(part) > len(self.view.uids):
+                raise ProtocolError("Invalid message sequence number")
+        return [self.view.uids[s - 1] for s in seqs]
+
+    @defer.inlineCallbacks
+    def do_FETCH(self, tag, reader, uid):
+        view = self.view
+        uids = self._targets(reader, uid)
+        args = reader.rest()
+        request = fetch.parse(args)
+        since = fetch.changedsince(args)
+        if request.wants_modseq or since is not None:
+            self.enable_condstore()
+        if since is not None:
+            uids = [u for u in uids if view.folder.get(u) and view.folder.get(u).modseq > since]
+            if "MODSEQ" not in request.items:
+                request.items.append("MODSEQ")
+        folder = view.folder
+        if request.sets_seen and not view.readonly:
+            unseen = [u for u in uids if u in folder.msgs and "\\Seen" not in folder.msgs[u].flags]
+            if unseen:
+                _, _, done = folder.store(view, unseen, "+", {"\\Seen"})
+                yield done
+                if "FLAGS" not in request.items:
+                    request.items.append("FLAGS")
+        structures = (yield folder.structure(uids)) if request.wants_structure else {}
+        raws = (yield folder.read(uids)) if request.wants_raw else {}
+        if self.view is not view:
+            return None
+        out = [view.flags_lines()] if view.keywords != len(folder.keywords) else []
+        for u in uids:
+            msg = folder.get(u)
+            seq = view.seq_of(u)
+            if msg is None or seq is None:
+                continue
+            raw = raws.get(u, b"") if request.wants_raw else None
+            if request.wants_raw and raw is None:
+                continue
+            structure = structures.get(u) if request.wants_structure else None
+            if request.wants_structure and structure is None:
+                continue
+            out.append(fetch.render(request, seq, u, msg, view.flags_of(u), structure, raw, uid))
+        out.append(self.updates(allow_expunge=uid))
+        out.append(self._tagged(tag, "OK Fetch completed"))
+        return b"".join(out)
+
+    @defer.inlineCallbacks
+    def do_STORE(self, tag, reader, uid):
+        view = self.view
+        uids = self._targets(reader, uid)
+        args = reader.rest()
+        unchangedsince = None
+        if args and isinstance(args[0], list):
+            modifier = args.pop(0)
+            if len(modifier) != 2 or str(modifier[0]).upper() != "UNCHANGEDSINCE":
+                raise ProtocolError("Invalid STORE modifier")
+            try:
+                unchangedsince = int(modifier[1])
+            except ValueError:
+                raise ProtocolError("Invalid UNCHANGEDSINCE") from None
+            self.enable_condstore()
+        if len(args) < 2 or not isinstance(args[0], Atom):
+            raise ProtocolError("Invalid STORE arguments")
+        item = args[0].upper()
+        mode = item[0] if item[0] in "+-" else ""
+        if item.lstrip("+-") not in ("FLAGS", "FLAGS.SILENT"):
+            raise ProtocolError("Invalid STORE item")
+        flags = _flags_arg(args[1] if len(args) == 2 else args[1:])
+        if view.readonly:
+            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+        changed, failed, done = view.folder.store(view, uids, mode, flags, unchangedsince)
+        yield done
+        out = []
+        if view.keywords != len(view.folder.keywords):
+            out.append(view.flags_lines())
+        if not item.endswith(".SILENT") or self.enabled:
+            for u in changed:
+                seq = view.seq_of(u)
+                if seq is not None:
+                    out.append(view.flag_line(seq, u, with_uid=uid))
+        out.append(self.updates(allow_expunge=uid))
+        if failed:
+            out.append(self._tagged(tag, "OK [MODIFIED %s] Conditional store failed" % _set_text(
+                failed if uid else [view.seq_of(u) for u in failed])))
+        else:
+            out.append(self._tagged(tag, "OK Store completed"))
+        return b"".join(out)
+
+    @defer.inlineCallbacks
+    def do_SEARCH(self, tag, reader, uid):
+        view = self.view
+        query = search.parse(reader.rest(), view)
+        folder = view.folder
+        raws = (yield folder.read(list(view.uids))) if query.needs_raw else {}
+        if self.view is not view:
+            return None
+        hits = []
+        top = 0
+        for seq, u in enumerate(view.uids, 1):
+            msg = folder.get(u)
+            if msg is None:
+                continue
+            raw = raws.get(u) if query.needs_raw else None
+            if query.needs_raw and raw is None:
+                continue
+            if query.matches(search.Item(seq, u, msg, view.flags_of(u), raw)):
+                hits.append(u if uid else seq)
+                top = max(top, msg.modseq)
+        line = b"* SEARCH" + b"".join(b" %d" % h for h in hits)
+        if query.uses_modseq and hits:
+            line += b" (MODSEQ %d)" % top
+        return line + b"\r\n" + self.updates(allow_expunge=uid) + self._tagged(tag, "OK Search completed")
+
+    def do_COPY(self, tag, reader, uid):
+        return self._copy(tag, reader, uid, move=False)
+
+    def do_MOVE(self, tag, reader, uid):
+        return self._copy(tag, reader, uid, move=True)
+
+    @defer.inlineCallbacks
+    def _copy(self, tag, reader, uid, move):
+        view = self.view
+        uids = self._targets(reader, uid)
+        name = mailbox_name(reader.astring())
+        self._no_args(reader)
+        if move and view.readonly:
+            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+        target = yield self.account.folder(name)
+        if target is None:
+            return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
+        source = view.folder
+        msgs = [(u, source.get(u)) for u in uids if source.get(u) is not None]
+        names = yield self.account.run_files(index.link_messages, self.account.root, source.name, name,
+                                       [m.filename for _, m in msgs])
+        pairs = [(u, m, f) for (u, m), f in zip(msgs, names) if f is not None]
+        new = yield target.add([(f, m.size, m.date, " ".join(sorted(m.flags))) for _, m, f in pairs],
+                               view if target is source else None)
+        code = ""
+        if pairs:
+            code = "[COPYUID %d %s %s] " % (target.uidvalidity, _set_text([u for u, _, _ in pairs]),
+                                            ",".join(str(n) for n in new))
+        out = []
+        if move:
+            if code:
+                out.append(b"* OK " + code.encode() + b"Moved\r\n")
+                code = ""
+            moved = [u for u, _, _ in pairs]
+            out.append(self._expunge_lines(moved))
+            yield source.expunge(view, moved)
+        if self.view is not view and self.view is not None:
+            return None
+        out.append(self.updates())
+        out.append(self._tagged(tag, "OK %s%s completed" % (code, "Move" if move else "Copy")))
+        return b"".join(out)
+
+    def _expunge_lines(self, uids):
+        out = []
+        for u in sorted(uids, reverse=True):
+            seq = self.view.seq_of(u)
+            if seq is not None:
+                del self.view.uids[seq - 1]
+                self.view.recent.discard(u)
+                out.append(b"* %d EXPUNGE\r\n" % seq)
+        return b"".join(out)
+
+    @defer.inlineCallbacks
+    def do_EXPUNGE(self, tag, reader, uid):
+        view = self.view
+        limit = set(uid_set(str(reader.atom()), view.uids)) if uid else None
+        self._no_args(reader)
+        if view.readonly:
+            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+        deleted = [u for u in view.uids if u in view.folder.msgs and "\\Deleted" in view.folder.msgs[u].flags
+                   and (limit is None or u in limit)]
+        out = self.updates()
+        out += self._expunge_lines(deleted)
+        yield view.folder.expunge(view, deleted)
+        return out + self._tagged(tag, "OK Expunge completed")

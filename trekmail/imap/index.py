@@ -1,0 +1,296 @@
+"""
+The persistent index of one mailbox (an address): for every folder its
+UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ, and for every message its UID,
+Maildir file, flags, MODSEQ, size, INTERNALDATE and cached structure.
+
+One sqlite file per mailbox, beside the Maildir it describes, so that a
+mailbox can be moved or restored as one directory and a busy account never
+waits on another's writes.  Every function here blocks (file system,
+sqlite) and runs on the mail store's worker thread only; that one thread
+is also what makes pick-up from C{new/} safe against several sessions.
+
+The Maildir stays the message store of record: delivery writes into
+C{new/}; pick-up moves a file to C{cur/} and gives it the next UID in the
+same transaction, so a UID, once given, never changes.  Expunged files go
+to C{tmp/} until no session can still FETCH them (Maildir readers delete
+stale C{tmp/} files anyway).
+"""
+
+import os
+import socket
+import time
+
+from trekmail.realm import database
+from trekmail.realm.database import Schema
+
+INDEX_NAME = "trekmail-index.sqlite"
+SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk", "Archive": "\\Archive"}
+
+INDEX = Schema(
+    "imap-index",
+    (
+        """
+        CREATE TABLE folders (
+            name TEXT PRIMARY KEY,
+            uidvalidity INTEGER NOT NULL,
+            uidnext INTEGER NOT NULL,
+            highestmodseq INTEGER NOT NULL,
+            subscribed INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE TABLE messages (
+            folder TEXT NOT NULL,
+            uid INTEGER NOT NULL,
+            filename TEXT NOT NULL,
+            flags TEXT NOT NULL,
+            modseq INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            internaldate INTEGER NOT NULL,
+            structure BLOB,
+            PRIMARY KEY (folder, uid)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+def unique_name():
+    """A Maildir file name: time, process and random bits make it unique without shared state."""
+    now = time.time()
+    return "%d.M%dP%dR%s.%s" % (now, int(now % 1 * 1e6), os.getpid(), os.urandom(6).hex(),
+                                socket.gethostname().replace("/", "_").replace(":", "_"))
+
+
+def folder_dir(root, name):
+    return root if name == "INBOX" else os.path.join(root, "." + name)
+
+
+def _make_maildir(path):
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+
+
+def open_index(root):
+    """Opens (creating on first login) the index and the special-use folders."""
+    _make_maildir(root)
+    db = database.connect(os.path.join(root, INDEX_NAME))
+    database.upgrade(db, (INDEX,))
+    for name in ["INBOX"] + list(SPECIAL_USE):
+        create_folder(db, root, name, exist_ok=True)
+    return db
+
+
+def _new_uidvalidity(db):
+    row = db.execute("SELECT MAX(uidvalidity) FROM folders").fetchone()
+    return max(int(time.time()), (row[0] or 0) + 1)
+
+
+def create_folder(db, root, name, exist_ok=False):
+    if db.execute("SELECT 1 FROM folders WHERE name = ?", (name,)).fetchone():
+        if exist_ok:
+            return False
+        raise FileExistsError(name)
+    _make_maildir(folder_dir(root, name))
+    db.execute("INSERT INTO folders VALUES (?, ?, 1, 1, 1)", (name, _new_uidvalidity(db)))
+    return True
+
+
+def delete_folder(db, root, name):
+    path = folder_dir(root, name)
+    with database.transaction(db):
+        db.execute("DELETE FROM messages WHERE folder = ?", (name,))
+        db.execute("DELETE FROM folders WHERE name = ?", (name,))
+    for sub in ("cur", "new", "tmp"):
+        directory = os.path.join(path, sub)
+        for entry in os.listdir(directory) if os.path.isdir(directory) else ():
+            os.unlink(os.path.join(directory, entry))
+        if os.path.isdir(directory):
+            os.rmdir(directory)
+    if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)
+
+
+def rename_folder(db, root, old, new):
+    """Renames a folder and its children; INBOX is moved, leaving an empty INBOX (RFC 3501 6.3.5)."""
+    names = [r[0] for r in db.execute("SELECT name FROM folders WHERE name = ? OR name LIKE ?", (old, old + ".%"))]
+    with database.transaction(db):
+        for name in names:
+            target = new + name[len(old):]
+            if name == "INBOX":
+                create_folder(db, root, target)
+                moved = db.execute("SELECT uid, filename FROM messages WHERE folder = 'INBOX'").fetchall()
+                folder = db.execute("SELECT * FROM folders WHERE name = ?", (target,)).fetchone()
+                for row in moved:
+                    os.rename(os.path.join(root, "cur", row[1]), os.path.join(folder_dir(root, target), "cur", row[1]))
+                db.execute("UPDATE messages SET folder = ? WHERE folder = 'INBOX'", (target,))
+                db.execute("UPDATE folders SET uidnext = (SELECT uidnext FROM folders WHERE name = 'INBOX')"
+                           " WHERE name = ?", (target,))
+                db.execute("UPDATE folders SET uidvalidity = ? WHERE name = 'INBOX'", (folder["uidvalidity"] + 1,))
+                continue
+            os.rename(folder_dir(root, name), folder_dir(root, target))
+            db.execute("UPDATE folders SET name = ? WHERE name = ?", (target, name))
+            db.execute("UPDATE messages SET folder = ? WHERE folder = ?", (target, name))
+
+
+def list_folders(db):
+    return [(r[0], bool(r[1])) for r in db.execute("SELECT name, subscribed FROM folders ORDER BY name")]
+
+
+def subscribe(db, name, on):
+    return db.execute("UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)).rowcount
+
+
+def load_folder(db, root, name):
+    """
+    The folder row and its messages in UID order.  Files in C{cur/} that
+    the index does not know (a crash between moving a file and recording
+    it) and whatever delivery left in C{new/} get the next UIDs here.
+    """
+    row = db.execute("SELECT uidvalidity, uidnext, highestmodseq FROM folders WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    uidvalidity, uidnext, modseq = row
+    messages = [tuple(m) for m in db.execute(
+        "SELECT uid, filename, flags, modseq, size, internaldate FROM messages WHERE folder = ? ORDER BY uid",
+        (name,))]
+    known = {m[1] for m in messages}
+    cur = os.path.join(folder_dir(root, name), "cur")
+    found = []
+    for entry in sorted(os.listdir(cur)):
+        if entry not in known and not entry.startswith("."):
+            info = os.stat(os.path.join(cur, entry))
+            found.append((entry, info.st_size, int(info.st_mtime)))
+    found += take_new(root, name)
+    if found:
+        modseq += 1
+        rows = []
+        for filename, size, mtime in found:
+            rows.append((uidnext, filename, "", modseq, size, mtime))
+            uidnext += 1
+        insert_rows(db, name, rows, uidnext, modseq)
+        messages += rows
+    return (uidvalidity, uidnext, modseq), messages, [r[0] for r in rows] if found else []
+
+
+def take_new(root, name):
+    """Moves what delivery left in C{new/} to C{cur/}: (filename, size, mtime) for each."""
+    path = folder_dir(root, name)
+    new_dir = os.path.join(path, "new")
+    try:
+        entries = sorted(e for e in os.listdir(new_dir) if not e.startswith("."))
+    except FileNotFoundError:
+        return []
+    moved = []
+    for entry in entries:
+        source = os.path.join(new_dir, entry)
+        try:
+            info = os.stat(source)
+        except FileNotFoundError:
+            continue
+        filename = entry.split(":", 1)[0] + ":2,"
+        os.rename(source, os.path.join(path, "cur", filename))
+        moved.append((filename, info.st_size, int(info.st_mtime)))
+    return moved
+
+
+def _set_counters(db, name, uidnext, highestmodseq):
+    db.execute("UPDATE folders SET uidnext = MAX(uidnext, ?), highestmodseq = MAX(highestmodseq, ?)"
+               " WHERE name = ?", (uidnext, highestmodseq, name))
+
+
+def insert_rows(db, name, rows, uidnext, highestmodseq):
+    with database.transaction(db):
+        db.executemany("INSERT OR REPLACE INTO messages (folder, uid, filename, flags, modseq, size, internaldate)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", [(name,) + tuple(r) for r in rows])
+        _set_counters(db, name, uidnext, highestmodseq)
+
+
+def write_message(root, name, data, internaldate):
+    """Writes one message (fsynced) into C{cur/}; the caller indexes it."""
+    path = folder_dir(root, name)
+    filename = unique_name() + ":2,"
+    temporary = os.path.join(path, "tmp", filename)
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.utime(temporary, (internaldate, internaldate))
+    os.rename(temporary, os.path.join(path, "cur", filename))
+    return filename
+
+
+def link_messages(root, source, target, filenames):
+    """Hard-links messages into another folder, so a COPY costs no data; C{None} for a vanished one."""
+    source_dir, target_dir = folder_dir(root, source), folder_dir(root, target)
+    out = []
+    for old in filenames:
+        filename = unique_name() + ":2,"
+        for sub in ("cur", "tmp"):
+            try:
+                os.link(os.path.join(source_dir, sub, old), os.path.join(target_dir, "cur", filename))
+                out.append(filename)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            out.append(None)
+    return out
+
+
+def update_flags(db, name, changes, highestmodseq):
+    """C{changes}: (uid, flags text, modseq) triples."""
+    with database.transaction(db):
+        db.executemany("UPDATE messages SET flags = ?, modseq = ? WHERE folder = ? AND uid = ?",
+                       [(flags, modseq, name, uid) for uid, flags, modseq in changes])
+        _set_counters(db, name, 0, highestmodseq)
+
+
+def delete_rows(db, root, name, records, highestmodseq):
+    """Drops messages from the index and parks their files in C{tmp/} until no session needs them."""
+    path = folder_dir(root, name)
+    with database.transaction(db):
+        db.executemany("DELETE FROM messages WHERE folder = ? AND uid = ?", [(name, uid) for uid, _ in records])
+        _set_counters(db, name, 0, highestmodseq)
+    for _, filename in records:
+        try:
+            os.rename(os.path.join(path, "cur", filename), os.path.join(path, "tmp", filename))
+        except FileNotFoundError:
+            pass
+
+
+def discard(root, name, filenames):
+    path = os.path.join(folder_dir(root, name), "tmp")
+    for filename in filenames:
+        try:
+            os.unlink(os.path.join(path, filename))
+        except FileNotFoundError:
+            pass
+
+
+def read_messages(root, name, filenames):
+    """File contents by name; an expunged file is read from C{tmp/}, a vanished one is C{None}."""
+    path = folder_dir(root, name)
+    out = {}
+    for filename in filenames:
+        for sub in ("cur", "tmp"):
+            try:
+                with open(os.path.join(path, sub, filename), "rb") as f:
+                    out[filename] = f.read()
+                break
+            except FileNotFoundError:
+                out[filename] = None
+    return out
+
+
+def load_structures(db, name, uids):
+    out = {}
+    for start in range(0, len(uids), 500):
+        chunk = uids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for uid, blob in db.execute("SELECT uid, structure FROM messages WHERE folder = ? AND structure"
+                                    " IS NOT NULL AND uid IN (%s)" % marks, [name] + list(chunk)):
+            out[uid] = blob
+    return out
+
+
+def save_structures(db, name, blobs):
+    db.executemany("UPDATE messages SET structure = ? WHERE folder = ? AND uid = ?",
+                   [(blob, name, uid) for uid, blob in blobs.items()])

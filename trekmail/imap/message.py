@@ -1,0 +1,298 @@
+"""
+The MIME structure of one stored message, and the FETCH answers that
+depend on it (ENVELOPE, BODYSTRUCTURE, BODY[section]).
+
+Twisted's IMAP4Server rebuilds ENVELOPE and BODYSTRUCTURE from an
+C{email} object on every FETCH (half its CPU under imaptest, see
+PEERS.md) and loses the blank line that ends C{BODY[HEADER]}.  Here a
+message is parsed once into byte offsets; the two structures are rendered
+once to wire bytes and cached in the index, and sections are sliced out of
+the raw bytes so that what a client reads is exactly what was stored.
+"""
+
+import email.utils
+import re
+
+MAX_DEPTH = 20
+"""Deeper MIME nesting is treated as an opaque leaf: bounds the work a hostile message can cause."""
+
+_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+
+
+class Part:
+    __slots__ = ("start", "body_start", "end", "fields", "maintype", "subtype", "params", "children", "message")
+
+    def __init__(self, start, body_start, end, fields):
+        self.start = start
+        self.body_start = body_start
+        self.end = end
+        self.fields = fields
+        self.children = ()
+        self.message = None
+
+    def field(self, name):
+        for key, value in self.fields:
+            if key == name:
+                return value
+        return None
+
+
+def _header_end(raw, start, end):
+    """Offset just past the blank line ending the header (or C{end} if none)."""
+    if raw.startswith(b"\r\n", start):
+        return start + 2
+    if raw.startswith(b"\n", start):
+        return start + 1
+    index = raw.find(b"\n\r\n", start, end)
+    index2 = raw.find(b"\n\n", start, end)
+    if index == -1 and index2 == -1:
+        return end
+    if index2 == -1 or (index != -1 and index < index2):
+        return index + 3
+    return index2 + 2
+
+
+def _fields(header):
+    fields = []
+    for line in header.decode("latin-1").replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line[0] in " \t" and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if colon:
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+def _content_type(value, default):
+    if not value:
+        return default[0], default[1], []
+    kind, _, rest = value.partition(";")
+    maintype, slash, subtype = kind.strip().lower().partition("/")
+    if not slash or not maintype or not subtype:
+        maintype, subtype = default
+    return maintype, subtype, _params(";" + rest)
+
+
+def _params(text):
+    params = []
+    for name, value in _PARAM.findall(text):
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params.append((name.lower(), value))
+    return params
+
+
+def parse(raw, start=0, end=None, default=("text", "plain"), depth=0):
+    end = len(raw) if end is None else end
+    body_start = _header_end(raw, start, end)
+    part = Part(start, body_start, end, _fields(raw[start:body_start]))
+    part.maintype, part.subtype, part.params = _content_type(part.field("content-type"), default)
+    if depth >= MAX_DEPTH:
+        return part
+    if part.maintype == "multipart":
+        boundary = dict(part.params).get("boundary")
+        if boundary:
+            part.children = _split(raw, body_start, end, boundary.encode("latin-1"), part.subtype, depth)
+        if not part.children:
+            part.maintype, part.subtype, part.params = "text", "plain", []
+    elif (part.maintype, part.subtype) == ("message", "rfc822"):
+        part.message = parse(raw, body_start, end, depth=depth + 1)
+    return part
+
+
+def _split(raw, start, end, boundary, subtype, depth):
+    delimiter = b"--" + boundary
+    default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
+    positions = []
+    index = start
+    while True:
+        found = raw.find(delimiter, index, end)
+        if found == -1:
+            break
+        at_line_start = found == start or raw[found - 1:found] == b"\n"
+        line_end = raw.find(b"\n", found, end)
+        line_end = end if line_end == -1 else line_end + 1
+        if at_line_start:
+            closing = raw.startswith(b"--", found + len(delimiter))
+            before = found - 2 if raw[found - 2:found] == b"\r\n" else found - 1
+            positions.append((max(before, start), line_end, closing))
+            if closing:
+                break
+        index = line_end
+    children = []
+    for (_, content_start, closing), (next_end, _, _) in zip(positions, positions[1:]):
+        if closing:
+            break
+        children.append(parse(raw, content_start, max(next_end, content_start), default, depth + 1))
+    if positions and not positions[-1][2] and positions[-1][1] < end:
+        children.append(parse(raw, positions[-1][1], end, default, depth + 1))
+    return children
+
+
+def nstring(value):
+    """An IMAP nstring: quoted when it can be, else a literal."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if len(value) < 1024 and not any(c in value for c in (b"\r", b"\n", b"\0", b'"', b"\\")):
+        return b'"' + value + b'"'
+    return b"{%d}\r\n" % len(value) + value
+
+
+def _n(value):
+    """Header text was decoded as latin-1 so that encoding it back gives the bytes as stored."""
+    return nstring(value.encode("latin-1", "replace") if isinstance(value, str) else value)
+
+
+def _plist(params):
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(_n(k.upper()) + b" " + _n(v) for k, v in params) + b")"
+
+
+def _addresses(value):
+    if value is None:
+        return b"NIL"
+    parsed = [(n, a) for n, a in email.utils.getaddresses([value]) if a or n]
+    if not parsed:
+        return b"NIL"
+    out = []
+    for name, address in parsed:
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, None
+        out.append(b"(" + b" ".join((_n(name or None), b"NIL", _n(local), _n(domain))) + b")")
+    return b"(" + b"".join(out) + b")"
+
+
+def envelope(part):
+    sender = part.field("sender") or part.field("from")
+    reply_to = part.field("reply-to") or part.field("from")
+    items = [
+        _n(part.field("date")),
+        _n(part.field("subject")),
+        _addresses(part.field("from")),
+        _addresses(sender),
+        _addresses(reply_to),
+        _addresses(part.field("to")),
+        _addresses(part.field("cc")),
+        _addresses(part.field("bcc")),
+        _n(part.field("in-reply-to")),
+        _n(part.field("message-id")),
+    ]
+    return b"(" + b" ".join(items) + b")"
+
+
+def _disposition(part):
+    value = part.field("content-disposition")
+    if not value:
+        return b"NIL"
+    kind, _, rest = value.partition(";")
+    return b"(" + _n(kind.strip().lower() or "attachment") + b" " + _plist(_params(";" + rest)) + b")"
+
+
+def _language(part):
+    value = part.field("content-language")
+    if not value:
+        return b"NIL"
+    tags = [t.strip() for t in value.split(",") if t.strip()]
+    if len(tags) == 1:
+        return _n(tags[0])
+    return b"(" + b" ".join(_n(t) for t in tags) + b")"
+
+
+def bodystructure(raw, part, extended=True):
+    if part.children:
+        out = b"".join(bodystructure(raw, child, extended) for child in part.children)
+        out += b" " + _n(part.subtype.upper())
+        if extended:
+            out += b" " + b" ".join((_plist(part.params), _disposition(part), _language(part),
+                                    _n(part.field("content-location"))))
+        return b"(" + out + b")"
+    params = part.params
+    if part.maintype == "text" and not any(k == "charset" for k, _ in params):
+        params = [("charset", "us-ascii")] + list(params)
+    size = part.end - part.body_start
+    items = [
+        _n(part.maintype.upper()), _n(part.subtype.upper()), _plist(params),
+        _n(part.field("content-id")), _n(part.field("content-description")),
+        _n((part.field("content-transfer-encoding") or "7bit").upper()), b"%d" % size,
+    ]
+    lines = b"%d" % raw.count(b"\n", part.body_start, part.end)
+    if part.message is not None:
+        items += [envelope(part.message), bodystructure(raw, part.message, extended), lines]
+    elif part.maintype == "text":
+        items.append(lines)
+    if extended:
+        items += [_n(part.field("content-md5")), _disposition(part), _language(part),
+                  _n(part.field("content-location"))]
+    return b"(" + b" ".join(items) + b")"
+
+
+def structures(raw):
+    """C{(ENVELOPE, BODYSTRUCTURE, BODY)} as wire bytes: what the index caches."""
+    top = parse(raw)
+    return envelope(top), bodystructure(raw, top), bodystructure(raw, top, extended=False)
+
+
+class SectionError(ValueError):
+    pass
+
+
+def _header_fields(raw, part, names, negate):
+    wanted = {n.lower() for n in names}
+    lines = raw[part.start:part.body_start].split(b"\n")
+    out = []
+    keep = False
+    for line in lines:
+        if not line.strip(b"\r"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line + b"\n")
+            continue
+        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
+        keep = (name in wanted) != negate
+        if keep:
+            out.append(line + b"\n")
+    return b"".join(out) + b"\r\n"
+
+
+def section(raw, path, text, names=()):
+    """
+    The bytes of C{BODY[path.text]}: C{path} is a tuple of part numbers,
+    C{text} one of C{""}, C{HEADER}, C{TEXT}, C{MIME}, C{HEADER.FIELDS},
+    C{HEADER.FIELDS.NOT}.
+    """
+    part = parse(raw)
+    for number in path:
+        if part.message is not None:
+            part = part.message
+        if part.children:
+            if not 1 <= number <= len(part.children):
+                return b""
+            part = part.children[number - 1]
+        elif number != 1:
+            return b""
+    if text == "MIME":
+        if not path:
+            raise SectionError("MIME needs a part number")
+        return raw[part.start:part.body_start]
+    if path and text in ("HEADER", "TEXT", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        if part.message is None:
+            return b""
+        part = part.message
+    if text == "":
+        if path:
+            return raw[part.body_start:part.end]
+        return raw
+    if text == "HEADER":
+        return raw[part.start:part.body_start]
+    if text == "TEXT":
+        return raw[part.body_start:part.end]
+    return _header_fields(raw, part, names, text == "HEADER.FIELDS.NOT")

@@ -1,0 +1,315 @@
+"""
+IMAP command syntax: framing of lines and literals, and the tokens of a
+command.
+
+Twisted's IMAP4Server parser cannot meet the issue: it knows no C{{n+}}
+literals (LITERAL+, RFC 7888), cannot refuse an APPEND literal as TOOBIG
+before reading it, and has no bound on nesting.  This framer keeps a
+bounded buffer, reads literals by count, and can skip an oversized
+non-synchronising literal without holding it.
+"""
+
+import bisect
+import re
+
+MAX_LINE = 64 * 1024
+"""Longest command line (without literals) we buffer: RFC 7162 asks for at least 8192."""
+MAX_LITERAL = 64 * 1024
+"""Largest literal outside APPEND (search strings, passwords)."""
+MAX_LITERAL_SIZE = 0xFFFFFFFF
+MAX_DEPTH = 8
+MAX_PIPELINE = 512 * 1024
+"""Bytes of unparsed input held before we stop reading from the client."""
+
+_LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
+_ATOM_SPECIALS = b'(){ %*"\\]\r\n'
+
+
+class ProtocolError(Exception):
+    """A command that cannot be parsed: answered C{BAD} with this text."""
+
+
+class Atom(str):
+    """An unquoted token; quoted strings and literals are C{bytes}."""
+
+
+class Framer:
+    """
+    Splits the byte stream into commands: each a list of segments (the
+    line parts as bytes, literals as L{Literal}).  Calls
+    C{handler.literal_wanted(first_line, size, synchronising)}, which
+    returns C{True} to accept, or C{False} when it has answered already.
+    """
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.buffer = bytearray()
+        self.segments = []
+        self.want = 0
+        self.skip = 0
+        self.skipping = False
+        self.line_bytes = 0
+
+    def feed(self, data):
+        self.buffer += data
+
+    def next_command(self):
+        """The next complete command's segments, or C{None} if more input is needed."""
+        buffer = self.buffer
+        while True:
+            if self.skip:
+                taken = min(self.skip, len(buffer))
+                del buffer[:taken]
+                self.skip -= taken
+                if self.skip:
+                    return None
+                continue
+            if self.want:
+                if len(buffer) < self.want:
+                    return None
+                self.segments.append(Literal(buffer[:self.want]))
+                del buffer[:self.want]
+                self.want = 0
+                continue
+            end = buffer.find(b"\n")
+            if end == -1:
+                if len(buffer) > MAX_LINE:
+                    raise LineTooLong()
+                return None
+            line = bytes(buffer[:end + 1])
+            del buffer[:end + 1]
+            self.line_bytes += len(line)
+            if self.line_bytes > MAX_LINE:
+                self.reset()
+                raise LineTooLong()
+            match = _LITERAL.search(line.rstrip(b"\n"))
+            if self.skipping:
+                if match and match.group(2):
+                    self.skip = int(match.group(1))
+                elif not match:
+                    self.reset()
+                continue
+            if match is None:
+                self.segments.append(line.rstrip(b"\r\n"))
+                command, self.segments, self.line_bytes = self.segments, [], 0
+                return command
+            size, plus = int(match.group(1)), bool(match.group(2))
+            if size > MAX_LITERAL_SIZE:
+                first = self.segments[0] if self.segments else line
+                self.reset()
+                raise BadLiteral(split_tag(first)[0], fatal=plus)
+            self.segments.append(line[:match.start()])
+            if self.handler.literal_wanted(self.segments[0], size, not plus):
+                self.want = size
+                if size == 0:
+                    self.segments.append(Literal(b""))
+                continue
+            if not plus:
+                self.reset()
+                continue
+            self.skipping = True
+            self.skip = size
+            self.segments = []
+
+    def reset(self):
+        self.segments = []
+        self.skipping = False
+        self.line_bytes = 0
+
+
+class LineTooLong(ProtocolError):
+    pass
+
+
+class BadLiteral(ProtocolError):
+    """A literal size no IMAP number can be (RFC 3501 number is 32-bit); C{fatal} if the client sends it anyway."""
+
+    def __init__(self, tag, fatal):
+        super().__init__("Invalid literal size")
+        self.tag = tag
+        self.fatal = fatal
+
+
+class Literal(bytes):
+    pass
+
+
+def split_tag(line):
+    """C{b"a1 UID FETCH ..."} -> (tag, command name upper-cased, rest of the first line)."""
+    tag, _, rest = line.partition(b" ")
+    name, _, rest = rest.partition(b" ")
+    return tag.decode("ascii", "replace"), name.decode("ascii", "replace").upper(), rest
+
+
+class Reader:
+    """Tokens of a command's arguments, across line segments and literals."""
+
+    def __init__(self, first_rest, segments):
+        self.parts = [first_rest] + list(segments[1:])
+        self.index = 0
+        self.pos = 0
+
+    @property
+    def line(self):
+        return self.parts[self.index]
+
+    def at_end(self):
+        self._skip_space()
+        return self.index >= len(self.parts) - 1 and self.pos >= len(self.line)
+
+    def _skip_space(self):
+        while self.pos < len(self.line) and self.line[self.pos:self.pos + 1] == b" ":
+            self.pos += 1
+
+    def _literal(self):
+        if self.index + 1 >= len(self.parts) or not isinstance(self.parts[self.index + 1], Literal):
+            raise ProtocolError("Bad literal")
+        value = self.parts[self.index + 1]
+        self.index += 2
+        self.pos = 0
+        return bytes(value)
+
+    def token(self, depth=0):
+        """One token: L{Atom}, bytes (string/literal) or list; C{None} at the end."""
+        self._skip_space()
+        line = self.line
+        if self.pos >= len(line):
+            if self.index + 1 < len(self.parts):
+                return self._literal()
+            return None
+        c = line[self.pos:self.pos + 1]
+        if c == b"(":
+            if depth >= MAX_DEPTH:
+                raise ProtocolError("Lists nested too deeply")
+            self.pos += 1
+            items = []
+            while True:
+                self._skip_space()
+                if self.pos >= len(self.line) and self.index + 1 >= len(self.parts):
+                    raise ProtocolError("Missing ')'")
+                if self.line[self.pos:self.pos + 1] == b")":
+                    self.pos += 1
+                    return items
+                items.append(self.token(depth + 1))
+        if c == b'"':
+            out = bytearray()
+            i = self.pos + 1
+            while i < len(line):
+                ch = line[i]
+                if ch == 0x5C:
+                    i += 1
+                    if i < len(line):
+                        out.append(line[i])
+                elif ch == 0x22:
+                    self.pos = i + 1
+                    return bytes(out)
+                else:
+                    out.append(ch)
+                i += 1
+            raise ProtocolError("Missing '\"'")
+        if c == b")":
+            raise ProtocolError("Unexpected ')'")
+        start = self.pos
+        i = start
+        bracket = 0
+        while i < len(line):
+            ch = line[i:i + 1]
+            if ch == b"[":
+                bracket += 1
+            elif ch == b"]" and bracket:
+                bracket -= 1
+            elif not bracket and ch in (b" ", b"(", b")"):
+                break
+            elif not bracket and ch in (b'"', b"{"):
+                raise ProtocolError("Bad character in atom")
+            i += 1
+        if bracket:
+            raise ProtocolError("Missing ']'")
+        self.pos = i
+        return Atom(line[start:i].decode("utf-8", "replace"))
+
+    def astring(self):
+        value = self.token()
+        if value is None or isinstance(value, list):
+            raise ProtocolError("Missing argument")
+        return value.encode() if isinstance(value, str) else value
+
+    def atom(self):
+        value = self.token()
+        if not isinstance(value, Atom):
+            raise ProtocolError("Expected an atom")
+        return value
+
+    def rest(self):
+        items = []
+        while True:
+            value = self.token()
+            if value is None:
+                return items
+            items.append(value)
+
+
+def mailbox_name(value):
+    """An astring naming a mailbox: INBOX in any case is INBOX; no empty hierarchy levels."""
+    try:
+        name = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("Mailbox name is not UTF-8") from None
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name.upper().startswith("INBOX."):
+        name = "INBOX" + name[5:]
+    return name
+
+
+def valid_new_name(name):
+    return (name and len(name) <= 200 and not name.startswith(".") and not name.endswith(".")
+            and ".." not in name and "/" not in name and "\0" not in name and not name.startswith("~")
+            and all(ord(c) >= 0x20 for c in name) and not any(c in name for c in "*%"))
+
+
+def sequence_set(text, largest):
+    """
+    C{"1:3,7,9:*"} -> sorted list of numbers up to C{largest}; C{*} is
+    C{largest}.  Ranges are clipped to what exists, so C{1:4294967295}
+    costs no more than the mailbox size.
+    """
+    out = set()
+    if not text:
+        raise ProtocolError("Empty sequence set")
+    for item in text.split(","):
+        low, colon, high = item.partition(":")
+        try:
+            a = largest if low == "*" else int(low)
+            b = (largest if high == "*" else int(high)) if colon else a
+        except ValueError:
+            raise ProtocolError("Invalid sequence set") from None
+        if a <= 0 and low != "*" or b <= 0 and high != "*" and colon:
+            raise ProtocolError("Invalid sequence set")
+        if a > b:
+            a, b = b, a
+        if a > 0xFFFFFFFF or b > 0xFFFFFFFF:
+            raise ProtocolError("Invalid sequence set")
+        out.update(range(max(a, 1), min(b, largest) + 1))
+    return sorted(out)
+
+
+def uid_set(text, uids):
+    """UIDs of the view matching a UID set (C{uids} sorted; C{*} is the largest UID)."""
+    if not text:
+        raise ProtocolError("Empty sequence set")
+    largest = uids[-1] if uids else 0
+    out = set()
+    for item in text.split(","):
+        low, colon, high = item.partition(":")
+        try:
+            a = largest if low == "*" else int(low)
+            b = (largest if high == "*" else int(high)) if colon else a
+        except ValueError:
+            raise ProtocolError("Invalid UID set") from None
+        if a > b:
+            a, b = b, a
+        if a < 0 or b > 0xFFFFFFFF:
+            raise ProtocolError("Invalid UID set")
+        out.update(uids[bisect.bisect_left(uids, a):bisect.bisect_right(uids, b)])
+    return sorted(out)

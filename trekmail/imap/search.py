@@ -1,0 +1,220 @@
+"""
+SEARCH criteria (RFC 3501 6.4.4, plus MODSEQ of RFC 7162), compiled once
+into a predicate.
+
+Twisted's server walks the mailbox in Python and reads every message for
+any criterion.  Here criteria on flags, UIDs, sizes and dates run against
+the in-memory index alone; only header and body criteria read the files,
+and they are read on the worker thread, never on the reactor.
+"""
+
+import datetime
+import email.utils
+
+from trekmail.imap import parser
+from trekmail.imap.parser import Atom, ProtocolError
+
+_MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP",
+                                       "OCT", "NOV", "DEC"), 1)}
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True), "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True), "SEEN": ("\\Seen", True), "RECENT": ("\\Recent", True),
+    "UNANSWERED": ("\\Answered", False), "UNDELETED": ("\\Deleted", False), "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False), "OLD": ("\\Recent", False),
+}
+MAX_KEYS = 1000
+
+
+class Item:
+    """One message as a criterion sees it."""
+
+    __slots__ = ("seq", "uid", "msg", "flags", "raw", "_header")
+
+    def __init__(self, seq, uid, msg, flags, raw=None):
+        self.seq = seq
+        self.uid = uid
+        self.msg = msg
+        self.flags = flags
+        self.raw = raw
+        self._header = None
+
+    def header(self):
+        if self._header is None:
+            end = self.raw.find(b"\r\n\r\n")
+            end = len(self.raw) if end == -1 else end
+            text = self.raw[:end].decode("utf-8", "replace").replace("\r\n", "\n")
+            text = text.replace("\n ", " ").replace("\n\t", " ")
+            fields = {}
+            for line in text.split("\n"):
+                name, colon, value = line.partition(":")
+                if colon:
+                    fields.setdefault(name.strip().lower(), []).append(value.strip())
+            self._header = fields
+        return self._header
+
+    def body(self):
+        end = self.raw.find(b"\r\n\r\n")
+        return b"" if end == -1 else self.raw[end + 4:]
+
+
+def _date(value):
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    try:
+        day, month, year = text.split("-")
+        return datetime.date(int(year), _MONTHS[month.upper()], int(day))
+    except (ValueError, KeyError):
+        raise ProtocolError("Invalid date %s" % (text[:20],)) from None
+
+
+def _sent_date(item):
+    values = item.header().get("date")
+    if not values:
+        return None
+    parsed = email.utils.parsedate_tz(values[0])
+    if parsed is None:
+        return None
+    try:
+        return datetime.date(*parsed[:3])
+    except ValueError:
+        return None
+
+
+def _internal_date(item):
+    return datetime.datetime.fromtimestamp(item.msg.date, datetime.timezone.utc).date()
+
+
+def _text(value):
+    if isinstance(value, list) or value is None:
+        raise ProtocolError("Expected a string")
+    return (value.encode() if isinstance(value, str) else value).decode("utf-8", "replace").lower()
+
+
+class Query:
+    """A compiled SEARCH: C{matches(item)}; C{needs_raw} says whether items need their bytes."""
+
+    def __init__(self, args, view):
+        self.view = view
+        self.needs_raw = False
+        self.uses_modseq = False
+        self.count = 0
+        self._args = list(args)
+        self.matches = self._all(self._args)
+        if self._args:
+            raise ProtocolError("Unexpected search argument")
+
+    def _take(self, args):
+        if not args:
+            raise ProtocolError("Missing search argument")
+        return args.pop(0)
+
+    def _all(self, args):
+        tests = [self._one(args)]
+        while args:
+            tests.append(self._one(args))
+        if len(tests) == 1:
+            return tests[0]
+        return lambda item: all(t(item) for t in tests)
+
+    def _one(self, args):
+        self.count += 1
+        if self.count > MAX_KEYS:
+            raise ProtocolError("Too many search keys")
+        key = self._take(args)
+        if isinstance(key, list):
+            if not key:
+                raise ProtocolError("Empty search list")
+            return self._all(list(key))
+        if not isinstance(key, Atom):
+            raise ProtocolError("Invalid search key")
+        upper = key.upper()
+        if upper == "ALL":
+            return lambda item: True
+        if upper in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[upper]
+            return lambda item: (flag in item.flags) == present
+        if upper == "NEW":
+            return lambda item: "\\Recent" in item.flags and "\\Seen" not in item.flags
+        if upper in ("KEYWORD", "UNKEYWORD"):
+            flag = _text(self._take(args))
+            present = upper == "KEYWORD"
+            return lambda item: any(f.lower() == flag for f in item.flags) == present
+        if upper == "NOT":
+            inner = self._one(args)
+            return lambda item: not inner(item)
+        if upper == "OR":
+            a, b = self._one(args), self._one(args)
+            return lambda item: a(item) or b(item)
+        if upper in ("LARGER", "SMALLER"):
+            try:
+                size = int(self._take(args))
+            except (TypeError, ValueError):
+                raise ProtocolError("Invalid size") from None
+            if upper == "LARGER":
+                return lambda item: item.msg.size > size
+            return lambda item: item.msg.size < size
+        if upper in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+            when = _date(self._take(args))
+            if upper.startswith("SENT"):
+                self.needs_raw = True
+                get = _sent_date
+                upper = upper[4:]
+            else:
+                get = _internal_date
+            if upper == "BEFORE":
+                return lambda item: (get(item) or datetime.date.max) < when
+            if upper == "ON":
+                return lambda item: get(item) == when
+            return lambda item: (get(item) or datetime.date.min) >= when
+        if upper in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+            return self._header(upper.lower(), _text(self._take(args)))
+        if upper == "HEADER":
+            name = _text(self._take(args))
+            return self._header(name, _text(self._take(args)))
+        if upper in ("BODY", "TEXT"):
+            needle = _text(self._take(args))
+            self.needs_raw = True
+            if upper == "BODY":
+                return lambda item: needle in item.body().decode("utf-8", "replace").lower()
+            return lambda item: needle in item.raw.decode("utf-8", "replace").lower()
+        if upper == "UID":
+            wanted = set(parser.uid_set(str(self._take(args)), self.view.uids))
+            return lambda item: item.uid in wanted
+        if upper == "MODSEQ":
+            value = self._take(args)
+            if isinstance(value, bytes):
+                self._take(args)
+                value = self._take(args)
+            try:
+                modseq = int(value)
+            except (TypeError, ValueError):
+                raise ProtocolError("Invalid MODSEQ") from None
+            self.uses_modseq = True
+            return lambda item: item.msg.modseq >= modseq
+        if upper[:1].isdigit() or upper[:1] == "*":
+            wanted = set(parser.sequence_set(upper, len(self.view.uids)))
+            return lambda item: item.seq in wanted
+        raise ProtocolError("Unknown search key %s" % (upper[:30],))
+
+    def _header(self, name, needle):
+        self.needs_raw = True
+        return lambda item: any(needle in v.lower() for v in item.header().get(name, ())) or (
+            needle == "" and name in item.header())
+
+
+def parse(args, view):
+    """Arguments of SEARCH (after an optional CHARSET) -> L{Query}; raises L{ProtocolError}."""
+    args = list(args)
+    if args and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
+        if len(args) < 2:
+            raise ProtocolError("Missing charset")
+        charset = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
+        if charset.upper() not in ("US-ASCII", "UTF-8"):
+            raise BadCharset()
+        args = args[2:]
+    if not args:
+        raise ProtocolError("Missing search criteria")
+    return Query(args, view)
+
+
+class BadCharset(ProtocolError):
+    pass

@@ -1,0 +1,482 @@
+"""
+Mailboxes as the IMAP sessions share them.
+
+Twisted's C{IMailbox} shares one message numbering among all sessions and
+has no way to tell a session about another's EXPUNGE, so it cannot give
+each session the view RFC 3501 requires (5.2, 7.4.1).  Here a L{Folder}
+holds the state of an open folder once per process (UIDs, flags, MODSEQ,
+cached structure) and is the authority while open; each selected session
+has a L{View}: its own sequence numbers, plus the expunges, new mail and
+flag changes it has not been told about yet.  An expunged message stays
+readable (a "ghost") until every view that still numbers it has sent its
+EXPUNGE.
+
+Index work and file moves run on one worker thread, in submission
+order, so the reactor-side state and the index never disagree about UIDs;
+writing new files and reading messages run on a few more threads.
+"""
+
+import bisect
+import struct
+
+from twisted.internet import defer, inotify
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from twisted.python.threadpool import ThreadPool
+
+from trekmail.imap import index, message
+from trekmail.mailstore import maildir_path
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class Msg:
+    __slots__ = ("filename", "flags", "modseq", "size", "date")
+
+    def __init__(self, filename, flags, modseq, size, date):
+        self.filename = filename
+        self.flags = flags
+        self.modseq = modseq
+        self.size = size
+        self.date = date
+
+
+def _flags(text):
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _pack(structures):
+    envelope, full, plain = structures
+    return struct.pack("!II", len(envelope), len(full)) + envelope + full + plain
+
+
+def _unpack(blob):
+    a, b = struct.unpack("!II", blob[:8])
+    return blob[8:8 + a], blob[8 + a:8 + a + b], blob[8 + a + b:]
+
+
+def _compute_structures(db, root, name, wanted):
+    """On the worker: cached structures, computing (and caching) the missing ones."""
+    found = {uid: _unpack(bytes(blob)) for uid, blob in index.load_structures(db, name, list(wanted)).items()}
+    missing = {uid: f for uid, f in wanted.items() if uid not in found}
+    fresh = {}
+    contents = index.read_messages(root, name, list(missing.values()))
+    for uid, filename in missing.items():
+        raw = contents.get(filename)
+        if raw is None:
+            continue
+        found[uid] = message.structures(raw)
+        fresh[uid] = _pack(found[uid])
+    if fresh:
+        index.save_structures(db, name, fresh)
+    return found
+
+
+class View:
+    """One session's numbering of a selected folder and what it has yet to hear."""
+
+    def __init__(self, folder, listener, readonly):
+        self.folder = folder
+        self.listener = listener
+        self.readonly = readonly
+        self.uids = list(folder.uids)
+        self.last_uid = self.uids[-1] if self.uids else 0
+        self.expunged = set()
+        self.changed = set()
+        self.recent = set()
+        self.condstore = False
+        self.keywords = len(folder.keywords)
+
+    def seq_of(self, uid):
+        position = bisect.bisect_left(self.uids, uid)
+        if position < len(self.uids) and self.uids[position] == uid:
+            return position + 1
+        return None
+
+    def flags_of(self, uid):
+        msg = self.folder.get(uid)
+        flags = msg.flags if msg is not None else frozenset()
+        if uid in self.recent:
+            return flags | {"\\Recent"}
+        return flags
+
+    def updates(self, allow_expunge=True):
+        """Untagged responses that bring the session up to date (RFC 3501 7.4.1, RFC 7162 3.2)."""
+        out = []
+        if self.keywords != len(self.folder.keywords):
+            out.append(self.flags_lines())
+        if allow_expunge and self.expunged:
+            for uid in sorted(self.expunged, reverse=True):
+                seq = self.seq_of(uid)
+                if seq is not None:
+                    del self.uids[seq - 1]
+                    out.append(b"* %d EXPUNGE\r\n" % seq)
+                self.recent.discard(uid)
+            self.folder.release_ghosts(self, self.expunged)
+            self.expunged = set()
+        folder = self.folder
+        if folder.uidnext - 1 > self.last_uid:
+            position = bisect.bisect_right(folder.uids, self.last_uid)
+            fresh = folder.uids[position:]
+            if fresh:
+                self.uids.extend(fresh)
+                self.last_uid = fresh[-1]
+                self.recent = {u for u in self.recent if self.seq_of(u) is not None}
+                out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(self.uids), len(self.recent)))
+            else:
+                self.last_uid = folder.uidnext - 1
+        if self.changed:
+            for uid in sorted(self.changed):
+                seq = self.seq_of(uid)
+                if seq is not None and uid not in self.expunged:
+                    out.append(self.flag_line(seq, uid))
+            self.changed = set()
+        return out
+
+    def flags_lines(self):
+        """C{* FLAGS} and C{PERMANENTFLAGS}, sent again whenever a keyword is new (RFC 3501 7.2.6)."""
+        self.keywords = len(self.folder.keywords)
+        flags = " ".join(list(SYSTEM_FLAGS) + sorted(self.folder.keywords)).encode()
+        return b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % (flags, flags)
+
+    def flag_line(self, seq, uid, with_uid=True):
+        items = b"FLAGS (%s)" % " ".join(sorted(self.flags_of(uid))).encode()
+        if with_uid:
+            items = b"UID %d " % uid + items
+        if self.condstore:
+            msg = self.folder.get(uid)
+            items += b" MODSEQ (%d)" % (msg.modseq if msg else self.folder.highestmodseq)
+        return b"* %d FETCH (%s)\r\n" % (seq, items)
+
+    def close(self):
+        self.folder.close_view(self)
+
+
+class Folder:
+    log = Logger()
+
+    def __init__(self, account, name, counters, rows, fresh):
+        self.account = account
+        self.name = name
+        self.uidvalidity, self.uidnext, self.highestmodseq = counters
+        self.uids = [r[0] for r in rows]
+        self.msgs = {r[0]: Msg(r[1], _flags(r[2]), r[3], r[4], r[5]) for r in rows}
+        self.structures = {}
+        self.views = set()
+        self.recent = set(fresh)
+        self.ghosts = {}
+        self.keywords = set()
+        for msg in self.msgs.values():
+            self.keywords |= msg.flags
+        self.keywords -= set(SYSTEM_FLAGS)
+
+    def get(self, uid):
+        msg = self.msgs.get(uid)
+        if msg is None:
+            ghost = self.ghosts.get(uid)
+            return ghost[0] if ghost else None
+        return msg
+
+    def unseen(self):
+        return sum(1 for m in self.msgs.values() if "\\Seen" not in m.flags)
+
+    def first_unseen(self, view):
+        for seq, uid in enumerate(view.uids, 1):
+            msg = self.get(uid)
+            if msg is not None and "\\Seen" not in msg.flags:
+                return seq
+        return None
+
+    def open_view(self, listener, readonly):
+        view = View(self, listener, readonly)
+        if not readonly:
+            view.recent, self.recent = self.recent, set()
+        self.views.add(view)
+        return view
+
+    def close_view(self, view):
+        self.views.discard(view)
+        self.release_ghosts(view, view.expunged)
+        self.account.maybe_unload(self)
+
+    def _notify(self, origin):
+        for view in list(self.views):
+            if view is not origin:
+                view.listener.mailbox_changed()
+
+    def add(self, found, origin=None):
+        """Indexes new files ((filename, size, date, flags text) each); returns their UIDs."""
+        if not found:
+            return defer.succeed([])
+        self.highestmodseq += 1
+        rows = []
+        for filename, size, date, flags in found:
+            uid = self.uidnext
+            self.uidnext += 1
+            self.msgs[uid] = Msg(filename, _flags(flags), self.highestmodseq, size, date)
+            self.uids.append(uid)
+            self.keywords |= self.msgs[uid].flags - set(SYSTEM_FLAGS)
+            rows.append((uid, filename, flags, self.highestmodseq, size, date))
+        uids = [r[0] for r in rows]
+        takers = [v for v in self.views if not v.readonly]
+        if takers:
+            takers[0].recent.update(uids)
+        else:
+            self.recent.update(uids)
+        self._notify(origin)
+        d = self.account.run_db(index.insert_rows, self.name, rows, self.uidnext, self.highestmodseq)
+        return d.addCallback(lambda _: uids)
+
+    def poll(self):
+        """Picks up what delivery left in C{new/} (on NOOP, IDLE, CHECK and inotify)."""
+        d = self.account.run(index.take_new, self.account.root, self.name)
+        return d.addCallback(lambda found: self.add([f + ("",) for f in found]))
+
+    def store(self, view, uids, mode, flags, unchangedsince=None):
+        """
+        Applies a STORE; returns (changed uids, uids failing UNCHANGEDSINCE,
+        Deferred firing once the index has it).
+        """
+        flags = frozenset(flags)
+        changed, failed, rows = [], [], []
+        modseq = self.highestmodseq + 1
+        for uid in uids:
+            msg = self.msgs.get(uid)
+            if msg is None:
+                continue
+            if unchangedsince is not None and msg.modseq > unchangedsince:
+                failed.append(uid)
+                continue
+            if mode == "+":
+                new = msg.flags | flags
+            elif mode == "-":
+                new = msg.flags - flags
+            else:
+                new = flags
+            if "\\Recent" in new:
+                new = new - {"\\Recent"}
+            if new == msg.flags:
+                if unchangedsince is not None:
+                    changed.append(uid)
+                continue
+            msg.flags = new
+            msg.modseq = modseq
+            changed.append(uid)
+            rows.append((uid, " ".join(sorted(new)), modseq))
+        if not rows:
+            return changed, failed, defer.succeed(None)
+        self.highestmodseq = modseq
+        self.keywords |= flags - set(SYSTEM_FLAGS) - {"\\Recent"}
+        touched = {uid for uid, _, _ in rows}
+        for other in self.views:
+            if other is not view:
+                other.changed |= touched
+        self._notify(view)
+        return changed, failed, self.account.run_db(index.update_flags, self.name, rows, modseq)
+
+    def expunge(self, view, uids):
+        """Removes messages (their files stay readable while any view still numbers them)."""
+        records = []
+        for uid in uids:
+            msg = self.msgs.pop(uid, None)
+            if msg is None:
+                continue
+            records.append((uid, msg.filename))
+            holders = {v for v in self.views if v is not view and v.seq_of(uid) is not None}
+            for holder in holders:
+                holder.expunged.add(uid)
+            if holders:
+                self.ghosts[uid] = [msg, holders]
+        if not records:
+            return defer.succeed(None)
+        gone = {uid for uid, _ in records}
+        self.uids = [u for u in self.uids if u not in gone]
+        self.recent -= gone
+        self.highestmodseq += 1
+        self._notify(view)
+        d = self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq)
+        orphans = [m for u, m in records if u not in self.ghosts]
+        if orphans:
+            d.addCallback(lambda _: self.account.run(index.discard, self.account.root, self.name, orphans))
+        return d
+
+    def release_ghosts(self, view, uids):
+        done = []
+        for uid in uids:
+            ghost = self.ghosts.get(uid)
+            if ghost is None:
+                continue
+            ghost[1].discard(view)
+            if not ghost[1]:
+                done.append(self.ghosts.pop(uid)[0].filename)
+        if done:
+            self.account.run(index.discard, self.account.root, self.name, done)
+
+    def read(self, uids):
+        """Deferred firing with {uid: raw bytes or None}."""
+        names = {uid: self.get(uid).filename for uid in uids if self.get(uid) is not None}
+        d = self.account.run_files(index.read_messages, self.account.root, self.name, list(names.values()))
+        return d.addCallback(lambda contents: {uid: contents.get(f) for uid, f in names.items()})
+
+    def structure(self, uids):
+        """Deferred firing with {uid: (ENVELOPE, BODYSTRUCTURE, BODY)} as wire bytes."""
+        wanted = {uid: self.get(uid).filename for uid in uids
+                  if uid not in self.structures and self.get(uid) is not None}
+        if not wanted:
+            return defer.succeed(self.structures)
+
+        def keep(found):
+            self.structures.update(found)
+            return self.structures
+        return self.account.run_db(_compute_structures, self.account.root, self.name, wanted).addCallback(keep)
+
+
+class Account:
+    """One mailbox (address) while any session uses it: its index and loaded folders."""
+
+    def __init__(self, store, address, root, db):
+        self.store = store
+        self.address = address
+        self.root = root
+        self.db = db
+        self.folders = {}
+        self._loading = {}
+        self.users = 0
+
+    def run(self, function, *args):
+        return self.store.run(function, *args)
+
+    def run_files(self, function, *args):
+        return self.store.run_files(function, *args)
+
+    def run_db(self, function, *args):
+        return self.store.run(function, self.db, *args)
+
+    def folder(self, name):
+        """Deferred firing with the loaded L{Folder}, or C{None} if there is no such folder."""
+        if name in self.folders:
+            return defer.succeed(self.folders[name])
+        waiters = self._loading.get(name)
+        if waiters is None:
+            waiters = self._loading[name] = []
+
+            def loaded(result):
+                for waiter in self._loading.pop(name):
+                    if result is not None and name not in self.folders:
+                        self.folders[name] = Folder(self, name, *result)
+                        self.store.watch(self.folders[name])
+                    waiter.callback(self.folders.get(name))
+
+            def failed(failure):
+                for waiter in self._loading.pop(name):
+                    waiter.errback(failure)
+            self.run_db(index.load_folder, self.root, name).addCallbacks(loaded, failed)
+        waiting = defer.Deferred()
+        waiters.append(waiting)
+        return waiting
+
+    def maybe_unload(self, folder):
+        if not folder.views and not folder.ghosts and self.folders.get(folder.name) is folder:
+            del self.folders[folder.name]
+            self.store.unwatch(folder)
+
+    def forget(self, name):
+        """Drops a folder (and its children) deleted or renamed under the sessions' feet."""
+        for key in [k for k in self.folders if k == name or k.startswith(name + ".")]:
+            self.store.unwatch(self.folders.pop(key))
+
+
+class MailStore:
+    """
+    Opens accounts on demand and shares them between sessions; owns the
+    worker thread.  C{notifier} (a C{twisted.internet.inotify.INotify})
+    lets new deliveries reach IDLE sessions at once; without it they are
+    found on NOOP, CHECK and IDLE.
+    """
+
+    log = Logger()
+
+    def __init__(self, data_dir, reactor, notifier=None):
+        self.data_dir = data_dir
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-mailstore")
+        self._files = ThreadPool(minthreads=1, maxthreads=4, name="trekmail-mailfiles")
+        self._accounts = {}
+        self._notifier = notifier
+        self._watched = {}
+
+    def start(self):
+        self._pool.start()
+        self._files.start()
+
+    def stop(self):
+        if self._pool.joined:
+            return
+        self._files.stop()
+        self._pool.stop()
+        for account in self._accounts.values():
+            if not isinstance(account, defer.Deferred):
+                account.db.close()
+        self._accounts.clear()
+
+    def run(self, function, *args):
+        """On the one worker that owns the indexes and moves files: runs in submission order."""
+        return deferToThreadPool(self._reactor, self._pool, function, *args)
+
+    def run_files(self, function, *args):
+        """
+        Writing (and fsyncing) new files and reading messages need no
+        order, so they run on several threads: an fsync must not hold up
+        every other session's index work.
+        """
+        return deferToThreadPool(self._reactor, self._files, function, *args)
+
+    @defer.inlineCallbacks
+    def open_account(self, address):
+        while isinstance(self._accounts.get(address), defer.Deferred):
+            yield self._accounts[address]
+        account = self._accounts.get(address)
+        if account is None:
+            pending = defer.Deferred()
+            self._accounts[address] = pending
+            root = maildir_path(self.data_dir, address)
+            try:
+                db = yield self.run(index.open_index, root)
+            except BaseException:
+                del self._accounts[address]
+                pending.callback(None)
+                raise
+            account = Account(self, address, root, db)
+            self._accounts[address] = account
+            pending.callback(None)
+        account.users += 1
+        return account
+
+    def release(self, account):
+        account.users -= 1
+        if account.users == 0 and self._accounts.get(account.address) is account:
+            del self._accounts[account.address]
+            for folder in list(account.folders.values()):
+                self.unwatch(folder)
+            self.run(account.db.close)
+
+    def watch(self, folder):
+        if self._notifier is None:
+            return
+        path = FilePath(index.folder_dir(folder.account.root, folder.name)).child("new")
+
+        def changed(_, filepath, mask):
+            if folder.views:
+                folder.poll().addErrback(lambda f: self.log.failure("pick-up failed", f))
+        try:
+            self._notifier.watch(path, inotify.IN_MOVED_TO | inotify.IN_CREATE, callbacks=[changed])
+        except Exception:
+            self.log.failure("cannot watch {path}", path=path.path)
+            return
+        self._watched[folder] = path
+
+    def unwatch(self, folder):
+        path = self._watched.pop(folder, None)
+        if path is not None:
+            self._notifier.ignore(path)

@@ -1,0 +1,56 @@
+"""
+Whose name a submitted message may carry (seed 000, "validates the From
+address against the mailbox you authenticated with").
+
+Both the envelope sender and the header From must be exactly the logged-in
+mailbox, compared without regard to case.  A message with no From, with
+two From fields, or with several addresses in its From is refused: any of
+them would let a second identity ride along with the authorised one.
+"""
+
+import email.utils
+import re
+
+from trekmail.policy.gate import Denial
+
+ENVELOPE = "envelope-sender"
+HEADER = "header-from"
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+_FROM_FIELD = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def envelope_denial(sender, mailbox):
+    if sender.lower() == mailbox.lower():
+        return None
+    return Denial(
+        ENVELOPE,
+        "sender unauthorised: you are logged in as %s, so MAIL FROM must be <%s>" % (mailbox, mailbox),
+    )
+
+
+def header_section(message):
+    """The header fields of a canonical (CRLF) message, ending before the blank line."""
+    match = _HEADER_END.search(message)
+    if match is None:
+        return message
+    return message[: match.start() + 2]
+
+
+def header_from_denial(message, mailbox):
+    fields = _FROM_FIELD.findall(header_section(message))
+    if len(fields) != 1:
+        return Denial(
+            HEADER,
+            "sender unauthorised: the message must have exactly one From header (it has %d);"
+            " use From: %s" % (len(fields), mailbox),
+        )
+    value = fields[0].decode("utf-8", "replace").replace("\r\n", "")
+    addresses = [a for _, a in email.utils.getaddresses([value]) if a]
+    if len(addresses) != 1 or addresses[0].lower() != mailbox.lower():
+        return Denial(
+            HEADER,
+            "sender unauthorised: the From header must be the mailbox you logged in as;"
+            " use From: %s" % (mailbox,),
+        )
+    return None

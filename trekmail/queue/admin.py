@@ -1,0 +1,96 @@
+"""
+The operator's verbs on the queue and the suppression list (C{trekmail
+queue ...}, C{trekmail suppression ...}).
+
+They work on the spool files and the database directly, so they need no
+running server; a running server picks up a deletion or a flush request
+within L{trekmail.queue.manager.CONTROL_SECONDS} seconds.
+"""
+
+import datetime
+import os
+import re
+
+from trekmail.queue import suppression
+from trekmail.queue.manager import CONTROL_SECONDS
+from trekmail.queue.spool import SpoolLayout, TornEntry, read_envelope
+from trekmail.realm.errors import InvalidInput, NotFound
+
+_QUEUE_ID = re.compile(r"^[0-9a-f]{12,40}$")
+
+
+def _layout(config):
+    layout = SpoolLayout(config.data_path("queue"))
+    layout.create()
+    return layout
+
+
+def _when(seconds):
+    if not seconds:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def queue_list(config):
+    layout = _layout(config)
+    entries = []
+    for queue_id in layout.queue_ids():
+        path = layout.message_path(queue_id)
+        try:
+            envelope = read_envelope(path)
+            size = os.path.getsize(path)
+        except (TornEntry, OSError):
+            continue
+        state = layout.read_state(queue_id) or {}
+        entries.append({
+            "queue_id": queue_id,
+            "sender": envelope.sender or "<>",
+            "recipients": list(state.get("pending", envelope.recipients)),
+            "origin": envelope.origin,
+            "arrived": _when(envelope.received_at),
+            "attempts": state.get("attempts", 0),
+            "next_attempt": _when(state.get("next_at")),
+            "last_error": "; ".join("%s: %s" % item for item in sorted(state.get("errors", {}).items())) or None,
+            "size": size,
+        })
+    return entries
+
+
+def queue_flush(config):
+    _layout(config).request_flush()
+    return "flush requested: the server retries every waiting message within %d seconds" % (CONTROL_SECONDS,)
+
+
+def queue_delete(config, queue_id):
+    queue_id = (queue_id or "").strip().lower()
+    if not _QUEUE_ID.match(queue_id):
+        raise InvalidInput("%r is not a queue id (see trekmail queue list)" % (queue_id,))
+    layout = _layout(config)
+    if not os.path.exists(layout.message_path(queue_id)):
+        raise NotFound("no queued message %s" % (queue_id,))
+    layout.remove(queue_id)
+    return "deleted %s" % (queue_id,)
+
+
+def suppression_list(db, domain=None):
+    return [
+        {
+            "domain": r.domain,
+            "address": r.address,
+            "hard_bounces": r.count,
+            "suppressed_at": _when(r.suppressed_at),
+            "last_bounce": r.last_diagnostic,
+        }
+        for r in suppression.suppressed(db, domain)
+    ]
+
+
+def suppression_remove(db, address, domain=None):
+    address = (address or "").strip().lower()
+    if "@" not in address:
+        raise InvalidInput("%r is not an email address" % (address,))
+    if not suppression.remove(db, address, domain):
+        raise NotFound("%s is not on the suppression list" % (address,))
+    return "removed %s: mail to it is tried again (a running server applies this within %d seconds)" % (
+        address, suppression.REFRESH_SECONDS,
+    )

@@ -1,0 +1,176 @@
+"""
+One delivery attempt of one message to its pending recipients: which of
+them are local (straight into their Maildir, whoever sent the mail), which
+are suppressed, and through which route the rest leave, DKIM-signed with
+the sending domain's key.
+
+The route is a small pluggable decision (L{Router}): the managed MX relay
+or a customer's provider profile; both are L{ITransport}s, so DKIM
+signing and the queue's bookkeeping are the same on every route.
+"""
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from trekmail.realm.routes import MANAGED_ROUTE, refusal, resolve_route
+from trekmail.relay.client import Outcome, outcomes, wire_form
+from trekmail.relay.dkim import SigningError
+
+DOMAIN_CACHE_SECONDS = 30
+log = Logger()
+
+
+def domain_of(address):
+    return address.rpartition("@")[2].lower()
+
+
+class RouteUnavailable(Exception):
+    """The route names something that cannot deliver now (C{permanent} says if ever)."""
+
+    def __init__(self, message, permanent=False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Router:
+    """
+    Turns a L{trekmail.realm.routes.Route} into an L{ITransport}.
+    C{profiles}, when given, has C{transport(profile_id)} returning an
+    L{ITransport} or a Deferred of one (the BYO SMTP profiles component
+    provides it), and may raise L{RouteUnavailable}.
+    """
+
+    def __init__(self, managed, profiles=None):
+        self.managed = managed
+        self.profiles = profiles
+
+    def transport(self, route):
+        if route.managed:
+            return maybeDeferred(lambda: self.managed)
+        if route.profile_id is not None and self.profiles is not None:
+            return maybeDeferred(self.profiles.transport, route.profile_id)
+        return maybeDeferred(_no_route, route)
+
+
+def _no_route(route):
+    raise RouteUnavailable("4.3.5 route %s is not available" % (route,))
+
+
+@dataclass(frozen=True)
+class Result:
+    """An L{Outcome} and whether it counts as a hard bounce from a remote server."""
+
+    outcome: Outcome
+    remote: bool = False
+
+
+class Deliverer:
+    def __init__(self, directory, router, signer, suppressions, reactor, workers, mailboxes):
+        """
+        @param mailboxes: a L{trekmail.queue.maildir.MaildirWriter}.
+        @param workers: the thread pool for DKIM signatures.
+        """
+        self._directory = directory
+        self._router = router
+        self._signer = signer
+        self._suppressions = suppressions
+        self._reactor = reactor
+        self._workers = workers
+        self._mailboxes = mailboxes
+        self._domains = {}
+
+    def _in_thread(self, function, *args):
+        return deferToThreadPool(self._reactor, self._workers, function, *args)
+
+    @inlineCallbacks
+    def hosted(self, name):
+        """C{(Domain, Account)} or C{None}, cached briefly: every message asks."""
+        now = self._reactor.seconds()
+        cached = self._domains.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = yield self._directory.domain(name)
+        self._domains[name] = (now + DOMAIN_CACHE_SECONDS, found)
+        return found
+
+    @inlineCallbacks
+    def attempt(self, envelope, message, recipients):
+        """Deferred firing with one L{Result} per recipient."""
+        sender_context = None
+        if envelope.sender:
+            sender_context = yield self.hosted(domain_of(envelope.sender))
+        local, remote = [], []
+        for recipient in recipients:
+            if (yield self.hosted(domain_of(recipient))) is not None:
+                local.append(recipient)
+            else:
+                remote.append(recipient)
+        results = []
+        if local:
+            results.extend((yield self._local(envelope, message, local)))
+        if remote:
+            results.extend((yield self._remote(envelope, message, remote, sender_context)))
+        return results
+
+    @inlineCallbacks
+    def _local(self, envelope, message, recipients):
+        results = []
+        existing = []
+        for recipient in recipients:
+            context = yield self._directory.mailbox(recipient)
+            if context is None:
+                results.append(Result(Outcome(recipient, 550, "5.1.1 no such mailbox here")))
+            else:
+                existing.append(context.address)
+        if existing:
+            written = yield self._mailboxes.deliver(envelope.sender, message, existing)
+            for address, error in written.items():
+                if error is None:
+                    results.append(Result(Outcome(address, 250, "2.0.0 delivered to mailbox")))
+                else:
+                    log.error("local delivery to {address} failed: {error}", address=address, error=error)
+                    results.append(Result(Outcome(address, 451, "4.3.0 mailbox write failed")))
+        return results
+
+    @inlineCallbacks
+    def _remote(self, envelope, message, recipients, sender_context):
+        if envelope.origin == "mx":
+            return [Result(o) for o in outcomes(recipients, 550, "5.7.1 relay denied")]
+        results = []
+        if sender_context is not None:
+            domain, account = sender_context
+            route = resolve_route(domain, account)
+            refused = refusal(route, account.plan)
+            allowed = []
+            for recipient in recipients:
+                if self._suppressions.is_suppressed(domain.name, recipient):
+                    results.append(Result(Outcome(
+                        recipient, 550,
+                        "5.1.1 %s is suppressed: it hard-bounced repeatedly for %s"
+                        " (trekmail suppression remove %s)" % (recipient, domain.name, recipient),
+                    )))
+                else:
+                    allowed.append(recipient)
+            recipients = allowed
+            if not recipients:
+                return results
+            if refused:
+                return results + [Result(o) for o in outcomes(recipients, 554, "5.7.7 " + refused)]
+            try:
+                wire = yield self._in_thread(self._signer.sign, message, domain.name, domain.dkim_selector)
+            except SigningError as e:
+                log.error("cannot DKIM-sign for {domain}: {error}", domain=domain.name, error=e)
+                return results + [Result(o) for o in outcomes(
+                    recipients, 451, "4.3.0 DKIM key of %s unavailable" % (domain.name,))]
+        else:
+            domain, route, wire = None, MANAGED_ROUTE, wire_form(message)
+        try:
+            transport = yield self._router.transport(route)
+        except RouteUnavailable as e:
+            code = 554 if e.permanent else 451
+            return results + [Result(o) for o in outcomes(recipients, code, str(e))]
+        sent = yield transport.deliver(envelope.sender, recipients, wire, domain)
+        return results + [Result(o, remote=True) for o in sent]

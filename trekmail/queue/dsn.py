@@ -1,0 +1,138 @@
+"""
+Delivery status notifications (RFC 3464) for mail that failed for good,
+and reading the ones other servers send back to us.
+
+A report goes from the null sender (RFC 5321 section 4.5.5) to the
+original envelope sender, so that a report that itself fails is dropped
+instead of bouncing back and forth.  It carries the human explanation,
+the machine-readable C{message/delivery-status} part, and the original
+headers (not the body: the sender has it, and returning it doubles the
+traffic of a bounce storm).
+"""
+
+import email
+import email.policy
+import email.utils
+import re
+import secrets
+
+from trekmail.relay.client import wire_form
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def _field(value):
+    """One header line's worth of printable ASCII."""
+    return _UNSAFE.sub("?", " ".join(str(value).split()))
+
+
+def _date(when):
+    return email.utils.formatdate(when, usegmt=True)
+
+
+def original_headers(message):
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 2]
+
+
+def build_report(hostname, queue_id, envelope, failures, now, message):
+    """
+    The report's bytes (CRLF line ends).
+
+    @param failures: L{trekmail.relay.client.Outcome} for each recipient
+        that failed for good; an expired one carries a 4xx code and its
+        last error, and is reported with status 4.4.7.
+    @param message: the original message, whose header is returned.
+    """
+    boundary = "=_%s" % (secrets.token_hex(12),)
+    lines = []
+    for outcome in failures:
+        lines.append("<%s>: %s" % (_field(outcome.recipient), _field(outcome.text) or outcome.code))
+    expired = [o for o in failures if not o.permanent]
+    if expired:
+        intro = "Delivery of your message was given up after repeated temporary failures."
+    else:
+        intro = "Your message could not be delivered to one or more recipients."
+    human = "\r\n".join(
+        [
+            "This is the mail system at %s." % (_field(hostname),),
+            "",
+            intro,
+            "It will not be retried.  The failing recipients and the reason:",
+            "",
+        ]
+        + lines
+    )
+    per_message = [
+        "Reporting-MTA: dns; %s" % (_field(hostname),),
+        "X-Queue-ID: %s" % (_field(queue_id),),
+        "Arrival-Date: %s" % (_date(envelope.received_at or now),),
+    ]
+    if envelope.sender:
+        per_message.append("X-Original-Sender: rfc822; %s" % (_field(envelope.sender),))
+    per_recipient = []
+    for outcome in failures:
+        status = outcome.status if outcome.permanent else "4.4.7"
+        block = [
+            "Final-Recipient: rfc822; %s" % (_field(outcome.recipient),),
+            "Action: failed",
+            "Status: %s" % (status if status[0] in "45" else "5.0.0",),
+        ]
+        if outcome.remote:
+            block.append("Remote-MTA: dns; %s" % (_field(outcome.remote.split(" ")[0]),))
+        if outcome.code >= 400:
+            block.append("Diagnostic-Code: smtp; %d %s" % (outcome.code, _field(outcome.text)))
+        else:
+            block.append("Diagnostic-Code: X-TrekMail; %s" % (_field(outcome.text),))
+        block.append("Last-Attempt-Date: %s" % (_date(now),))
+        per_recipient.append("\r\n".join(block))
+    status_part = "\r\n".join(per_message) + "\r\n\r\n" + "\r\n\r\n".join(per_recipient) + "\r\n"
+    subject = "Delivery Status Notification (Failure)" if not expired else "Undelivered Mail: delivery time expired"
+    head = "\r\n".join(
+        [
+            "From: Mail Delivery System <MAILER-DAEMON@%s>" % (_field(hostname),),
+            "To: <%s>" % (_field(envelope.sender),),
+            "Subject: %s" % (subject,),
+            "Date: %s" % (_date(now),),
+            "Message-ID: <%s.%s@%s>" % (_field(queue_id), secrets.token_hex(4), _field(hostname)),
+            "Auto-Submitted: auto-replied",
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="%s"' % (boundary,),
+        ]
+    )
+    body = (
+        "--%(b)s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%(human)s\r\n\r\n"
+        "--%(b)s\r\nContent-Type: message/delivery-status\r\n\r\n%(status)s\r\n"
+        "--%(b)s\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ) % {"b": boundary, "human": human, "status": status_part}
+    tail = "\r\n--%s--\r\n" % (boundary,)
+    return (head + "\r\n\r\n" + body).encode("ascii") + wire_form(original_headers(message)) + tail.encode("ascii")
+
+
+def failed_recipients(message):
+    """
+    From a report another server sent us: C{[(recipient, diagnostic)]}
+    for every recipient it says failed permanently (Status 5.x.x).  Not a
+    report, or unreadable: C{[]}.
+    """
+    try:
+        parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+    except Exception:
+        return []
+    if parsed.get_content_type() != "multipart/report":
+        return []
+    if (parsed.get_param("report-type") or "").lower() != "delivery-status":
+        return []
+    failed = []
+    for part in parsed.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        groups = payload[1:] if isinstance(payload, list) else []
+        for group in groups:
+            action = (group.get("Action") or "").strip().lower()
+            status = (group.get("Status") or "").strip()
+            recipient = (group.get("Final-Recipient") or "").partition(";")[2].strip()
+            if action == "failed" and status.startswith("5") and "@" in recipient:
+                failed.append((recipient.strip("<>"), _field(group.get("Diagnostic-Code") or status)))
+    return failed

@@ -1,0 +1,162 @@
+"""
+Local delivery into a mailbox's Maildir (layout in L{trekmail.mailstore}).
+
+The message is written under C{tmp/}, fsynced, renamed into C{new/}, and
+C{new/} is fsynced (once per batch of deliveries), so the IMAP server never sees a partial message and a
+crash after delivery was reported cannot lose it: the queue removes its
+copy only after this returns.
+"""
+
+import itertools
+import os
+import time
+
+from twisted.internet.defer import DeferredList
+
+from trekmail.mailstore import maildir_path
+from trekmail.queue.groupcommit import GroupCommit
+
+_counter = itertools.count()
+
+
+def _fsync_directory(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_maildir(root):
+    """Create C{root} with C{tmp/ new/ cur/} if missing, durably."""
+    if os.path.isdir(os.path.join(root, "new")):
+        return
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
+    _fsync_directory(root)
+    _fsync_directory(os.path.dirname(root))
+
+
+def unique_name(hostname):
+    """A Maildir file name no other delivery, here or on another host, can pick."""
+    now = time.time()
+    seconds = int(now)
+    return "%d.M%dP%dQ%d.%s" % (
+        seconds,
+        int((now - seconds) * 1e6),
+        os.getpid(),
+        next(_counter),
+        hostname.replace("/", "\\057").replace(":", "\\072"),
+    )
+
+
+def _write_copy(data_dir, hostname, address, sender, message):
+    """
+    Write and fsync one copy under C{tmp/}, with C{Return-Path} and
+    C{Delivered-To} added; returns its C{(temporary, final)} paths.
+    """
+    root = maildir_path(data_dir, address)
+    ensure_maildir(root)
+    name = unique_name(hostname)
+    temporary = os.path.join(root, "tmp", name)
+    header = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (
+        sender.encode("utf-8"),
+        address.encode("utf-8"),
+    )
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            for chunk in (header, message):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        _discard(temporary)
+        raise
+    return temporary, os.path.join(root, "new", name)
+
+
+def _discard(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def deliver_batch(data_dir, hostname, items, syncers=None):
+    """
+    Runs on the writer thread: one copy per C{(address, sender, message)},
+    written and fsynced in parallel with C{syncers}, moved into C{new/},
+    and each C{new/} directory fsynced once for the whole batch.  Returns
+    C{None} or the C{OSError} per item.
+    """
+
+    def write(item):
+        try:
+            return _write_copy(data_dir, hostname, *item)
+        except (OSError, ValueError) as e:
+            return e
+
+    if syncers is not None and len(items) > 1:
+        written = list(syncers.map(write, items))
+    else:
+        written = [write(item) for item in items]
+    results = []
+    moved = {}
+    for paths in written:
+        if isinstance(paths, Exception):
+            results.append(paths)
+            continue
+        temporary, final = paths
+        try:
+            os.rename(temporary, final)
+        except OSError as e:
+            _discard(temporary)
+            results.append(e)
+            continue
+        moved.setdefault(os.path.dirname(final), []).append(len(results))
+        results.append(None)
+    for directory, indexes in moved.items():
+        try:
+            _fsync_directory(directory)
+        except OSError as e:
+            for index in indexes:
+                results[index] = e
+    return results
+
+
+class MaildirWriter:
+    """
+    Local delivery with group commit (L{trekmail.queue.groupcommit}):
+    copies delivered at the same time share the fsync of their C{new/}
+    directories.
+    """
+
+    def __init__(self, data_dir, hostname, reactor, syncers=None, writer=None):
+        self._commit = GroupCommit(
+            reactor,
+            lambda items: deliver_batch(data_dir, hostname, items, syncers),
+            "trekmail-maildir",
+            writer,
+        )
+
+    def start(self):
+        self._commit.start()
+
+    def stop(self):
+        self._commit.stop()
+
+    def deliver(self, sender, message, addresses):
+        """Deferred firing with C{{address: None or the OSError}}."""
+        waits = [self._commit.submit((address, sender, message)) for address in addresses]
+
+        def collected(results):
+            return {
+                address: None if ok else value.value
+                for address, (ok, value) in zip(addresses, results)
+            }
+
+        return DeferredList(waits, consumeErrors=True).addCallback(collected)

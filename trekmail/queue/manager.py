@@ -1,0 +1,321 @@
+"""
+The queue: accepts messages durably (L{IMessageQueue}), then tries each
+until every recipient is delivered or has failed for good.
+
+Per-recipient state: a message keeps the recipients still pending; those
+delivered leave it, those that failed for good are reported to the sender
+in one RFC 3464 report per attempt.  Temporary failures wait by the
+L{RetryPolicy}; past its maximum age the rest are reported as expired.
+The report is itself queued (durably) before the original's state
+changes, so a crash in between can duplicate a report but never lose one.
+A message from the null sender is never reported on.
+
+All timing goes through the injected clock: tests drive retries and
+expiry with L{twisted.internet.task.Clock}.
+"""
+
+import dataclasses
+
+from twisted.internet.defer import fail, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from trekmail.queue import dsn
+from trekmail.queue.delivery import domain_of
+from trekmail.queue.interface import Envelope, IMessageQueue, SpoolError
+from trekmail.queue.spool import TornEntry, new_queue_id
+from trekmail.queue.suppression import is_hard_bounce
+from trekmail.relay.client import Outcome
+
+CONTROL_SECONDS = 5
+
+log = Logger()
+
+
+class _Entry:
+    __slots__ = ("queue_id", "envelope", "pending", "attempts", "next_at", "message",
+                 "timer", "active", "errors", "generation")
+
+    def __init__(self, queue_id, envelope, pending, generation, attempts=0, next_at=0.0, message=None):
+        self.queue_id = queue_id
+        self.envelope = envelope
+        self.pending = list(pending)
+        self.attempts = attempts
+        self.next_at = next_at
+        self.message = message
+        self.timer = None
+        self.active = False
+        self.errors = {}
+        self.generation = generation
+
+
+@implementer(IMessageQueue)
+class MessageQueue:
+    def __init__(self, spool, deliverer, suppressions, policy, clock, hostname, concurrency=100):
+        self._spool = spool
+        self._deliverer = deliverer
+        self._suppressions = suppressions
+        self._policy = policy
+        self._clock = clock
+        self._hostname = hostname
+        self._concurrency = concurrency
+        self._entries = {}
+        self._ready = []
+        self._running = 0
+        self._generation = 0
+        self._control = LoopingCall(
+            lambda: self.check_control().addErrback(lambda f: log.failure("queue control check failed", f))
+        )
+        self._control.clock = clock
+        self.started = False
+
+    # -- accepting
+
+    def enqueue(self, envelope, message):
+        now = self._clock.seconds()
+        if not envelope.received_at:
+            envelope = dataclasses.replace(envelope, received_at=now)
+        queue_id = new_queue_id(now)
+        try:
+            d = self._spool.store(queue_id, envelope, message)
+        except (TypeError, ValueError) as e:
+            log.error("spool refused {queue_id}: {error}", queue_id=queue_id, error=e)
+            return fail(SpoolError(str(e)))
+        d.addCallback(self._accepted, envelope, message)
+        return d
+
+    def _accepted(self, queue_id, envelope, message):
+        self._generation += 1
+        entry = _Entry(queue_id, envelope, envelope.recipients, self._generation, message=message)
+        self._entries[queue_id] = entry
+        if self.started:
+            self._schedule(entry, self._clock.seconds())
+        return queue_id
+
+    # -- lifecycle
+
+    @inlineCallbacks
+    def start(self):
+        """Recover the spool, then start delivering; fires when recovered."""
+        recovered = yield self._spool.recover()
+        now = self._clock.seconds()
+        for queue_id, envelope, state in recovered:
+            if queue_id in self._entries:
+                continue
+            self._generation += 1
+            if state:
+                entry = _Entry(queue_id, envelope, state.get("pending", envelope.recipients),
+                               self._generation, state.get("attempts", 0), state.get("next_at") or now)
+                entry.errors = dict(state.get("errors", {}))
+            else:
+                entry = _Entry(queue_id, envelope, envelope.recipients, self._generation)
+            self._entries[queue_id] = entry
+        log.info("queue recovered {count} messages", count=len(recovered))
+        self.started = True
+        for entry in list(self._entries.values()):
+            self._schedule(entry, max(entry.next_at, now))
+        self._control.start(CONTROL_SECONDS, now=False)
+
+    def stop(self):
+        self.started = False
+        if self._control.running:
+            self._control.stop()
+        for entry in self._entries.values():
+            if entry.timer is not None and entry.timer.active():
+                entry.timer.cancel()
+            entry.timer = None
+
+    # -- what the CLI and tests look at
+
+    def __len__(self):
+        return len(self._entries)
+
+    def entries(self):
+        return [
+            {"queue_id": e.queue_id, "sender": e.envelope.sender, "pending": list(e.pending),
+             "attempts": e.attempts, "next_at": e.next_at, "errors": dict(e.errors)}
+            for e in sorted(self._entries.values(), key=lambda e: e.queue_id)
+        ]
+
+    def flush(self):
+        """Try every waiting message now."""
+        now = self._clock.seconds()
+        for entry in list(self._entries.values()):
+            if not entry.active:
+                self._schedule(entry, now)
+
+    @inlineCallbacks
+    def check_control(self):
+        """
+        Pick up the CLI's requests: a C{flush} file in C{control/}, and
+        messages whose file was deleted (C{trekmail queue delete}).
+        """
+        generation = self._generation
+        present, flush = yield self._spool.scan()
+        for entry in list(self._entries.values()):
+            if entry.generation <= generation and not entry.active and entry.queue_id not in present:
+                self._drop(entry)
+                log.info("message {queue_id} deleted by the operator", queue_id=entry.queue_id)
+        if flush:
+            self.flush()
+
+    # -- scheduling
+
+    def _schedule(self, entry, when):
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.next_at = when
+        if not self.started:
+            return
+        delay = max(0.0, when - self._clock.seconds())
+        entry.timer = self._clock.callLater(delay, self._due, entry)
+
+    def _due(self, entry):
+        entry.timer = None
+        if entry.queue_id not in self._entries or entry.active:
+            return
+        if self._running >= self._concurrency:
+            self._ready.append(entry)
+            return
+        self._start_attempt(entry)
+
+    def _start_attempt(self, entry):
+        entry.active = True
+        self._running += 1
+        d = self._attempt(entry)
+        d.addErrback(self._attempt_crashed, entry)
+        d.addBoth(self._attempt_done, entry)
+
+    def _attempt_done(self, _, entry):
+        entry.active = False
+        self._running -= 1
+        while self._ready and self._running < self._concurrency:
+            waiting = self._ready.pop(0)
+            if waiting.queue_id in self._entries and not waiting.active:
+                self._start_attempt(waiting)
+
+    def _attempt_crashed(self, failure, entry):
+        log.failure("delivery attempt of {queue_id} failed", failure, queue_id=entry.queue_id)
+        entry.attempts += 1
+        self._reschedule(entry)
+
+    def _drop(self, entry):
+        if entry.timer is not None and entry.timer.active():
+            entry.timer.cancel()
+        entry.timer = None
+        self._entries.pop(entry.queue_id, None)
+
+    # -- one attempt
+
+    @inlineCallbacks
+    def _attempt(self, entry):
+        message, entry.message = entry.message, None
+        if message is None:
+            try:
+                _, message = yield self._spool.read(entry.queue_id)
+            except TornEntry as e:
+                log.error("quarantined torn message {queue_id}: {why}", queue_id=entry.queue_id, why=str(e))
+                self._drop(entry)
+                return
+            except FileNotFoundError:
+                self._drop(entry)
+                return
+        envelope = entry.envelope
+        results = yield self._deliverer.attempt(envelope, message, entry.pending)
+        entry.attempts += 1
+        failed = []
+        still = []
+        for result in results:
+            outcome = result.outcome
+            if outcome.delivered:
+                entry.errors.pop(outcome.recipient, None)
+            elif outcome.permanent:
+                entry.errors.pop(outcome.recipient, None)
+                failed.append(outcome)
+                if result.remote and is_hard_bounce(outcome):
+                    yield self._hard_bounce(envelope.sender, outcome)
+            else:
+                entry.errors[outcome.recipient] = "%d %s" % (outcome.code, outcome.text)
+                still.append(outcome.recipient)
+        if envelope.origin == "mx" and not envelope.sender and entry.attempts == 1:
+            yield self._returned_report(message, envelope.recipients)
+        now = self._clock.seconds()
+        next_at = None
+        if still:
+            next_at = self._policy.next_attempt(entry.attempts, envelope.received_at, now)
+            if next_at is None:
+                failed.extend(_expired(r, entry.errors.get(r)) for r in still)
+                still = []
+        entry.pending = still + [o.recipient for o in failed]
+        if failed:
+            yield self._report(entry, failed, message)
+        entry.pending = still
+        if not still:
+            self._drop(entry)
+            yield self._spool.remove(entry.queue_id)
+            return
+        yield self._spool.write_state(entry.queue_id, {
+            "attempts": entry.attempts, "next_at": next_at, "pending": still, "errors": entry.errors,
+        })
+        self._schedule(entry, next_at)
+
+    def _reschedule(self, entry):
+        if entry.queue_id not in self._entries:
+            return
+        now = self._clock.seconds()
+        next_at = self._policy.next_attempt(entry.attempts, entry.envelope.received_at, now)
+        self._schedule(entry, now + self._policy.intervals[0] if next_at is None else next_at)
+
+    @inlineCallbacks
+    def _report(self, entry, failed, message):
+        envelope = entry.envelope
+        if not envelope.sender or envelope.origin == "report":
+            log.info("dropped failure of report {queue_id}", queue_id=entry.queue_id)
+            return
+        report = dsn.build_report(
+            self._hostname, entry.queue_id, envelope, failed, self._clock.seconds(), message
+        )
+        report_envelope = Envelope(sender="", recipients=(envelope.sender,), origin="report",
+                                   extra={"reports_on": entry.queue_id})
+        report_id = yield self.enqueue(report_envelope, report)
+        log.info("reported {count} failed recipients of {queue_id} in {report_id}",
+                 count=len(failed), queue_id=entry.queue_id, report_id=report_id)
+
+    @inlineCallbacks
+    def _hard_bounce(self, sender, outcome):
+        """
+        Count a hard bounce against the sending domain.  Bookkeeping only:
+        if the database cannot record it, the delivery results stand
+        (failing the attempt would deliver again to recipients who have
+        the message).
+        """
+        if not sender:
+            return
+        domain = domain_of(sender)
+        try:
+            if (yield self._deliverer.hosted(domain)) is None:
+                return
+            yield self._suppressions.record(domain, outcome.recipient, "%d %s" % (outcome.code, outcome.text))
+        except Exception:
+            log.failure("cannot record the hard bounce of {address}", address=outcome.recipient)
+
+    @inlineCallbacks
+    def _returned_report(self, message, recipients):
+        """A report another server sent back counts as a hard bounce for our domain."""
+        failed = dsn.failed_recipients(message)
+        for recipient in recipients:
+            domain = domain_of(recipient)
+            for address, diagnostic in failed:
+                try:
+                    yield self._suppressions.record(domain, address, diagnostic)
+                except Exception:
+                    log.failure("cannot record the returned report for {address}", address=address)
+
+
+def _expired(recipient, last_error):
+    """The outcome reported for a recipient still deferred at expiry: its last error."""
+    code, _, text = (last_error or "").partition(" ")
+    if not code.isdigit():
+        return Outcome(recipient, 451, "4.4.7 delivery time expired")
+    return Outcome(recipient, int(code), text)

@@ -1,0 +1,200 @@
+"""
+The managed route: deliver straight to each recipient domain's MX hosts
+from our own source addresses.
+
+Messages to the same destination share connections: a connection takes
+the next waiting message after each one it sends (RSET, MAIL FROM, ...)
+and closes when none is waiting, which is what makes relaying thousands
+of messages a second to one destination cheap.
+
+Source addresses (seed 000, "IP pool diversification"): a sending domain
+younger than L{NEW_DOMAIN_DAYS} days binds an address of the C{new} pool,
+others rotate over C{warm}; a pool that is not configured binds nothing.
+"""
+
+import itertools
+from collections import deque
+
+from twisted.internet import endpoints, ssl
+from twisted.internet.defer import gatherResults
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from trekmail.relay import client, mx
+from trekmail.relay.transport import ITransport
+
+NEW_DOMAIN_DAYS = 8
+"""Issue 4: domains younger than this many days send from the C{new} pool."""
+
+CONNECT_TIMEOUT = 30
+
+log = Logger()
+
+
+class SourcePools:
+    """Which local address an outbound connection binds."""
+
+    def __init__(self, pools, clock):
+        self._clock = clock
+        self._pools = {name: tuple(addresses) for name, addresses in pools.items()}
+        self._cycles = {name: itertools.cycle(a) for name, a in self._pools.items() if a}
+
+    def pool_for(self, sending_domain):
+        """C{"new"} or C{"warm"}: a domain's pool by its age."""
+        if sending_domain is not None:
+            age_days = (self._clock.seconds() - sending_domain.created) / 86400.0
+            if age_days < NEW_DOMAIN_DAYS:
+                return "new"
+        return "warm"
+
+    def address(self, pool):
+        cycle = self._cycles.get(pool)
+        return next(cycle) if cycle else None
+
+
+class _Destination:
+    """
+    The waiting messages and open connections for one recipient domain
+    from one pool.
+    """
+
+    def __init__(self, relay, domain, pool):
+        self.relay = relay
+        self.domain = domain
+        self.pool = pool
+        self.jobs = deque()
+        self.connections = 0
+
+    def next_job(self):
+        return self.jobs.popleft() if self.jobs else None
+
+    def add(self, job):
+        self.jobs.append(job)
+        if self.connections == 0 or (
+            len(self.jobs) > 1 and self.connections < self.relay.connections_per_destination
+        ):
+            self.connections += 1
+            self._start()
+
+    def _start(self):
+        d = mx.mail_hosts(self.relay.resolver, self.domain)
+        d.addCallbacks(self._try_hosts, self._lookup_failed)
+
+    def _lookup_failed(self, reason):
+        self.connections -= 1
+        reason.trap(mx.LookupFailed)
+        error = reason.value
+        self._fail_waiting(550 if error.permanent else 451, str(error))
+
+    def _try_hosts(self, hosts):
+        candidates = [(host, address) for host, addresses in hosts for address in addresses]
+        self._try(candidates, 0, None)
+
+    def _try(self, candidates, index, last_error, plain=False):
+        """
+        Connect to candidate C{index}.  A host that took no message (refused,
+        closed, or answered 4xx/5xx before MAIL) makes way for the next; a
+        failed STARTTLS is retried once in the clear, as opportunistic TLS
+        must not make mail undeliverable.
+        """
+        if not self.jobs:
+            self._closed()
+            return
+        if index >= len(candidates):
+            code, text = last_error or (451, "4.4.1 no MX host answered")
+            self._fail_waiting(code if code >= 500 else 451, text)
+            self._closed()
+            return
+        host, address = candidates[index]
+        source = self.relay.pools.address(self.pool)
+        endpoint = endpoints.TCP4ClientEndpoint(
+            self.relay.reactor,
+            address,
+            self.relay.port,
+            timeout=CONNECT_TIMEOUT,
+            bindAddress=(source, 0) if source else None,
+        )
+        d = client.connect(
+            endpoint,
+            self.relay.hostname,
+            self.next_job,
+            tls_context=None if plain else self.relay.tls_context,
+            remote="%s [%s]" % (host, address),
+            clock=self.relay.reactor,
+            clients=self.relay.clients,
+        )
+
+        def ended(connection):
+            if connection.transactions == 0:
+                error = connection.error or (451, "4.4.2 %s [%s] closed the connection" % (host, address))
+                if connection.tls_attempted and not plain:
+                    self._try(candidates, index, error, plain=True)
+                else:
+                    self._try(candidates, index + 1, error)
+            elif self.jobs:
+                self._try(candidates, 0, None)
+            else:
+                self._closed()
+
+        def failed(reason):
+            text = "4.4.1 cannot connect to %s [%s]: %s" % (host, address, reason.getErrorMessage())
+            self._try(candidates, index + 1, (451, text))
+
+        d.addCallbacks(ended, failed)
+
+    def _fail_waiting(self, code, text):
+        jobs, self.jobs = self.jobs, deque()
+        for job in jobs:
+            job.finish(client.outcomes(job.recipients, code, text))
+
+    def _closed(self):
+        self.connections -= 1
+        if self.connections == 0 and not self.jobs:
+            self.relay.forget(self)
+
+
+@implementer(ITransport)
+class ManagedRelay:
+    """Delivers to recipients' MX hosts; see the module docstring."""
+
+    def __init__(self, reactor, resolver, hostname, port=25, pools=None, tls_context=None,
+                 connections_per_destination=4):
+        self.reactor = reactor
+        self.resolver = resolver
+        self.hostname = hostname
+        self.port = port
+        self.pools = pools or SourcePools({}, reactor)
+        self.tls_context = tls_context if tls_context is not None else ssl.CertificateOptions()
+        self.connections_per_destination = connections_per_destination
+        self.clients = set()
+        self._destinations = {}
+
+    def stop(self):
+        """Close every connection; fires once they are all gone."""
+        waits = [c.closed for c in self.clients]
+        for c in list(self.clients):
+            c.transport.abortConnection()
+        return gatherResults(waits, consumeErrors=True)
+
+    def deliver(self, sender, recipients, message, sending_domain=None):
+        by_domain = {}
+        for recipient in recipients:
+            by_domain.setdefault(recipient.rpartition("@")[2].lower(), []).append(recipient)
+        pool = self.pools.pool_for(sending_domain)
+        waits = []
+        for domain, group in by_domain.items():
+            job = client.Job(sender, tuple(group), message)
+            key = (domain, pool)
+            destination = self._destinations.get(key)
+            if destination is None:
+                destination = self._destinations[key] = _Destination(self, domain, pool)
+            destination.add(job)
+            waits.append(job.done)
+        d = gatherResults(waits)
+        d.addCallback(lambda lists: [o for results in lists for o in results])
+        return d
+
+    def forget(self, destination):
+        key = (destination.domain, destination.pool)
+        if self._destinations.get(key) is destination:
+            del self._destinations[key]

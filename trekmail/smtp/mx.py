@@ -1,0 +1,82 @@
+"""
+The inbound MX (C{[listen] mx}): mail from the Internet for hosted
+mailboxes only.
+
+A recipient is accepted when its domain is hosted (C{directory.domain})
+and the mailbox exists (C{directory.mailbox}); an unknown local user gets
+C{550 5.1.1} and every other destination C{550 5.7.1} relay denied, as do
+the unusual address forms of L{trekmail.smtp.address} (C{%} hack, quoted
+local parts, source routes, bang paths, a second C{@}) that older relays
+have been tricked by.  A paused mailbox still receives: pausing stops
+sending only.  No AUTH here; STARTTLS is offered with the same
+buffer-discarding rule as submission, and SIZE and the canonical DATA
+form come from L{trekmail.smtp.server}.
+"""
+
+from twisted.internet import defer, protocol
+
+from trekmail.queue.interface import Envelope, SpoolError
+from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.smtp.server import ESMTPServer, Reply
+
+MAX_RECIPIENTS = 100
+"""RFC 5321 4.5.3.1.8: the minimum a server must accept; more get 452 and the client retries them."""
+
+
+class MXServer(ESMTPServer):
+    door = "mx"
+
+    def __init__(self, factory):
+        super().__init__(factory.clock, factory.hostname, factory.tls_options)
+        self.factory = factory
+
+    def recipient_refused(self, reason):
+        return 550, "5.7.1", "relay denied: " + reason
+
+    @defer.inlineCallbacks
+    def check_recipient(self, recipient):
+        if len(self._to) >= MAX_RECIPIENTS:
+            raise Reply(452, "4.5.3", "too many recipients, send the rest in another transaction")
+        directory = self.factory.directory
+        domain = recipient.rpartition("@")[2]
+        try:
+            # The mailbox first: on the common path one lookup decides.
+            if (yield directory.mailbox(recipient.lower())) is not None:
+                return
+            hosted = yield directory.domain(domain)
+        except DirectoryUnavailable:
+            raise Reply(451, "4.4.3", "directory unavailable, try again later")
+        if hosted is None:
+            raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,))
+        raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,))
+
+    @defer.inlineCallbacks
+    def accept_message(self, sender, recipients, message):
+        envelope = Envelope(
+            sender=sender,
+            recipients=tuple(r.lower() for r in recipients),
+            origin="mx",
+            received_at=self.clock.seconds(),
+            client_address=self.client_address,
+        )
+        try:
+            queue_id = yield self.factory.queue.enqueue(envelope, message)
+        except Exception as e:
+            if not isinstance(e, SpoolError):
+                self.log.failure("mx enqueue failed")
+            raise Reply(451, "4.3.0", "could not store the message, please try again")
+        self.log.info("mx {queue_id} from <{sender}> to {count} recipients",
+                      queue_id=queue_id, sender=sender, count=len(recipients))
+        return queue_id
+
+
+class MXFactory(protocol.ServerFactory):
+    def __init__(self, directory, queue, clock, hostname, tls_options):
+        self.directory = directory
+        self.queue = queue
+        self.clock = clock
+        self.hostname = hostname
+        self.tls_options = tls_options
+
+    def buildProtocol(self, addr):
+        return MXServer(self)

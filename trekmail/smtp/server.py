@@ -1,0 +1,445 @@
+"""
+The ESMTP wire shared by submission and the MX.
+
+We subclass L{twisted.mail.smtp.ESMTP} and keep what serves: the command
+dispatch (C{do_*}/C{ext_*} via C{lookupMethod}), the EHLO reply built from
+C{extensions()}, C{sendCode}'s multi-line replies and the idle timeout.
+We replace the parts that cannot meet our requirements:
+
+  - The byte intake.  ESMTP is a C{LineOnlyReceiver}: it runs every
+    buffered line at once, so (a) lines that follow C{STARTTLS} in the same
+    read run inside TLS (CVE-2011-0411), and (b) pipelined commands whose
+    check waits on a Deferred are answered out of order.  Here
+    L{dataReceived} holds the buffer while a command's Deferred is pending
+    (RFC 2920: replies in order), throws it away at STARTTLS (RFC 3207 5),
+    bounds command lines (L{MAX_COMMAND_LINE}) and pauses the transport
+    when too much waits.
+  - MAIL, RCPT and DATA.  Twisted's validate per recipient and stream the
+    body line by line into one C{IMessage} per recipient; we hand one
+    canonical message to one C{IMessageQueue}, and read the body in
+    chunks (no per-line Python work), so those commands are written anew
+    with hooks for the doors (L{check_sender}, L{check_recipient},
+    L{check_data}, L{accept_message}).
+  - Reply texts: every reply after the greeting and EHLO carries an
+    enhanced status code (RFC 2034 exempts exactly those two).
+
+DATA canonical form: the body ends only at CRLF "." CRLF (RFC 5321 4.1.1.4);
+a bare CR or LF anywhere else is *normalised* to CRLF, after
+dot-unstuffing, so the stored message has one line-ending form and nothing
+downstream (DKIM, the relay's own dot-stuffing) can read a different end
+of data than we did.  Body lines are not limited in length: the SIZE limit
+bounds memory, and a message over it stops being buffered and is answered
+C{552 5.2.3} at its end.
+"""
+
+import re
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import smtp
+
+from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
+
+MAX_MESSAGE_SIZE = 26214400
+MAX_COMMAND_LINE = 4096
+MAX_WAITING = 65536
+"""Bytes held while a reply is pending before the transport is paused."""
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+def canonical(body):
+    """Dot-unstuffed body (led by the virtual CRLF) -> CRLF-only message bytes."""
+    body = body.replace(b"\r\n.", b"\r\n")[2:]
+    crlf = body.count(b"\r\n")
+    if body.count(b"\r") == crlf and body.count(b"\n") == crlf:
+        return body
+    return _LINE_ENDS.sub(b"\r\n", body)
+
+
+class DataReader:
+    """
+    Collects a DATA body from arbitrary chunks.  The last four bytes stay
+    unstored so that an end-of-data split across reads is still found; the
+    stream is led by a virtual CRLF so that a first line of "." ends it.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.size = 0
+        self.too_big = False
+        self._chunks = []
+        self._held = b"\r\n"
+
+    def feed(self, data):
+        """
+        @return: C{None} while the body goes on, else the bytes received
+            after the end of data (often C{b""}).
+        """
+        window = self._held + data
+        end = window.find(_END_OF_DATA)
+        if end >= 0:
+            self._store(window[: end + 2])
+            self._held = b""
+            return window[end + 5 :]
+        self._store(window[:-4])
+        self._held = window[-4:]
+        return None
+
+    def _store(self, chunk):
+        if self.too_big:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit + 2:
+            self.too_big = True
+            self._chunks = []
+        else:
+            self._chunks.append(chunk)
+
+    def message(self):
+        message = canonical(b"".join(self._chunks))
+        self._chunks = []
+        if len(message) > self.limit:
+            self.too_big = True
+        return message
+
+
+class Reply(Exception):
+    """A complete reply; raised or returned by the hooks."""
+
+    def __init__(self, code, status, text):
+        super().__init__(code, status, text)
+        self.code = code
+        self.status = status
+        self.text = text
+
+
+_DEFAULT_STATUS = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}
+
+
+class ESMTPServer(smtp.ESMTP):
+    """
+    One session.  Subclasses set C{door} and implement the hooks; each hook
+    returns (or fires a Deferred with) C{None} to go on, or raises
+    L{Reply} to refuse.
+    """
+
+    log = Logger()
+    door = "smtp"
+    timeout = 300
+    max_message_size = MAX_MESSAGE_SIZE
+
+    def __init__(self, clock, hostname, tls_options=None, implicit_tls=False):
+        smtp.ESMTP.__init__(self, chal={}, contextFactory=tls_options)
+        self.clock = clock
+        self.callLater = clock.callLater
+        self.host = hostname
+        self.implicit_tls = implicit_tls
+        self._buffer = b""
+        self._position = 0
+        self._pending = None
+        self._running = False
+        self._discarding = False
+        self._paused = False
+        self._closing = False
+        self._reader = None
+        self._reset_transaction()
+
+    def _reset_transaction(self):
+        self._from = None
+        self._to = []
+        self._refusal = None
+
+    # -- intake ---------------------------------------------------------
+
+    def connectionMade(self):
+        smtp.ESMTP.connectionMade(self)
+        if self.implicit_tls:
+            self.startedTLS = True
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", str(peer))
+
+    def connectionLost(self, reason):
+        self._closing = True
+        self._discard_input()
+        self._reader = None
+        smtp.ESMTP.connectionLost(self, reason)
+
+    def dataReceived(self, data):
+        if self._closing:
+            return
+        self._buffer += data
+        self._run()
+
+    def _run(self):
+        if self._running:
+            return
+        self._running = True
+        try:
+            while self._pending is None and not self._closing and self._position < len(self._buffer):
+                if self._reader is not None:
+                    self._feed_data()
+                else:
+                    self._next_line()
+        finally:
+            self._running = False
+            self._buffer = self._buffer[self._position :]
+            self._position = 0
+        if self._closing:
+            return
+        if self._pending is not None and len(self._buffer) > MAX_WAITING and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        elif self._paused and self._pending is None:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _discard_input(self):
+        self._buffer = b""
+        self._position = 0
+
+    def _next_line(self):
+        end = self._buffer.find(b"\n", self._position)
+        if end < 0:
+            if len(self._buffer) - self._position > MAX_COMMAND_LINE:
+                self._discarding = True
+            self._position = len(self._buffer)
+            return
+        line, self._position = self._buffer[self._position : end], end + 1
+        if self._discarding or len(line) > MAX_COMMAND_LINE:
+            self._discarding = False
+            self.reply(500, "5.5.2", "line too long (the limit is %d bytes)" % (MAX_COMMAND_LINE,))
+            return
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        self.resetTimeout()
+        try:
+            result = getattr(self, "state_" + self.mode)(line)
+        except Reply as r:
+            self.reply(r.code, r.status, r.text)
+            return
+        except Exception:
+            self.log.failure("{door} command failed", door=self.door)
+            self.reply(451, "4.3.0", "local error in processing, please try again")
+            return
+        if isinstance(result, defer.Deferred):
+            self._pending = result
+            result.addErrback(self._command_failed).addBoth(self._command_done)
+
+    def _command_failed(self, failure):
+        if failure.check(Reply):
+            self.reply(failure.value.code, failure.value.status, failure.value.text)
+        else:
+            self.log.failure("{door} command failed", failure, door=self.door)
+            self.reply(451, "4.3.0", "local error in processing, please try again")
+
+    def _command_done(self, _):
+        self._pending = None
+        if self.transport is not None and not self._closing:
+            self._run()
+
+    def state_COMMAND(self, line):
+        parts = line.strip().split(None, 1)
+        if not parts:
+            raise Reply(500, "5.5.2", "empty command")
+        method = self.lookupMethod(parts[0]) if parts[0].isalpha() else None
+        if method is None:
+            raise Reply(500, "5.5.1", "command not recognised")
+        return method(parts[1] if len(parts) == 2 else b"")
+
+    # -- replies --------------------------------------------------------
+
+    def reply(self, code, status, text):
+        if isinstance(text, str):
+            text = text.encode("utf-8")
+        self.sendCode(code, status.encode("ascii") + b" " + text)
+
+    def sendCode(self, code, message=b""):
+        """
+        Replies that Twisted still writes itself (C{do_UNKNOWN} for a client
+        typing "UNKNOWN") get a default enhanced status; the greeting, EHLO
+        and HELO (starting with our host name) and 334 stay bare (RFC 2034).
+        """
+        if not isinstance(message, bytes):
+            message = str(message).encode("utf-8")
+        if code not in (220, 221, 334) and not re.match(rb"^[245]\.\d{1,3}\.\d{1,3} ", message) \
+                and not message.startswith(self.host):
+            message = _DEFAULT_STATUS.get(code // 100, "5.0.0").encode() + b" " + message
+        smtp.ESMTP.sendCode(self, code, message)
+
+    def greeting(self):
+        return self.host + b" ESMTP TrekMail"
+
+    def timeoutConnection(self):
+        self.reply(421, "4.4.2", "idle for too long, closing the connection")
+        self.close()
+
+    def close(self):
+        self._closing = True
+        self._discard_input()
+        self.transport.loseConnection()
+
+    # -- commands -------------------------------------------------------
+
+    def extensions(self):
+        extensions = {
+            b"ENHANCEDSTATUSCODES": None,
+            b"PIPELINING": None,
+            b"8BITMIME": None,
+            b"SIZE": [str(self.max_message_size).encode()],
+        }
+        if self.canStartTLS and not self.startedTLS:
+            extensions[b"STARTTLS"] = None
+        return extensions
+
+    def do_HELO(self, rest):
+        self._reset_transaction()
+        smtp.ESMTP.do_HELO(self, rest)
+
+    def do_EHLO(self, rest):
+        self._reset_transaction()
+        smtp.ESMTP.do_EHLO(self, rest)
+
+    def do_NOOP(self, rest):
+        self.reply(250, "2.0.0", "OK")
+
+    def do_RSET(self, rest):
+        self._reset_transaction()
+        self.reply(250, "2.0.0", "OK")
+
+    def do_VRFY(self, rest):
+        self.reply(252, "2.5.0", "cannot verify, but will accept the message and try")
+
+    def do_QUIT(self, rest):
+        self.reply(221, "2.0.0", "bye")
+        self.close()
+
+    def ext_STARTTLS(self, rest):
+        if self.startedTLS:
+            raise Reply(503, "5.5.1", "TLS is already active")
+        if not self.canStartTLS:
+            raise Reply(454, "4.7.0", "TLS not available")
+        # RFC 3207 5 / CVE-2011-0411: nothing sent before the handshake may
+        # be run inside TLS, and the client starts again from EHLO.
+        self._discard_input()
+        self._reset_transaction()
+        self._helo = (None, self._helo[1])
+        self.reply(220, "2.0.0", "ready to start TLS")
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
+
+    def ext_AUTH(self, rest):
+        raise Reply(502, "5.5.1", "AUTH is not offered on this port")
+
+    def do_MAIL(self, rest):
+        if self._helo[0] is None:
+            raise Reply(503, "5.5.1", "say EHLO first")
+        if self._from is not None:
+            raise Reply(503, "5.5.1", "nested MAIL command: send RSET first")
+        path, parameters = self._split(rest, b"FROM")
+        self._check_parameters(parameters, ("SIZE", "BODY", "AUTH"))
+        size = parameters.get("SIZE")
+        if size is not None:
+            if not size.isdigit():
+                raise Reply(501, "5.5.4", "SIZE needs a number")
+            if int(size) > self.max_message_size:
+                raise Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+        body = parameters.get("BODY")
+        if body is not None and body.upper() not in (b"7BIT", b"8BITMIME"):
+            raise Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        try:
+            sender = parse_path(path, allow_null=True)
+        except AddressRefused as e:
+            raise Reply(*self.sender_refused(str(e)))
+        return self._then(self.check_sender(sender), self._sender_ok, sender)
+
+    def _sender_ok(self, sender):
+        self._from = sender
+        self._to = []
+        self.reply(250, "2.1.0", "sender <%s> OK" % (sender,))
+
+    def do_RCPT(self, rest):
+        if self._from is None:
+            raise Reply(503, "5.5.1", "need MAIL before RCPT")
+        path, parameters = self._split(rest, b"TO")
+        self._check_parameters(parameters, ())
+        try:
+            recipient = parse_path(path)
+        except AddressRefused as e:
+            raise Reply(*self.recipient_refused(str(e)))
+        return self._then(self.check_recipient(recipient), self._recipient_ok, recipient)
+
+    def _recipient_ok(self, recipient):
+        self._to.append(recipient)
+        self.reply(250, "2.1.5", "recipient <%s> OK" % (recipient,))
+
+    def do_DATA(self, rest):
+        if self._from is None or not self._to:
+            raise Reply(503, "5.5.1", "need MAIL and RCPT before DATA")
+        self.check_data()
+        self._reader = DataReader(self.max_message_size)
+        self.mode = smtp.DATA
+        self.reply(354, "2.0.0", "send the message, end with <CRLF>.<CRLF>")
+
+    def _feed_data(self):
+        rest = self._reader.feed(self._buffer[self._position :] if self._position else self._buffer)
+        self._position = 0
+        self._buffer = b"" if rest is None else rest
+        if rest is None:
+            return
+        reader, self._reader = self._reader, None
+        self.mode = smtp.COMMAND
+        self.resetTimeout()
+        message = reader.message()
+        if reader.too_big:
+            self._reset_transaction()
+            self.reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+            return
+        d = defer.maybeDeferred(self.accept_message, self._from, tuple(self._to), message)
+        d.addBoth(self._end_transaction)
+        d.addCallback(lambda queue_id: self.reply(250, "2.0.0", "OK: queued as %s" % (queue_id,)))
+        self._pending = d
+        d.addErrback(self._command_failed).addBoth(self._command_done)
+
+    def _end_transaction(self, result):
+        self._reset_transaction()
+        return result
+
+    def _split(self, rest, keyword):
+        try:
+            return split_argument(rest, keyword)
+        except PathSyntaxError as e:
+            raise Reply(501, "5.5.4", str(e))
+
+    def _check_parameters(self, parameters, allowed):
+        for name in parameters:
+            if name not in allowed:
+                raise Reply(555, "5.5.4", "parameter %s is not supported" % (name,))
+
+    def _then(self, checked, accepted, value):
+        if isinstance(checked, defer.Deferred):
+            return checked.addCallback(lambda _: accepted(value))
+        accepted(value)
+        return None
+
+    # -- hooks ----------------------------------------------------------
+
+    def sender_refused(self, reason):
+        return 553, "5.1.7", "bad sender address: " + reason
+
+    def recipient_refused(self, reason):
+        return 553, "5.1.3", "bad recipient address: " + reason
+
+    def check_sender(self, sender):
+        """Refuse C{sender} by raising L{Reply}; may return a Deferred."""
+
+    def check_recipient(self, recipient):
+        """Refuse C{recipient} by raising L{Reply}; may return a Deferred."""
+
+    def check_data(self):
+        """Refuse the DATA command by raising L{Reply}."""
+
+    def accept_message(self, sender, recipients, message):
+        """Make C{message} durable; returns (a Deferred of) the queue id."""
+        raise NotImplementedError

@@ -1,0 +1,266 @@
+"""
+Message submission (RFC 6409): the door a customer's mail client sends
+through, on C{[listen] submissions} (implicit TLS, 465) and C{[listen]
+submission} (STARTTLS, 587).
+
+AUTH PLAIN and LOGIN are offered only once TLS is up (C{538 5.7.11}
+before), and every login goes through the cred portal; failures are
+throttled per client address by a L{AuthThrottle} shared by both
+listeners.  For each message the facts are asked again (an upgrade, a
+suspension or a pause applies at the next MAIL) and the checks run in
+this order:
+
+  MAIL  gate of seed 004 (verification, route/Nano, pause, suspension:
+        554 5.7.7), envelope sender (550 5.7.1), daily and hourly caps
+        (451 4.7.1 / 421 4.7.0), so a client fails early;
+  RCPT  the plan's recipients per message: past it, that RCPT and the
+        DATA command get 550 5.5.3, so nothing of the message is accepted;
+  end   header From (550 5.7.1), then the caps again, atomically with
+        counting the message (L{trekmail.policy.counters}), then the
+        queue; 250 only once the queue holds the message on disk.  A queue
+        failure gives the count back and answers 451 4.3.0.
+
+Reply codes for policy verdicts are mapped in L{REPLIES}, and only there.
+"""
+
+import base64
+import binascii
+
+from twisted.cred import error as cred_error
+from twisted.cred.portal import IRealm
+from twisted.internet import defer, protocol, task
+from twisted.mail._cred import LOGINCredentials, PLAINCredentials
+from twisted.mail._except import IllegalClientResponse
+from zope.interface import Interface, implementer
+
+from trekmail.policy import counters, gate, limits, sender
+from trekmail.queue.interface import Envelope, SpoolError
+from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.smtp.server import ESMTPServer, Reply
+
+REPLIES = {
+    gate.UNVERIFIED: (554, "5.7.7"),
+    gate.NO_ROUTE: (554, "5.7.7"),
+    gate.PAUSED: (554, "5.7.7"),
+    gate.SUSPENDED: (554, "5.7.7"),
+    sender.ENVELOPE: (550, "5.7.1"),
+    sender.HEADER: (550, "5.7.1"),
+    limits.DAILY: (451, "4.7.1"),
+    limits.HOURLY: (421, "4.7.0"),
+    limits.RECIPIENTS: (550, "5.5.3"),
+}
+
+
+def refuse(denial):
+    code, status = REPLIES[denial.kind]
+    return Reply(code, status, denial.text)
+
+
+class ISubmitter(Interface):
+    """The avatar of a submission login: the mailbox that may send."""
+
+
+@implementer(ISubmitter)
+class Submitter:
+    def __init__(self, address):
+        self.address = address
+
+
+@implementer(IRealm)
+class SubmissionRealm:
+    """Refuses paused mailboxes at login (seed 004 check 6: 535 at AUTH)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    @defer.inlineCallbacks
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        if ISubmitter not in interfaces:
+            raise NotImplementedError("submission logins only")
+        context = yield self.directory.mailbox(avatar_id)
+        if context is None or context.mailbox.paused:
+            raise cred_error.UnauthorizedLogin()
+        return ISubmitter, Submitter(context.address), lambda: None
+
+
+class SubmissionServer(ESMTPServer):
+    door = "submission"
+
+    def __init__(self, factory, implicit_tls):
+        super().__init__(factory.clock, factory.hostname, factory.tls_options, implicit_tls)
+        self.challengers = {b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials}
+        self.factory = factory
+        self.portal = factory.portal
+        self.submitter = None
+        self._caps = None
+        self._context = None
+
+    def _reset_transaction(self):
+        super()._reset_transaction()
+        self._caps = None
+        self._context = None
+
+    def extensions(self):
+        extensions = super().extensions()
+        if self.startedTLS:
+            extensions[b"AUTH"] = list(self.challengers)
+        return extensions
+
+    # -- AUTH -----------------------------------------------------------
+
+    def ext_AUTH(self, rest):
+        if not self.startedTLS:
+            raise Reply(538, "5.7.11", "encryption required: use STARTTLS first (or port 465)")
+        if self.authenticated:
+            raise Reply(503, "5.5.1", "already authenticated")
+        if self._from is not None:
+            raise Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
+        if self.factory.throttle.blocked(self.client_address, self.clock.seconds()):
+            self.reply(421, "4.7.0", "too many failed logins from your address, try again later")
+            self.close()
+            return None
+        parts = rest.split(None, 1)
+        make = self.challengers.get(parts[0].upper()) if parts else None
+        if make is None:
+            raise Reply(504, "5.5.4", "unrecognised authentication type (use PLAIN or LOGIN)")
+        self.challenger = make()
+        self.mode = "AUTH"
+        if len(parts) > 1:
+            self.challenger.getChallenge()
+            return self.state_AUTH(parts[1])
+        return self.state_AUTH(None)
+
+    def state_AUTH(self, response):
+        if response is None:
+            self.sendCode(334, base64.b64encode(self.challenger.getChallenge()))
+            return None
+        self.mode = "COMMAND"
+        if response == b"*":
+            raise Reply(501, "5.7.0", "authentication cancelled")
+        try:
+            self.challenger.setResponse(base64.b64decode(response, validate=True))
+        except (binascii.Error, IllegalClientResponse):
+            raise Reply(501, "5.5.2", "malformed authentication response")
+        if self.challenger.moreChallenges():
+            self.mode = "AUTH"
+            self.sendCode(334, base64.b64encode(self.challenger.getChallenge()))
+            return None
+        credentials, self.challenger = self.challenger, None
+        d = self.portal.login(credentials, None, ISubmitter)
+        return d.addCallbacks(self._logged_in, self._login_failed)
+
+    def _logged_in(self, result):
+        _, self.submitter, _ = result
+        self.authenticated = True
+        self.log.info("submission login {address} from {client}", address=self.submitter.address,
+                      client=self.client_address)
+        self.reply(235, "2.7.0", "authentication successful")
+
+    def _login_failed(self, failure):
+        if failure.check(DirectoryUnavailable):
+            self.log.warn("submission login: directory unavailable: {error}", error=failure.value)
+            raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
+        if not failure.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
+            self.log.failure("submission login failed", failure)
+            raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
+        verdict = self.factory.throttle.failed(self.client_address, self.clock.seconds())
+        self.log.info("submission login failed from {client}", client=self.client_address)
+        if verdict.delay <= 0:
+            return self._answer_failure(verdict.disconnect)
+        return task.deferLater(self.clock, verdict.delay, self._answer_failure, verdict.disconnect)
+
+    def _answer_failure(self, disconnect):
+        self.reply(535, "5.7.8", "authentication failed: use your full mailbox address and the mailbox password")
+        if disconnect:
+            self.reply(421, "4.7.0", "too many failed logins from your address, try again later")
+            self.close()
+
+    # -- transaction ----------------------------------------------------
+
+    def sender_refused(self, reason):
+        return 550, "5.7.1", "sender unauthorised: " + reason
+
+    @defer.inlineCallbacks
+    def check_sender(self, address):
+        if not self.authenticated:
+            raise Reply(530, "5.7.0", "authentication required")
+        now = self.clock.seconds()
+        try:
+            context = yield self.factory.directory.mailbox(self.submitter.address)
+        except DirectoryUnavailable:
+            raise Reply(451, "4.4.3", "account directory unavailable, try again later")
+        if context is None:
+            raise Reply(550, "5.7.1", "sender unauthorised: mailbox %s no longer exists" % (self.submitter.address,))
+        denial = gate.denial(context, now) or sender.envelope_denial(address, context.address)
+        if denial is not None:
+            raise refuse(denial)
+        caps = limits.caps_for(context, now)
+        counts = yield self.factory.database.run(counters.counts, context.address, context.account.id, now)
+        denial = limits.over_limit(caps, counts)
+        if denial is not None:
+            raise refuse(denial)
+        self._context, self._caps = context, caps
+
+    def check_recipient(self, recipient):
+        denial = limits.recipients_denial(self._caps, len(self._to) + 1)
+        if denial is not None:
+            self._refusal = refuse(denial)
+            raise self._refusal
+
+    def check_data(self):
+        if self._refusal is not None:
+            raise self._refusal
+
+    @defer.inlineCallbacks
+    def accept_message(self, address, recipients, message):
+        context, caps = self._context, self._caps
+        denial = sender.header_from_denial(message, context.address)
+        if denial is not None:
+            raise refuse(denial)
+        now = self.clock.seconds()
+        database = self.factory.database
+        denial, receipt = yield database.run(
+            counters.check_and_record, context.address, context.account.id, caps, now
+        )
+        if denial is not None:
+            raise refuse(denial)
+        envelope = Envelope(
+            sender=address,
+            recipients=recipients,
+            origin="submission",
+            authenticated_as=context.address,
+            received_at=now,
+            client_address=self.client_address,
+        )
+        try:
+            queue_id = yield self.factory.queue.enqueue(envelope, message)
+        except Exception as e:
+            yield database.run(counters.release, receipt)
+            if not isinstance(e, SpoolError):
+                self.log.failure("submission enqueue failed")
+            raise Reply(451, "4.3.0", "could not store the message, please try again")
+        self.log.info("submission {queue_id} from {address} to {count} recipients",
+                      queue_id=queue_id, address=address, count=len(recipients))
+        return queue_id
+
+
+class SubmissionFactory(protocol.ServerFactory):
+    """
+    One per listener; both listeners share the L{AuthThrottle} so that a
+    client cannot escape it by switching ports.
+    """
+
+    def __init__(self, portal, directory, database, queue, clock, hostname, tls_options,
+                 throttle, implicit_tls):
+        self.portal = portal
+        self.directory = directory
+        self.database = database
+        self.queue = queue
+        self.clock = clock
+        self.hostname = hostname
+        self.tls_options = tls_options
+        self.throttle = throttle
+        self.implicit_tls = implicit_tls
+
+    def buildProtocol(self, addr):
+        return SubmissionServer(self, self.implicit_tls)
