@@ -182,7 +182,7 @@ class AdminAPITests(unittest.TestCase):
         status, answer = yield self.request("POST", "/smtp/profiles/%d/test" % bad["id"], {})
         self.assertEqual((answer["ok"], answer["code"]), (False, 535))
         done = yield self.cli_process("smtp", "profile", "test", str(bad["id"]))
-        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.returncode, 1, done.stderr)
         from_cli = json.loads(done.stdout)
         self.assertEqual((from_cli["ok"], from_cli["code"], from_cli["reply"]), (False, 535, answer["reply"]))
         self.assertNotIn("wrong", from_cli["reply"])

@@ -1,8 +1,10 @@
 """
 The operator's command line, C{trekmail}.  It parses arguments and
-formats answers; the rules live in L{trekmail.realm.admin}, shared with
-the admin HTTP API.  A refused request prints one line on stderr and
-exits 1, leaving the store unchanged; a usage error exits 2.
+formats answers; the rules live in L{trekmail.realm.admin} and
+L{trekmail.admin.operations}, shared with the admin HTTP API.  A refused
+request prints one line on stderr and exits 1, leaving the store
+unchanged; a check that finds a fault (doctor, profile test, domain
+verify) prints its report and exits 1; a usage error exits 2.
 """
 
 import argparse
@@ -30,8 +32,8 @@ def _read_password(stdin):
     return line.rstrip("\r\n")
 
 
-def _record_lines(record):
-    return ["%s: %s" % (k, "" if v is None else v) for k, v in record.items()]
+def _scalar(value):
+    return "" if value is None else value
 
 
 def _print(result, as_json, out):
@@ -40,11 +42,33 @@ def _print(result, as_json, out):
         out.write(json.dumps(plain, indent=2, sort_keys=True) + "\n")
     elif isinstance(plain, list):
         for item in plain:
-            out.write(("  ".join(_record_lines(item)) if isinstance(item, dict) else str(item)) + "\n")
+            out.write(_one_line(item) + "\n")
     elif isinstance(plain, dict):
-        out.write("\n".join(_record_lines(plain)) + "\n")
+        for key, value in plain.items():
+            if isinstance(value, list):
+                out.write("%s:\n" % (key,))
+                for item in value:
+                    out.write("  - %s\n" % (_one_line(item),))
+            else:
+                out.write("%s: %s\n" % (key, _scalar(value)))
     elif plain is not None:
         out.write("%s\n" % (plain,))
+
+
+def _one_line(item):
+    if isinstance(item, dict):
+        return "  ".join("%s: %s" % (k, _scalar(v)) for k, v in item.items())
+    return str(item)
+
+
+def _reports_failure(result):
+    """
+    Checking verbs (doctor, smtp profile test, domain verify) exit 1 when
+    what they checked fails, so scripts and monitoring can act on it.
+    """
+    if not isinstance(result, dict):
+        return False
+    return result.get("ok") is False or result.get("result") == "fail" or result.get("status") == "pending"
 
 
 def _dns_records(admin, args):
@@ -281,7 +305,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
         stderr.write("trekmail: %s\n" % (e,))
         return 1
     _print(result, options.json, stdout)
-    return 0
+    return 1 if _reports_failure(present(result)) else 0
 
 
 if __name__ == "__main__":

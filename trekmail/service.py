@@ -6,7 +6,6 @@ reactor, clock, database and endpoints from here.
 
 import sys
 
-from OpenSSL import SSL
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred.portal import Portal
@@ -187,18 +186,23 @@ def queue_service(components):
 
 
 class MailStoreService(service.Service):
-    """Starts and stops the IMAP mail store's worker thread with the server."""
+    """Starts and stops the IMAP mail store's worker threads (and its inotify watch) with the server."""
 
-    def __init__(self, store):
+    def __init__(self, store, notifier):
         self.store = store
+        self.notifier = notifier
 
     def startService(self):
         super().startService()
         self.store.start()
+        if self.notifier is not None:
+            self.notifier.startReading()
 
     def stopService(self):
         super().stopService()
         self.store.stop()
+        if self.notifier is not None:
+            self.notifier.loseConnection()
 
 
 def imap_services(components):
@@ -208,11 +212,9 @@ def imap_services(components):
     starts before them).
     """
     config = components.config
-    components.tls_options.getContext().set_mode(SSL.MODE_RELEASE_BUFFERS)
     try:
         notifier = inotify.INotify(components.reactor)
-        notifier.startReading()
-    except Exception:
+    except inotify.INotifyError:
         notifier = None
     store = MailStore(config.data_dir, components.reactor, notifier)
     portal = Portal(MailUserRealm(), [components.checker])
@@ -229,7 +231,7 @@ def imap_services(components):
         listener(components, "imaps", factory(True), implicit_tls=True),
         listener(components, "imap", factory(False)),
     )
-    return [MailStoreService(store)] + [s for s in services if s is not None]
+    return [MailStoreService(store, notifier)] + [s for s in services if s is not None]
 
 
 def sending_services(components):

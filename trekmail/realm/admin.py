@@ -99,7 +99,7 @@ class Administration:
             changes["owner_verified"] = int(verified)
         if paid is not None:
             changes["paid"] = int(paid)
-        return store.account_update(self.db, _check_id(account_id), **changes)
+        return store.account_update(self.db, check_id(account_id), **changes)
 
     def account_suspend(self, account_id, reason):
         self._directory_owned("accounts")
@@ -108,22 +108,22 @@ class Administration:
                 "unknown suspension reason %r (choose one of: %s)"
                 % (reason, ", ".join(SUSPENSION_REASONS))
             )
-        return store.account_update(self.db, _check_id(account_id), suspension=reason)
+        return store.account_update(self.db, check_id(account_id), suspension=reason)
 
     def account_unsuspend(self, account_id):
         self._directory_owned("accounts")
-        return store.account_update(self.db, _check_id(account_id), suspension=None)
+        return store.account_update(self.db, check_id(account_id), suspension=None)
 
     def account_list(self):
         return store.account_list(self.db)
 
     def account_get(self, account_id):
-        return store.account_get(self.db, _check_id(account_id))
+        return store.account_get(self.db, check_id(account_id))
 
     def domain_add(self, name, account_id, selector=dkimkeys.DEFAULT_SELECTOR):
         self._directory_owned("domains")
         name = check_domain(name)
-        account = store.account_get(self.db, _check_id(account_id))
+        account = store.account_get(self.db, check_id(account_id))
         if store.domain_find(self.db, name) is not None:
             raise Duplicate("domain %s already exists" % (name,))
         public_key = dkimkeys.generate(self.config.data_dir, name, selector)
@@ -136,7 +136,7 @@ class Administration:
         return store.domain_get(self.db, check_domain(name))
 
     def domain_list(self, account_id=None):
-        return store.domain_list(self.db, None if account_id is None else _check_id(account_id))
+        return store.domain_list(self.db, None if account_id is None else check_id(account_id))
 
     def domain_dns(self, name):
         return dkimkeys.dns_records(self.domain_get(name), self.config)
@@ -171,11 +171,15 @@ class Administration:
         return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
 
 
-def _check_id(account_id):
+def check_id(value, what="account"):
     try:
-        value = int(account_id)
+        number = int(value)
     except (TypeError, ValueError):
-        raise InvalidInput("%r is not an account id (expected a number)" % (account_id,)) from None
-    if value <= 0:
-        raise InvalidInput("%r is not an account id (expected a positive number)" % (account_id,))
-    return value
+        raise InvalidInput("%r is not %s id (expected a number)" % (value, _article(what))) from None
+    if number <= 0:
+        raise InvalidInput("%r is not %s id (expected a positive number)" % (value, _article(what)))
+    return number
+
+
+def _article(noun):
+    return ("an " if noun[0] in "aeiou" else "a ") + noun

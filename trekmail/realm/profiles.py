@@ -19,7 +19,7 @@ from typing import Optional
 from trekmail.crypto import SecretKeyring
 from trekmail.plans import plan_named
 from trekmail.realm import routes, store
-from trekmail.realm.admin import _check_id, check_domain
+from trekmail.realm.admin import check_domain, check_id
 from trekmail.realm.database import transaction
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 
@@ -210,19 +210,19 @@ class ProfileAdministration:
     def profile_add(self, account_id, name, host, port, tls, username, password, spf_include=None):
         fields = self._validated(name, host, port, tls, username, password, spf_include)
         with transaction(self.db):
-            account = store.account_get(self.db, _check_id(account_id))
+            account = store.account_get(self.db, check_id(account_id))
             return self._insert(account, fields)
 
     def profile_get(self, profile_id):
-        return profile_get(self.db, _check_id(profile_id))
+        return profile_get(self.db, check_id(profile_id, "profile"))
 
     def profile_list(self, account_id=None):
         if account_id is None:
             return [_profile(r) for r in self.db.execute("SELECT * FROM smtp_profiles ORDER BY id")]
-        return profiles_of(self.db, store.account_get(self.db, _check_id(account_id)).id)
+        return profiles_of(self.db, store.account_get(self.db, check_id(account_id)).id)
 
     def profile_login(self, profile_id):
-        profile = profile_get(self.db, _check_id(profile_id))
+        profile = profile_get(self.db, check_id(profile_id, "profile"))
         row = self.db.execute("SELECT password_sealed FROM smtp_profiles WHERE id = ?", (profile.id,)).fetchone()
         return ProfileLogin(profile, self.keyring.open(row[0], _context(profile.id)))
 
@@ -233,7 +233,7 @@ class ProfileAdministration:
         last profile puts the account's domains back on managed.
         """
         with transaction(self.db):
-            profile = profile_get(self.db, _check_id(profile_id))
+            profile = profile_get(self.db, check_id(profile_id, "profile"))
             account = store.account_get(self.db, profile.account_id)
             default = None if account.default_route == profile.route else account.default_route
             remaining = [p for p in profiles_of(self.db, account.id) if p.id != profile.id]
