@@ -1,7 +1,7 @@
 """The listener builders the lead wires into make_service."""
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from tests.smtp_fakes import FakeQueue
@@ -14,7 +14,7 @@ from trekmail.smtp.submission import SubmissionFactory
 
 class BuilderTests(unittest.TestCase):
     def components(self, **listen):
-        components = Components(Config.from_file(write_config(self.mktemp(), **listen)), MemoryReactor())
+        components = Components(Config.from_file(write_config(self.mktemp(), **listen)), MemoryReactorClock())
         self.addCleanup(components.database.db.close)
         return components
 

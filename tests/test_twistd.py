@@ -7,7 +7,7 @@ import stat
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.server_process import ServerProcess, free_port, run_twistd
+from tests.server_process import ServerProcess, run_twistd
 from tests.support import write_config
 
 

@@ -186,12 +186,13 @@ def _networked(name, /, **arguments):
         from twisted.internet import reactor
         from twisted.python.failure import Failure
 
+        from trekmail.relay.mx import make_resolver
         from trekmail.relay.smarthost import Smarthost
 
         threaded = database.ThreadedDatabase(admin.db, reactor)
         ops = operations.Operations(
             admin.config, threaded, reactor,
-            resolver=operations.make_resolver(admin.config, reactor),
+            resolver=make_resolver(admin.config, reactor),
             smarthost=Smarthost(reactor, admin.config.get("server", "hostname"),
                                 trust_root=operations.smarthost_trust(admin.config),
                                 timeout=admin.config.get("smarthost", "timeout")),

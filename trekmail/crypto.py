@@ -15,6 +15,8 @@ import os
 import re
 import warnings
 
+from trekmail.durable import replace_private
+
 SCRYPT_R = 8
 SCRYPT_P = 1
 OWASP_SCRYPT_N = 2**17
@@ -189,17 +191,9 @@ class SecretKeyring:
 
     def save(self):
         """Write the key file atomically, created 0600 before any key byte is written."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        temporary = self.path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write("# TrekMail secrets-at-rest keys; the first is current. Keep private.\n")
-            for key_id, key in self._keys:
-                f.write("%s %s\n" % (key_id, base64.b64encode(key).decode("ascii")))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
+        lines = ["# TrekMail secrets-at-rest keys; the first is current. Keep private.\n"]
+        lines += ["%s %s\n" % (key_id, base64.b64encode(key).decode("ascii")) for key_id, key in self._keys]
+        replace_private(self.path, "".join(lines).encode("ascii"))
         status = os.stat(self.path)
         self._stamp = (status.st_ino, status.st_mtime_ns)
 

@@ -28,6 +28,7 @@ from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
+from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
 from trekmail import tls
 
@@ -75,6 +76,7 @@ class Components:
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
         self.directory, self.checker = build_realm(config, reactor, self.database)
+        self.resolver = make_resolver(config, reactor)
 
 
 def build_realm(config, reactor, database):
@@ -182,7 +184,10 @@ def queue_service(components):
     L{IMessageQueue} the submission and MX listeners hand messages to, and
     its C{router.profiles} takes the provider-profile transport.
     """
-    return QueueService(components.config, components.reactor, components.database, components.directory)
+    return QueueService(
+        components.config, components.reactor, components.database, components.directory,
+        resolver=components.resolver,
+    )
 
 
 class MailStoreService(service.Service):
@@ -247,7 +252,7 @@ def sending_services(components):
                           timeout=config.get("smarthost", "timeout"))
     components.queue_service.router.profiles = ProfileTransports(config, components.database, smarthost, keyring)
     ops = operations.Operations(config, components.database, reactor,
-                                resolver=operations.make_resolver(config, reactor),
+                                resolver=components.resolver,
                                 smarthost=smarthost, keyring=keyring)
     return listener(components, "admin", api.site(ops, api.load_token(config)))
 

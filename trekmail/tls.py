@@ -18,17 +18,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
 
 from trekmail.config import ConfigError
-
-
-def _write_private(path, data, mode):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+from trekmail.durable import replace_private
 
 
 def self_signed(hostname, now=None):
@@ -65,8 +55,8 @@ def ensure_certificate(config):
     key_path = config.get("tls", "private_key")
     if not os.path.exists(cert_path) and not os.path.exists(key_path):
         cert_pem, key_pem = self_signed(config.get("server", "hostname"))
-        _write_private(key_path, key_pem, 0o600)
-        _write_private(cert_path, cert_pem, 0o644)
+        replace_private(key_path, key_pem, 0o600)
+        replace_private(cert_path, cert_pem, 0o644)
 
 
 def server_options(config):

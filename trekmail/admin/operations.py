@@ -20,7 +20,6 @@ from twisted.internet import defer, ssl
 from trekmail.config import ConfigError
 from trekmail.crypto import SecretKeyring
 from trekmail.queue import admin as queue_admin
-from trekmail.queue.service import make_resolver
 from trekmail.realm import dkimkeys, profiles, routes, store
 from trekmail.realm.admin import Administration, check_domain
 from trekmail.realm.errors import InvalidInput, NotFound

@@ -14,17 +14,10 @@ import time
 from twisted.internet.defer import DeferredList
 
 from trekmail.mailstore import maildir_path
+from trekmail.durable import fsync_directory, write_all
 from trekmail.queue.groupcommit import GroupCommit
 
 _counter = itertools.count()
-
-
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_maildir(root):
@@ -33,8 +26,8 @@ def ensure_maildir(root):
         return
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
-    _fsync_directory(root)
-    _fsync_directory(os.path.dirname(root))
+    fsync_directory(root)
+    fsync_directory(os.path.dirname(root))
 
 
 def unique_name(hostname):
@@ -66,10 +59,7 @@ def _write_copy(data_dir, hostname, address, sender, message):
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            for chunk in (header, message):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+            write_all(fd, header, message)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -121,7 +111,7 @@ def deliver_batch(data_dir, hostname, items, syncers=None):
         results.append(None)
     for directory, indexes in moved.items():
         try:
-            _fsync_directory(directory)
+            fsync_directory(directory)
         except OSError as e:
             for index in indexes:
                 results[index] = e

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from twisted.application import service
 from twisted.internet import ssl
 from twisted.logger import Logger
-from twisted.names import client as dns_client
 from twisted.python.threadpool import ThreadPool
 
 from trekmail.queue.delivery import Deliverer, Router
@@ -21,16 +20,9 @@ from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
+from trekmail.relay.mx import make_resolver
 
 log = Logger()
-
-
-def make_resolver(config, reactor):
-    """The twisted.names resolver of C{[dns] nameservers}, or the system's."""
-    servers = config.get("dns", "nameservers")
-    if servers:
-        return dns_client.Resolver(servers=list(servers), reactor=reactor)
-    return dns_client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
 
 
 class QueueService(service.Service):

@@ -35,6 +35,7 @@ import zlib
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from trekmail.durable import fsync_directory, write_all
 from trekmail.queue.groupcommit import GroupCommit
 from trekmail.queue.interface import Envelope, SpoolError
 
@@ -147,14 +148,6 @@ def new_queue_id(now):
     return "%011x%s" % (int(now * 1000), secrets.token_hex(5))
 
 
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SpoolLayout:
     """The spool's directories under C{DATA_DIR/queue}; shared with the CLI."""
 
@@ -233,9 +226,7 @@ def _write_one(layout, queue_id, blob):
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, blob)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -263,7 +254,7 @@ def write_batch(layout, batch, syncers=None):
         for index, queue_id in written:
             os.rename(os.path.join(layout.tmp, queue_id), layout.message_path(queue_id))
         if written:
-            _fsync_directory(layout.msg)
+            fsync_directory(layout.msg)
     except OSError as e:
         for index, queue_id in written:
             _discard(os.path.join(layout.tmp, queue_id))

@@ -37,6 +37,14 @@ def normalise_address(username):
     return address
 
 
+def address_and_password(credentials):
+    """C{IUsernamePassword} -> C{(normalised address or None, password as str)}."""
+    password = credentials.password
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    return normalise_address(credentials.username), password
+
+
 class VerifiedPasswordCache:
     """
     Remembers recent successful checks so that a client reconnecting for
@@ -94,10 +102,7 @@ class MailboxPasswordChecker:
 
     @defer.inlineCallbacks
     def requestAvatarId(self, credentials):
-        address = normalise_address(credentials.username)
-        password = credentials.password
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
+        address, password = address_and_password(credentials)
         if address is None:
             raise UnauthorizedLogin()
         context = yield self._directory.mailbox(address)

@@ -11,6 +11,8 @@ import os
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from trekmail.durable import replace_private
+
 DEFAULT_SELECTOR = "dkim"
 KEY_BITS = 2048
 
@@ -31,15 +33,7 @@ def generate(data_dir, domain, selector=DEFAULT_SELECTOR):
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    path = key_path(data_dir, domain, selector)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    replace_private(key_path(data_dir, domain, selector), pem)
     der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

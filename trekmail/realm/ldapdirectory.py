@@ -38,7 +38,7 @@ from zope.interface import implementer
 from trekmail.plans import UnknownPlan, plan_named
 from trekmail.realm import dkimkeys, ldaplocal, ldapsettings
 from trekmail.realm.admin import check_address, check_domain
-from trekmail.realm.checkers import MailboxPasswordChecker, normalise_address
+from trekmail.realm.checkers import MailboxPasswordChecker, address_and_password
 from trekmail.realm.directory import IDirectory
 from trekmail.realm.errors import DirectoryUnavailable, InvalidInput
 from trekmail.realm.ldapclient import LdapClient
@@ -374,10 +374,7 @@ class LdapBindChecker:
 
     @defer.inlineCallbacks
     def requestAvatarId(self, credentials):
-        address = normalise_address(credentials.username)
-        password = credentials.password
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
+        address, password = address_and_password(credentials)
         if address is None or not password:
             raise UnauthorizedLogin()
         context = yield self._directory.mailbox(address)

@@ -13,7 +13,16 @@ directly.
 import ipaddress
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.names import client as dns_client
 from twisted.names import dns, error
+
+
+def make_resolver(config, reactor):
+    """The twisted.names resolver of C{[dns] nameservers}, or the system's."""
+    servers = config.get("dns", "nameservers")
+    if servers:
+        return dns_client.Resolver(servers=list(servers), reactor=reactor)
+    return dns_client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
 
 
 class LookupFailed(Exception):
