@@ -90,6 +90,10 @@ def build_realm(config, reactor, database):
     return directory, checker
 
 
+NOT_YET_SERVED = {"https": "CalDAV/CardDAV is not part of this release; leave this key empty"}
+"""Listener keys of the design that nothing serves yet: refused, never silently ignored."""
+
+
 def _parse_endpoints(config, reactor):
     """
     Parse every configured listener up front, wired or not, so a typo in
@@ -100,6 +104,8 @@ def _parse_endpoints(config, reactor):
         description = config.get("listen", name)
         if not description:
             continue
+        if name in NOT_YET_SERVED:
+            raise ConfigError("listen", name, NOT_YET_SERVED[name])
         try:
             parsed[name] = endpoints.serverFromString(reactor, description)
         except (ValueError, TypeError, KeyError) as e:
