@@ -81,9 +81,13 @@ class ProtocolTests(unittest.TestCase):
 
     def login(self):
         server, transport = self.connect()
-        server.dataReceived(b"a LOGIN alice@example.com pw\r\n")
-        self.assertTrue(self.lines(transport)[-1].startswith(b"a OK"))
+        self.login_on(server)
         return server, transport
+
+    def login_on(self, server):
+        server.transport.clear()
+        server.dataReceived(b"a LOGIN alice@example.com pw\r\n")
+        self.assertTrue(self.lines(server.transport)[-1].startswith(b"a OK"))
 
     def test_pre_login_idle_closes_after_60s(self):
         server, transport = self.connect()
@@ -118,9 +122,20 @@ class ProtocolTests(unittest.TestCase):
         held = [self.connect(host="127.0.0.9") for _ in range(3)]
         _, transport = self.connect(host="127.0.0.9")
         self.assertTrue(transport.disconnecting)
-        self.assertIn(b"* BYE Too many connections from your address", self.lines(transport))
+        self.assertIn(b"* BYE Maximum connections exceeded", self.lines(transport))
         held[0][0].connectionLost(None)
         _, transport = self.connect(host="127.0.0.9")
+        self.assertFalse(transport.disconnecting)
+
+    def test_server_wide_total(self):
+        self.limits.total = 2
+        first, _ = self.connect(host="127.0.0.2")
+        self.login_on(first)
+        self.connect(host="127.0.0.3")
+        _, transport = self.connect(host="127.0.0.4")
+        self.assertTrue(transport.disconnecting, "logged-in connections count towards the total too")
+        first.connectionLost(None)
+        _, transport = self.connect(host="127.0.0.4")
         self.assertFalse(transport.disconnecting)
 
     def test_long_line_refused_without_buffering_it(self):

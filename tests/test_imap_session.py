@@ -4,12 +4,14 @@ against the server on loopback.
 """
 
 import imaplib
+import os
 import re
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.imap_site import PASSWORD, Site, client_context, message
+from trekmail.imap import commands
 
 
 def raw(client, line):
@@ -144,6 +146,10 @@ class MailboxTests(unittest.TestCase):
             out.append(client.delete("Work")[0])
             out.append(client.list('""', "Work*")[1])
             out.append(client.select("Nope")[0])
+            client.append("INBOX", None, None, message("old"))
+            out.append(client.rename("INBOX", "Old")[0])
+            out.append(client.status("Old", "(MESSAGES UIDNEXT)")[1])
+            out.append(client.status("INBOX", "(MESSAGES UIDNEXT)")[1])
             return out
 
         out = yield self.run_client(work)
@@ -156,6 +162,9 @@ class MailboxTests(unittest.TestCase):
         self.assertEqual(out[6:9], ["NO", "OK", "OK"])
         self.assertEqual(out[9], [None])
         self.assertEqual(out[10], "NO")
+        self.assertEqual(out[11], "OK", "renaming INBOX moves its mail and leaves it empty")
+        self.assertEqual(out[12], [b'"Old" (MESSAGES 1 UIDNEXT 2)'])
+        self.assertEqual(out[13], [b'"INBOX" (MESSAGES 0 UIDNEXT 2)'])
 
     @defer.inlineCallbacks
     def test_append_fetch_store_search(self):
@@ -214,6 +223,7 @@ class MailboxTests(unittest.TestCase):
             out["uid_expunge"] = raw(client, b"UID EXPUNGE 2")
             out["left"] = client.uid("SEARCH", None, "ALL")
             out["expunge"] = client.expunge()
+            out["check"] = client.check()
             out["status"] = client.status("Archive", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN HIGHESTMODSEQ)")
             out["trash"] = client.status("Trash", "(MESSAGES)")
             out["nowhere"] = client.uid("COPY", "4", "Nowhere")
@@ -232,6 +242,7 @@ class MailboxTests(unittest.TestCase):
         self.assertRegex(out["status"][1][0], rb'"Archive" \(MESSAGES 2 UIDNEXT 3 UIDVALIDITY \d+ UNSEEN 2 '
                                               rb'HIGHESTMODSEQ \d+\)')
         self.assertIn(b"MESSAGES 1", out["trash"][1][0])
+        self.assertEqual(out["check"][0], "OK")
         self.assertEqual(out["nowhere"][0], "NO")
         self.assertIn(b"OK", out["unselect"])
         self.assertEqual(out["examine"][0], "OK")
@@ -261,6 +272,29 @@ class MailboxTests(unittest.TestCase):
         self.assertTrue(out["search"][0][0].startswith(b"* SEARCH 1 2 (MODSEQ"))
 
     @defer.inlineCallbacks
+    def test_fetch_and_search_beyond_one_read_chunk(self):
+        count = commands.READ_CHUNK * 2 + 5
+
+        def work(client):
+            pipelined = b""
+            for i in range(count):
+                data = message("m%d" % i, body="number %d\r\n" % i)
+                pipelined += b"p%d APPEND INBOX {%d+}\r\n%s\r\n" % (i, len(data), data)
+            client.send(pipelined)
+            for i in range(count):
+                while not client.readline().startswith(b"p%d " % i):
+                    pass
+            client.select("INBOX")
+            bodies = client.fetch("1:*", "(BODY.PEEK[TEXT])")[1]
+            found = client.search(None, "BODY", '"number %d"' % (count - 1))[1]
+            return bodies, found
+
+        bodies, found = yield self.run_client(work)
+        texts = [item[1] for item in bodies if isinstance(item, tuple)]
+        self.assertEqual(texts, [b"number %d\r\n" % i for i in range(count)])
+        self.assertEqual(found, [b"%d" % count])
+
+    @defer.inlineCallbacks
     def test_literal_plus_append_and_toobig(self):
         data = message("plus")
 
@@ -281,3 +315,65 @@ class MailboxTests(unittest.TestCase):
         self.assertIn(b"NO [TOOBIG]", big)
         self.assertIn(b"BAD", negative)
         self.assertIn(b"MESSAGES 1", status[0])
+
+
+def resident_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class HostileInputTests(unittest.TestCase):
+    """Oversized literals and lines over real TLS: refused, and never held in memory."""
+
+    def setUp(self):
+        self.site = Site(self)
+        self.site.account()
+
+    @defer.inlineCallbacks
+    def test_huge_literal_plus_is_skipped_not_stored(self):
+        size = 64 * 1024 * 1024
+        chunk = b"x" * 65536
+
+        def work():
+            client = self.site.connect()
+            before = resident_bytes()
+            tag = client._new_tag()
+            client.send(tag + b" APPEND INBOX {%d+}\r\n" % size)
+            for _ in range(size // len(chunk)):
+                client.send(chunk)
+            client.send(b"\r\n")
+            answer = client.readline()
+            grown = resident_bytes() - before
+            status = client.status("INBOX", "(MESSAGES)")
+            client.logout()
+            return answer, grown, status
+
+        answer, grown, status = yield self.site.in_thread(work)
+        self.assertIn(b"NO [TOOBIG]", answer)
+        self.assertLess(grown, 16 * 1024 * 1024, "a 64 MiB literal must not be buffered")
+        self.assertIn(b"MESSAGES 0", status[1][0])
+
+    @defer.inlineCallbacks
+    def test_endless_line_is_refused_and_closed(self):
+        def work():
+            client = self.site.connect()
+            before = resident_bytes()
+            try:
+                for _ in range(256):
+                    client.send(b"a" * 65536)
+            except OSError:
+                pass
+            lines = []
+            while True:
+                try:
+                    line = client.readline()
+                except OSError:
+                    break
+                if not line:
+                    break
+                lines.append(line)
+            return lines, resident_bytes() - before
+
+        lines, grown = yield self.site.in_thread(work)
+        self.assertIn(b"* BAD Command line too long\r\n", lines)
+        self.assertLess(grown, 16 * 1024 * 1024)

@@ -6,7 +6,7 @@ and UIDs survive a restart of the store.
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.imap_site import Site, message
@@ -24,6 +24,20 @@ def read_until(client, needle):
         lines.append(line.rstrip(b"\r\n"))
         if needle in line:
             return lines
+
+
+def wait_until(condition, timeout=5.0):
+    """Polls C{condition} on the reactor (file removal happens on a worker thread after the reply)."""
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if condition():
+            loop.stop()
+        elif reactor.seconds() > deadline:
+            raise AssertionError("condition not met in %s s" % (timeout,))
+    loop = task.LoopingCall(check)
+    loop.clock = reactor
+    return loop.start(0.01)
 
 
 class SharingTests(unittest.TestCase):
@@ -147,5 +161,5 @@ class SharingTests(unittest.TestCase):
         body = yield site.in_thread(work)
         self.assertIn(b"{12}", body[0][0])
         root = maildir_path(site.config.data_dir, "alice@example.com")
-        self.assertEqual(os.listdir(os.path.join(root, "tmp")), [])
+        yield wait_until(lambda: not os.listdir(os.path.join(root, "tmp")))
         self.assertEqual(os.listdir(os.path.join(root, "cur")), [])

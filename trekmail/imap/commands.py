@@ -13,8 +13,10 @@ from twisted.internet import defer
 from trekmail.imap import fetch, index, search
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import Atom, ProtocolError, mailbox_name, sequence_set, uid_set, valid_new_name
-from trekmail.imap.store import SYSTEM_FLAGS
+from trekmail.imap.store import SYSTEM_FLAGS, write_and_parse
 
+READ_CHUNK = 128
+"""Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 _FLAG = re.compile(r"^\\?[!#$&'+\-./0-9:;<=>?@A-Z^_`a-z|}~]+$")
 
@@ -150,19 +152,19 @@ class MailboxCommands:
         self._no_args(reader)
         if name == "INBOX" or not valid_new_name(name):
             return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
-        existing = dict((yield self.account.run_db(index.list_folders)))
+        existing = dict((yield self.account.folder_list()))
         if name in existing:
             return self._tagged(tag, "NO [ALREADYEXISTS] Mailbox exists")
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
-            yield self.account.run_db(index.create_folder, self.account.root, ".".join(parts[:depth]), True)
+            yield self.account.change_folders(index.create_folder, self.account.root, ".".join(parts[:depth]), True)
         return self._tagged(tag, "OK Create completed")
 
     @defer.inlineCallbacks
     def do_DELETE(self, tag, reader, uid):
         name = mailbox_name(reader.astring())
         self._no_args(reader)
-        existing = dict((yield self.account.run_db(index.list_folders)))
+        existing = dict((yield self.account.folder_list()))
         if name == "INBOX" or name not in existing:
             return self._tagged(tag, "NO [NONEXISTENT] Cannot delete this mailbox")
         if any(other.startswith(name + ".") for other in existing):
@@ -170,7 +172,7 @@ class MailboxCommands:
         if self.view is not None and self.view.folder.name == name:
             self._close_view()
         self.account.forget(name)
-        yield self.account.run_db(index.delete_folder, self.account.root, name)
+        yield self.account.change_folders(index.delete_folder, self.account.root, name)
         return self._tagged(tag, "OK Delete completed")
 
     @defer.inlineCallbacks
@@ -178,7 +180,7 @@ class MailboxCommands:
         old = mailbox_name(reader.astring())
         new = mailbox_name(reader.astring()).rstrip(".")
         self._no_args(reader)
-        existing = dict((yield self.account.run_db(index.list_folders)))
+        existing = dict((yield self.account.folder_list()))
         if old not in existing:
             return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
         if new in existing:
@@ -188,14 +190,14 @@ class MailboxCommands:
         if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
             self._close_view()
         self.account.forget(old)
-        yield self.account.run_db(index.rename_folder, self.account.root, old, new)
+        yield self.account.change_folders(index.rename_folder, self.account.root, old, new)
         return self._tagged(tag, "OK Rename completed")
 
     @defer.inlineCallbacks
     def do_SUBSCRIBE(self, tag, reader, uid, on=True):
         name = mailbox_name(reader.astring())
         self._no_args(reader)
-        changed = yield self.account.run_db(index.subscribe, name, on)
+        changed = yield self.account.change_folders(index.subscribe, name, on)
         if not changed and on:
             return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
         return self._tagged(tag, "OK %s completed" % ("Subscribe" if on else "Unsubscribe"))
@@ -216,7 +218,7 @@ class MailboxCommands:
         self._no_args(reader)
         if not pattern:
             return b'* %s (\\Noselect) "." ""\r\n' % verb.encode() + self._tagged(tag, "OK %s completed" % verb)
-        folders = yield self.account.run_db(index.list_folders)
+        folders = yield self.account.folder_list()
         names = {name for name, _ in folders}
         matcher = _pattern(reference, pattern)
         out = []
@@ -242,8 +244,7 @@ class MailboxCommands:
         folder = yield self.account.folder(name)
         if folder is None:
             return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
-        if not folder.views:
-            yield folder.poll()
+        yield folder.poll()
         values = {"MESSAGES": len(folder.uids), "RECENT": len(folder.recent), "UIDNEXT": folder.uidnext,
                   "UIDVALIDITY": folder.uidvalidity, "UNSEEN": folder.unseen(),
                   "HIGHESTMODSEQ": folder.highestmodseq}
@@ -266,8 +267,9 @@ class MailboxCommands:
         folder = yield self.account.folder(name)
         if folder is None:
             return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
-        filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when)
-        uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view)
+        filename, structures = yield self.account.run_files(write_and_parse, self.account.root, name, data, when)
+        uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view,
+                                [structures])
         return self.updates() + self._tagged(tag, "OK [APPENDUID %d %d] Append completed"
                                              % (folder.uidvalidity, uids[0]))
 
@@ -304,22 +306,31 @@ class MailboxCommands:
                 if "FLAGS" not in request.items:
                     request.items.append("FLAGS")
         structures = (yield folder.structure(uids)) if request.wants_structure else {}
-        raws = (yield folder.read(uids)) if request.wants_raw else {}
         if self.view is not view:
             return None
-        out = [view.flags_lines()] if view.keywords != len(folder.keywords) else []
-        for u in uids:
-            msg = folder.get(u)
-            seq = view.seq_of(u)
-            if msg is None or seq is None:
-                continue
-            raw = raws.get(u, b"") if request.wants_raw else None
-            if request.wants_raw and raw is None:
-                continue
-            structure = structures.get(u) if request.wants_structure else None
-            if request.wants_structure and structure is None:
-                continue
-            out.append(fetch.render(request, seq, u, msg, view.flags_of(u), structure, raw, uid))
+        out = []
+        step = READ_CHUNK if request.wants_raw else max(len(uids), 1)
+        for start in range(0, len(uids), step):
+            chunk = uids[start:start + step]
+            raws = (yield folder.read(chunk)) if request.wants_raw else {}
+            if self.view is not view:
+                return None
+            if view.keywords != len(folder.keywords):
+                # Another session may have stored a new keyword while we
+                # waited: announce it before any FETCH shows it (RFC 3501 7.2.6).
+                out.append(view.flags_lines())
+            for u in chunk:
+                msg = folder.get(u)
+                seq = view.seq_of(u)
+                raw = raws.get(u) if request.wants_raw else None
+                structure = structures.get(u) if request.wants_structure else None
+                if (msg is None or seq is None or (request.wants_raw and raw is None)
+                        or (request.wants_structure and structure is None)):
+                    continue
+                out.append(fetch.render(request, seq, u, msg, view.flags_of(u), structure, raw, uid))
+            if request.wants_raw and start + step < len(uids):
+                self.transport.write(b"".join(out))
+                out = []
         out.append(self.updates(allow_expunge=uid))
         out.append(self._tagged(tag, "OK Fetch completed"))
         return b"".join(out)
@@ -371,21 +382,23 @@ class MailboxCommands:
         view = self.view
         query = search.parse(reader.rest(), view)
         folder = view.folder
-        raws = (yield folder.read(list(view.uids))) if query.needs_raw else {}
-        if self.view is not view:
-            return None
         hits = []
         top = 0
-        for seq, u in enumerate(view.uids, 1):
-            msg = folder.get(u)
-            if msg is None:
-                continue
-            raw = raws.get(u) if query.needs_raw else None
-            if query.needs_raw and raw is None:
-                continue
-            if query.matches(search.Item(seq, u, msg, view.flags_of(u), raw)):
-                hits.append(u if uid else seq)
-                top = max(top, msg.modseq)
+        uids = list(view.uids)
+        step = READ_CHUNK if query.needs_raw else max(len(uids), 1)
+        for start in range(0, len(uids), step):
+            chunk = uids[start:start + step]
+            raws = (yield folder.read(chunk)) if query.needs_raw else {}
+            if self.view is not view:
+                return None
+            for seq, u in enumerate(chunk, start + 1):
+                msg = folder.get(u)
+                raw = raws.get(u) if query.needs_raw else None
+                if msg is None or (query.needs_raw and raw is None):
+                    continue
+                if query.matches(search.Item(seq, u, msg, view.flags_of(u), raw)):
+                    hits.append(u if uid else seq)
+                    top = max(top, msg.modseq)
         line = b"* SEARCH" + b"".join(b" %d" % h for h in hits)
         if query.uses_modseq and hits:
             line += b" (MODSEQ %d)" % top

@@ -152,6 +152,7 @@ def load_folder(db, root, name):
         "SELECT uid, filename, flags, modseq, size, internaldate FROM messages WHERE folder = ? ORDER BY uid",
         (name,))]
     known = {m[1] for m in messages}
+    _clean_tmp(os.path.join(folder_dir(root, name), "tmp"))
     cur = os.path.join(folder_dir(root, name), "cur")
     found = []
     for entry in sorted(os.listdir(cur)):
@@ -168,6 +169,18 @@ def load_folder(db, root, name):
         insert_rows(db, name, rows, uidnext, modseq)
         messages += rows
     return (uidvalidity, uidnext, modseq), messages, [r[0] for r in rows] if found else []
+
+
+def _clean_tmp(path, now=None, age=36 * 3600):
+    """Deletes C{tmp/} files older than 36 hours, as Maildir readers do (expunged files left by a crash)."""
+    now = time.time() if now is None else now
+    for entry in os.listdir(path):
+        full = os.path.join(path, entry)
+        try:
+            if os.stat(full).st_mtime < now - age:
+                os.unlink(full)
+        except FileNotFoundError:
+            continue
 
 
 def take_new(root, name):
@@ -197,9 +210,12 @@ def _set_counters(db, name, uidnext, highestmodseq):
 
 
 def insert_rows(db, name, rows, uidnext, highestmodseq):
+    """C{rows}: (uid, filename, flags, modseq, size, internaldate[, structure]) each."""
     with database.transaction(db):
-        db.executemany("INSERT OR REPLACE INTO messages (folder, uid, filename, flags, modseq, size, internaldate)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", [(name,) + tuple(r) for r in rows])
+        db.executemany("INSERT OR REPLACE INTO messages"
+                       " (folder, uid, filename, flags, modseq, size, internaldate, structure)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [(name,) + tuple(r[:7]) + (None,) * (7 - len(r))
+                                                            for r in rows])
         _set_counters(db, name, uidnext, highestmodseq)
 
 
@@ -212,8 +228,9 @@ def write_message(root, name, data, internaldate):
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.utime(temporary, (internaldate, internaldate))
-    os.rename(temporary, os.path.join(path, "cur", filename))
+    final = os.path.join(path, "cur", filename)
+    os.rename(temporary, final)
+    os.utime(final, (internaldate, internaldate))
     return filename
 
 

@@ -6,7 +6,10 @@ Twisted's IMAP4Server parser cannot meet the issue: it knows no C{{n+}}
 literals (LITERAL+, RFC 7888), cannot refuse an APPEND literal as TOOBIG
 before reading it, and has no bound on nesting.  This framer keeps a
 bounded buffer, reads literals by count, and can skip an oversized
-non-synchronising literal without holding it.
+non-synchronising literal without holding it.  Sequence sets are parsed
+here rather than with C{imap4.parseIdList}: clipping each range to the
+mailbox as it is read keeps C{1:4294967295} as cheap as the mailbox is
+small.
 """
 
 import bisect
@@ -22,7 +25,6 @@ MAX_PIPELINE = 512 * 1024
 """Bytes of unparsed input held before we stop reading from the client."""
 
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
-_ATOM_SPECIALS = b'(){ %*"\\]\r\n'
 
 
 class ProtocolError(Exception):

@@ -72,7 +72,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.peer = getattr(self.transport.getPeer(), "host", "?")
         self.slot = self.factory.limits.connect(self.peer)
         if self.slot is None:
-            self._close(b"* BYE Too many connections from your address\r\n")
+            self._close(b"* BYE %s\r\n" % MAXIMUM_EXCEEDED.encode())
             return
         self.state = "nonauth"
         self.timeout = self.factory.clock.callLater(PRE_LOGIN_TIMEOUT, self._timed_out)

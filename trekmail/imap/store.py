@@ -28,6 +28,7 @@ from twisted.python.threadpool import ThreadPool
 from trekmail.imap import index, message
 from trekmail.mailstore import maildir_path
 
+POLL_INTERVAL = 5
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -56,21 +57,19 @@ def _unpack(blob):
     return blob[8:8 + a], blob[8 + a:8 + a + b], blob[8 + a + b:]
 
 
-def _compute_structures(db, root, name, wanted):
-    """On the worker: cached structures, computing (and caching) the missing ones."""
-    found = {uid: _unpack(bytes(blob)) for uid, blob in index.load_structures(db, name, list(wanted)).items()}
-    missing = {uid: f for uid, f in wanted.items() if uid not in found}
-    fresh = {}
-    contents = index.read_messages(root, name, list(missing.values()))
-    for uid, filename in missing.items():
-        raw = contents.get(filename)
-        if raw is None:
-            continue
-        found[uid] = message.structures(raw)
-        fresh[uid] = _pack(found[uid])
-    if fresh:
-        index.save_structures(db, name, fresh)
-    return found
+def _cached_structures(db, name, uids):
+    return {uid: _unpack(bytes(blob)) for uid, blob in index.load_structures(db, name, uids).items()}
+
+
+def _compute_structures(root, name, wanted):
+    """Reads and parses messages ({uid: filename}) off the index worker: {uid: structures}."""
+    contents = index.read_messages(root, name, list(wanted.values()))
+    return {uid: message.structures(contents[f]) for uid, f in wanted.items() if contents.get(f) is not None}
+
+
+def write_and_parse(root, name, data, internaldate):
+    """APPEND's file work in one trip: the fsynced file, and its structure while the bytes are at hand."""
+    return index.write_message(root, name, data, internaldate), message.structures(data)
 
 
 class View:
@@ -170,6 +169,8 @@ class Folder:
         for msg in self.msgs.values():
             self.keywords |= msg.flags
         self.keywords -= set(SYSTEM_FLAGS)
+        self.watched = False
+        self.polled_at = account.store.seconds()
 
     def get(self, uid):
         msg = self.msgs.get(uid)
@@ -198,26 +199,32 @@ class Folder:
     def close_view(self, view):
         self.views.discard(view)
         self.release_ghosts(view, view.expunged)
-        self.account.maybe_unload(self)
 
     def _notify(self, origin):
         for view in list(self.views):
             if view is not origin:
                 view.listener.mailbox_changed()
 
-    def add(self, found, origin=None):
-        """Indexes new files ((filename, size, date, flags text) each); returns their UIDs."""
+    def add(self, found, origin=None, structures=None):
+        """
+        Indexes new files ((filename, size, date, flags text) each, with
+        their structures if known); returns their UIDs.
+        """
         if not found:
             return defer.succeed([])
         self.highestmodseq += 1
         rows = []
-        for filename, size, date, flags in found:
+        for position, (filename, size, date, flags) in enumerate(found):
             uid = self.uidnext
             self.uidnext += 1
             self.msgs[uid] = Msg(filename, _flags(flags), self.highestmodseq, size, date)
             self.uids.append(uid)
             self.keywords |= self.msgs[uid].flags - set(SYSTEM_FLAGS)
-            rows.append((uid, filename, flags, self.highestmodseq, size, date))
+            blob = None
+            if structures is not None:
+                self.structures[uid] = structures[position]
+                blob = _pack(structures[position])
+            rows.append((uid, filename, flags, self.highestmodseq, size, date, blob))
         uids = [r[0] for r in rows]
         takers = [v for v in self.views if not v.readonly]
         if takers:
@@ -228,8 +235,17 @@ class Folder:
         d = self.account.run_db(index.insert_rows, self.name, rows, self.uidnext, self.highestmodseq)
         return d.addCallback(lambda _: uids)
 
-    def poll(self):
-        """Picks up what delivery left in C{new/} (on NOOP, IDLE, CHECK and inotify)."""
+    def poll(self, force=False):
+        """
+        Picks up what delivery left in C{new/}: on inotify at once, and on
+        NOOP, IDLE, CHECK, SELECT and STATUS; a watched folder is listed
+        again at most every L{POLL_INTERVAL} (a safety net for a lost
+        inotify event), sparing the worker a directory listing per NOOP.
+        """
+        now = self.account.store.seconds()
+        if not force and self.watched and now - self.polled_at < POLL_INTERVAL:
+            return defer.succeed([])
+        self.polled_at = now
         d = self.account.run(index.take_new, self.account.root, self.name)
         return d.addCallback(lambda found: self.add([f + ("",) for f in found]))
 
@@ -298,7 +314,7 @@ class Folder:
         d = self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq)
         orphans = [m for u, m in records if u not in self.ghosts]
         if orphans:
-            d.addCallback(lambda _: self.account.run(index.discard, self.account.root, self.name, orphans))
+            d.addCallback(lambda _: self.account.run_files(index.discard, self.account.root, self.name, orphans))
         return d
 
     def release_ghosts(self, view, uids):
@@ -311,7 +327,9 @@ class Folder:
             if not ghost[1]:
                 done.append(self.ghosts.pop(uid)[0].filename)
         if done:
-            self.account.run(index.discard, self.account.root, self.name, done)
+            # The worker is ordered: once it reaches here, the expunge that parked these files in tmp/ is done.
+            self.account.run(lambda: None).addCallback(
+                lambda _: self.account.run_files(index.discard, self.account.root, self.name, done))
 
     def read(self, uids):
         """Deferred firing with {uid: raw bytes or None}."""
@@ -326,14 +344,28 @@ class Folder:
         if not wanted:
             return defer.succeed(self.structures)
 
-        def keep(found):
+        def cached(found):
             self.structures.update(found)
+            missing = {uid: f for uid, f in wanted.items() if uid not in found}
+            if not missing:
+                return self.structures
+            return self.account.run_files(_compute_structures, self.account.root, self.name, missing).addCallback(
+                computed)
+
+        def computed(fresh):
+            self.structures.update(fresh)
+            if fresh:
+                self.account.run_db(index.save_structures, self.name, {u: _pack(v) for u, v in fresh.items()})
             return self.structures
-        return self.account.run_db(_compute_structures, self.account.root, self.name, wanted).addCallback(keep)
+        return self.account.run_db(_cached_structures, self.name, list(wanted)).addCallback(cached)
 
 
 class Account:
-    """One mailbox (address) while any session uses it: its index and loaded folders."""
+    """
+    One mailbox (address) while any session uses it: its index, and the
+    folders loaded so far, kept until the last session leaves so that
+    SELECT after SELECT does not reload them.
+    """
 
     def __init__(self, store, address, root, db):
         self.store = store
@@ -342,6 +374,7 @@ class Account:
         self.db = db
         self.folders = {}
         self._loading = {}
+        self._folder_list = None
         self.users = 0
 
     def run(self, function, *args):
@@ -376,10 +409,25 @@ class Account:
         waiters.append(waiting)
         return waiting
 
-    def maybe_unload(self, folder):
-        if not folder.views and not folder.ghosts and self.folders.get(folder.name) is folder:
-            del self.folders[folder.name]
-            self.store.unwatch(folder)
+    def folder_list(self):
+        """Deferred firing with [(name, subscribed)]; cached, as only this process changes it."""
+        if self._folder_list is not None:
+            return defer.succeed(list(self._folder_list))
+
+        def keep(listing):
+            self._folder_list = listing
+            return list(listing)
+        return self.run_db(index.list_folders).addCallback(keep)
+
+    def change_folders(self, function, *args):
+        """Runs a CREATE/DELETE/RENAME/SUBSCRIBE on the index and forgets the cached list."""
+        self._folder_list = None
+        d = self.run_db(function, *args)
+
+        def done(result):
+            self._folder_list = None
+            return result
+        return d.addBoth(done)
 
     def forget(self, name):
         """Drops a folder (and its children) deleted or renamed under the sessions' feet."""
@@ -419,6 +467,9 @@ class MailStore:
             if not isinstance(account, defer.Deferred):
                 account.db.close()
         self._accounts.clear()
+
+    def seconds(self):
+        return self._reactor.seconds()
 
     def run(self, function, *args):
         """On the one worker that owns the indexes and moves files: runs in submission order."""
@@ -467,16 +518,18 @@ class MailStore:
         path = FilePath(index.folder_dir(folder.account.root, folder.name)).child("new")
 
         def changed(_, filepath, mask):
-            if folder.views:
-                folder.poll().addErrback(lambda f: self.log.failure("pick-up failed", f))
+            folder.poll(force=True).addErrback(lambda f: self.log.failure("pick-up failed", f))
         try:
             self._notifier.watch(path, inotify.IN_MOVED_TO | inotify.IN_CREATE, callbacks=[changed])
-        except Exception:
-            self.log.failure("cannot watch {path}", path=path.path)
+        except inotify.INotifyError as e:
+            self.log.warn("cannot watch {path} ({error}); new mail shows on NOOP and IDLE only",
+                          path=path.path, error=e)
             return
         self._watched[folder] = path
+        folder.watched = True
 
     def unwatch(self, folder):
         path = self._watched.pop(folder, None)
+        folder.watched = False
         if path is not None:
             self._notifier.ignore(path)
