@@ -66,7 +66,8 @@ class TrackingFactory(IMAPFactory):
 
 
 class Site:
-    def __init__(self, testcase, per_address=20, total=25000, appendlimit=1024 * 1024, watch=True):
+    def __init__(self, testcase, per_address=20, total=25000, appendlimit=1024 * 1024, watch=True,
+                 trusted_networks=()):
         self.testcase = testcase
         self.config, self.admin, _ = support.realm(testcase)
         self.clock = Clock()
@@ -92,7 +93,7 @@ class Site:
         self.factories = {}
         for name, implicit in (("imaps", True), ("imap", False)):
             factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
-                                      "mail.test", options, implicit, appendlimit)
+                                      "mail.test", options, implicit, appendlimit, trusted_networks)
             self.factories[name] = factory
             testcase.addCleanup(factory.close_all)
             if implicit:
@@ -118,14 +119,21 @@ class Site:
             client.login(login, password)
         return client
 
-    def connect_from(self, source, login="alice@example.com", password=PASSWORD):
-        """An implicit-TLS imaplib client bound to C{source} (any 127.0.0.x)."""
+    def connect_from(self, source, login="alice@example.com", password=PASSWORD, port="imaps"):
+        """An imaplib client bound to C{source} (any 127.0.0.x), implicit TLS unless C{port} is "imap"."""
         class Bound(imaplib.IMAP4_SSL):
             def _create_socket(self, timeout):
                 sock = socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
                 return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
-        client = Bound("127.0.0.1", self.ports["imaps"], ssl_context=client_context(), timeout=30)
+        class BoundPlain(imaplib.IMAP4):
+            def _create_socket(self, timeout):
+                return socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
+
+        if port == "imaps":
+            client = Bound("127.0.0.1", self.ports[port], ssl_context=client_context(), timeout=30)
+        else:
+            client = BoundPlain("127.0.0.1", self.ports[port], timeout=30)
         if login is not None:
             client.login(login, password)
         return client

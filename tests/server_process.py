@@ -4,6 +4,7 @@ crash or restart behaviour is the point.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,9 +19,19 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """
+    A port for a server started in another process.  Taken below the
+    kernel's ephemeral range (32768 and up), so the outgoing connections
+    of tests running in parallel cannot grab it before the server binds.
+    """
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def run_twistd(config_path, timeout=30):

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import time
 
+from tests.server_process import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_LDIF = os.path.join(ROOT, "etc", "ldap", "trekmail-schema.ldif")
 SAMPLE_LDIF = os.path.join(ROOT, "etc", "ldap", "example-directory.ldif")
@@ -97,10 +99,6 @@ class SlapdError(Exception):
     pass
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Slapd:

@@ -3,6 +3,7 @@ Every command and extension of the issue, driven by imaplib over real TLS
 against the server on loopback.
 """
 
+import base64
 import imaplib
 import os
 import re
@@ -11,6 +12,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.imap_site import PASSWORD, Site, client_context, message
+from trekmail.config import Config, ConfigError
 from trekmail.imap import commands
 
 
@@ -102,6 +104,66 @@ class LoginTests(unittest.TestCase):
             return typ, typ2
 
         self.assertEqual((yield self.site.in_thread(work)), ("OK", "OK"))
+
+
+class TrustedNetworkTests(unittest.TestCase):
+    """C{[imap] trusted_networks}: plaintext login on the C{imap} listener from a listed network only."""
+
+    def setUp(self):
+        self.site = Site(self, trusted_networks=Config.from_text(
+            "[imap]\ntrusted_networks = 127.0.0.2/32, 10.0.0.0/8\n").get("imap", "trusted_networks"))
+        self.site.account()
+
+    @defer.inlineCallbacks
+    def test_trusted_source_logs_in_without_tls(self):
+        def work():
+            client = self.site.connect_from("127.0.0.2", login=None, port="imap")
+            before = client.capabilities
+            client.login("alice@example.com", PASSWORD)
+            selected, _ = client.select("INBOX")
+            client.logout()
+            other = self.site.connect_from("127.0.0.2", login=None, port="imap")
+            typ, _ = other.authenticate("PLAIN", lambda _: b"\0alice@example.com\0" + PASSWORD.encode())
+            other.logout()
+            return before, selected, typ
+
+        before, selected, typ = yield self.site.in_thread(work)
+        self.assertIn("STARTTLS", before)
+        self.assertIn("AUTH=PLAIN", before)
+        self.assertNotIn("LOGINDISABLED", before)
+        self.assertEqual((selected, typ), ("OK", "OK"))
+
+    @defer.inlineCallbacks
+    def test_untrusted_source_still_needs_tls(self):
+        def work():
+            client = self.site.connect_from("127.0.0.3", login=None, port="imap")
+            before = client.capabilities
+            refused = raw(client, b'LOGIN "alice@example.com" "correct horse"')[1]
+            refused_sasl = raw(client, b"AUTHENTICATE PLAIN " + base64.b64encode(
+                b"\0alice@example.com\0" + PASSWORD.encode()))[1]
+            client.starttls(ssl_context=client_context())
+            client.login("alice@example.com", PASSWORD)
+            client.logout()
+            return before, refused, refused_sasl
+
+        before, refused, refused_sasl = yield self.site.in_thread(work)
+        self.assertIn("LOGINDISABLED", before)
+        self.assertNotIn("AUTH=PLAIN", before)
+        self.assertIn(b"NO [PRIVACYREQUIRED]", refused)
+        self.assertIn(b"NO [PRIVACYREQUIRED]", refused_sasl)
+
+    def test_default_trusts_no_one(self):
+        networks = Config.from_text("").get("imap", "trusted_networks")
+        self.assertEqual(networks, ())
+        factory = self.site.factories["imap"]
+        self.assertTrue(factory.trusts("127.0.0.2"))
+        self.assertTrue(factory.trusts("::ffff:10.1.2.3"))
+        self.assertFalse(factory.trusts("127.0.0.1"))
+        self.assertFalse(factory.trusts("?"))
+
+    def test_bad_network_is_a_config_error(self):
+        error = self.assertRaises(ConfigError, Config.from_text, "[imap]\ntrusted_networks = 10.0.0.0/33\n")
+        self.assertIn("trusted_networks", str(error))
 
 
 class MailboxTests(unittest.TestCase):

@@ -7,6 +7,7 @@ ignored until the feature it meant to tune misbehaves in production.
 """
 
 import configparser
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -84,6 +85,11 @@ def _source_pools(value):
     return pools
 
 
+def _networks(value):
+    """C{127.0.0.0/8 10.1.2.0/24} -> (IPv4Network, ...); a bare address is its own /32 or /128."""
+    return tuple(ipaddress.ip_network(word, strict=False) for word in value.replace(",", " ").split())
+
+
 def _seconds_list(value):
     """C{300 600 3600} -> (300, 600, 3600): the queue's retry intervals."""
     seconds = tuple(int(word) for word in value.split())
@@ -130,7 +136,7 @@ SCHEMA = {
         "max_age": Key("432000", _integer),
         "suppress_after": Key("3", _integer),
         "concurrency": Key("100", _integer),
-        "connections_per_destination": Key("4", _integer),
+        "connections_per_destination": Key("16", _integer),
     },
     "secrets": {
         "key_file": Key(""),
@@ -147,6 +153,8 @@ SCHEMA = {
         "append_limit": Key("52428800", _integer),
         "max_connections": Key("25000", _integer),
         "max_unauthenticated_per_ip": Key("20", _integer),
+        "trusted_networks": Key("", _networks),
+        "message_cache": Key("33554432", _integer),
     },
     "realm": {
         "backend": Key("sqlite", _choice("sqlite", "ldap")),

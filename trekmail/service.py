@@ -227,7 +227,7 @@ def imap_services(components):
         notifier = inotify.INotify(components.reactor)
     except inotify.INotifyError:
         notifier = None
-    store = MailStore(config.data_dir, components.reactor, notifier)
+    store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"))
     portal = Portal(MailUserRealm(), [components.checker])
     limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"), config.get("imap", "max_connections"))
 
@@ -235,7 +235,7 @@ def imap_services(components):
         return IMAPFactory(
             portal, components.directory, store, limits, components.reactor,
             config.get("server", "hostname"), components.tls_options, implicit_tls,
-            config.get("imap", "append_limit"),
+            config.get("imap", "append_limit"), config.get("imap", "trusted_networks"),
         )
 
     services = (

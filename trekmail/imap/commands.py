@@ -268,6 +268,7 @@ class MailboxCommands:
         if folder is None:
             return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
         filename, structures = yield self.account.run_files(write_and_parse, self.account.root, name, data, when)
+        self.account.store.cache.put((self.account.root, filename), data)
         uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view,
                                 [structures])
         return self.updates() + self._tagged(tag, "OK [APPENDUID %d %d] Append completed"
@@ -301,8 +302,7 @@ class MailboxCommands:
         if request.sets_seen and not view.readonly:
             unseen = [u for u in uids if u in folder.msgs and "\\Seen" not in folder.msgs[u].flags]
             if unseen:
-                _, _, done = folder.store(view, unseen, "+", {"\\Seen"})
-                yield done
+                folder.store(view, unseen, "+", {"\\Seen"})
                 if "FLAGS" not in request.items:
                     request.items.append("FLAGS")
         structures = (yield folder.structure(uids)) if request.wants_structure else {}
@@ -312,7 +312,7 @@ class MailboxCommands:
         step = READ_CHUNK if request.wants_raw else max(len(uids), 1)
         for start in range(0, len(uids), step):
             chunk = uids[start:start + step]
-            raws = (yield folder.read(chunk)) if request.wants_raw else {}
+            raws = (yield folder.read(chunk, keep=len(uids) <= READ_CHUNK)) if request.wants_raw else {}
             if self.view is not view:
                 return None
             if view.keywords != len(folder.keywords):
@@ -335,7 +335,6 @@ class MailboxCommands:
         out.append(self._tagged(tag, "OK Fetch completed"))
         return b"".join(out)
 
-    @defer.inlineCallbacks
     def do_STORE(self, tag, reader, uid):
         view = self.view
         uids = self._targets(reader, uid)
@@ -359,8 +358,7 @@ class MailboxCommands:
         flags = _flags_arg(args[1] if len(args) == 2 else args[1:])
         if view.readonly:
             return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
-        changed, failed, done = view.folder.store(view, uids, mode, flags, unchangedsince)
-        yield done
+        changed, failed = view.folder.store(view, uids, mode, flags, unchangedsince)
         out = []
         if view.keywords != len(view.folder.keywords):
             out.append(view.flags_lines())
@@ -384,11 +382,11 @@ class MailboxCommands:
         folder = view.folder
         hits = []
         top = 0
-        uids = list(view.uids)
+        uids = view.uids
         step = READ_CHUNK if query.needs_raw else max(len(uids), 1)
         for start in range(0, len(uids), step):
             chunk = uids[start:start + step]
-            raws = (yield folder.read(chunk)) if query.needs_raw else {}
+            raws = (yield folder.read(chunk, keep=False)) if query.needs_raw else {}
             if self.view is not view:
                 return None
             for seq, u in enumerate(chunk, start + 1):
@@ -447,14 +445,7 @@ class MailboxCommands:
         return b"".join(out)
 
     def _expunge_lines(self, uids):
-        out = []
-        for u in sorted(uids, reverse=True):
-            seq = self.view.seq_of(u)
-            if seq is not None:
-                del self.view.uids[seq - 1]
-                self.view.recent.discard(u)
-                out.append(b"* %d EXPUNGE\r\n" % seq)
-        return b"".join(out)
+        return b"".join(self.view.forget(uids))
 
     @defer.inlineCallbacks
     def do_EXPUNGE(self, tag, reader, uid):

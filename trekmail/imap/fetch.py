@@ -8,6 +8,7 @@ index's cache (L{trekmail.imap.message}), so a message's MIME structure is
 parsed once in its life, not once per FETCH.
 """
 
+import functools
 import re
 import time
 
@@ -117,6 +118,12 @@ def changedsince(args):
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def flag_list(flags):
+    """C{(\\Seen $Work)} for a frozenset of flags: a folder has few distinct sets, so render each once."""
+    return b"(" + " ".join(sorted(flags)).encode() + b")"
+
+
 def internaldate(seconds):
     t = time.gmtime(seconds)
     return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (t.tm_mday, _MONTHS[t.tm_mon - 1].encode(), t.tm_year,
@@ -148,7 +155,7 @@ def render(request, seq, uid, msg, flags, structure, raw, add_uid):
         if item == "UID":
             out.append(b"UID %d" % uid)
         elif item == "FLAGS":
-            out.append(b"FLAGS (" + " ".join(sorted(flags)).encode() + b")")
+            out.append(b"FLAGS " + flag_list(flags))
         elif item == "INTERNALDATE":
             out.append(b"INTERNALDATE " + internaldate(msg.date))
         elif item == "RFC822.SIZE":

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 
+from trekmail.durable import fsync_directory
 from trekmail.realm import database
 from trekmail.realm.database import Schema
 
@@ -220,7 +221,11 @@ def insert_rows(db, name, rows, uidnext, highestmodseq):
 
 
 def write_message(root, name, data, internaldate):
-    """Writes one message (fsynced) into C{cur/}; the caller indexes it."""
+    """
+    Writes one message into C{cur/}, the file and then its new name
+    fsynced (APPEND's OK promises the message survives a crash); the
+    caller indexes it.
+    """
     path = folder_dir(root, name)
     filename = unique_name() + ":2,"
     temporary = os.path.join(path, "tmp", filename)
@@ -231,6 +236,7 @@ def write_message(root, name, data, internaldate):
     final = os.path.join(path, "cur", filename)
     os.rename(temporary, final)
     os.utime(final, (internaldate, internaldate))
+    fsync_directory(os.path.join(path, "cur"))
     return filename
 
 
@@ -249,26 +255,37 @@ def link_messages(root, source, target, filenames):
                 continue
         else:
             out.append(None)
+    if any(out):
+        fsync_directory(os.path.join(target_dir, "cur"))
     return out
 
 
-def update_flags(db, name, changes, highestmodseq):
-    """C{changes}: (uid, flags text, modseq) triples."""
+def update_flags_many(db, batch):
+    """C{batch}: (folder, [(uid, flags text, modseq)], highestmodseq) each, from any sessions, in one transaction."""
+    if not batch:
+        return
     with database.transaction(db):
-        db.executemany("UPDATE messages SET flags = ?, modseq = ? WHERE folder = ? AND uid = ?",
-                       [(flags, modseq, name, uid) for uid, flags, modseq in changes])
-        _set_counters(db, name, 0, highestmodseq)
+        for name, changes, highestmodseq in batch:
+            db.executemany("UPDATE messages SET flags = ?, modseq = ? WHERE folder = ? AND uid = ?",
+                           [(flags, modseq, name, uid) for uid, flags, modseq in changes])
+            _set_counters(db, name, 0, highestmodseq)
 
 
-def delete_rows(db, root, name, records, highestmodseq):
-    """Drops messages from the index and parks their files in C{tmp/} until no session needs them."""
+def delete_rows(db, root, name, records, highestmodseq, unneeded=frozenset()):
+    """
+    Drops messages from the index, then their files: those in C{unneeded}
+    at once, the rest parked in C{tmp/} until no session needs them.
+    """
     path = folder_dir(root, name)
     with database.transaction(db):
         db.executemany("DELETE FROM messages WHERE folder = ? AND uid = ?", [(name, uid) for uid, _ in records])
         _set_counters(db, name, 0, highestmodseq)
     for _, filename in records:
         try:
-            os.rename(os.path.join(path, "cur", filename), os.path.join(path, "tmp", filename))
+            if filename in unneeded:
+                os.unlink(os.path.join(path, "cur", filename))
+            else:
+                os.rename(os.path.join(path, "cur", filename), os.path.join(path, "tmp", filename))
         except FileNotFoundError:
             pass
 

@@ -16,6 +16,7 @@ import re
 MAX_DEPTH = 20
 """Deeper MIME nesting is treated as an opaque leaf: bounds the work a hostile message can cause."""
 
+_UNQUOTABLE = re.compile(rb'[\r\n\0"\\]')
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
@@ -44,7 +45,8 @@ def _header_end(raw, start, end):
     if raw.startswith(b"\n", start):
         return start + 1
     index = raw.find(b"\n\r\n", start, end)
-    index2 = raw.find(b"\n\n", start, end)
+    # Only a bare-LF blank line before the CRLF one matters: do not scan the whole body for one.
+    index2 = raw.find(b"\n\n", start, end if index == -1 else index + 1)
     if index == -1 and index2 == -1:
         return end
     if index2 == -1 or (index != -1 and index < index2):
@@ -139,7 +141,7 @@ def nstring(value):
         return b"NIL"
     if isinstance(value, str):
         value = value.encode("utf-8")
-    if len(value) < 1024 and not any(c in value for c in (b"\r", b"\n", b"\0", b'"', b"\\")):
+    if len(value) < 1024 and not _UNQUOTABLE.search(value):
         return b'"' + value + b'"'
     return b"{%d}\r\n" % len(value) + value
 
@@ -245,22 +247,23 @@ class SectionError(ValueError):
 
 
 def _header_fields(raw, part, names, negate):
-    wanted = {n.lower() for n in names}
-    lines = raw[part.start:part.body_start].split(b"\n")
+    # Field names are ASCII (RFC 5322 2.2) and match without regard to ASCII case: compare lowered bytes.
+    wanted = {n.encode("latin-1", "replace").lower() for n in names}
     out = []
     keep = False
-    for line in lines:
+    for line in raw[part.start:part.body_start].split(b"\n"):
         if not line.strip(b"\r"):
             break
-        if line[:1] in (b" ", b"\t"):
+        if line[0] in b" \t":
             if keep:
-                out.append(line + b"\n")
+                out.append(line)
             continue
-        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
-        keep = (name in wanted) != negate
+        keep = (line.partition(b":")[0].strip().lower() in wanted) != negate
         if keep:
-            out.append(line + b"\n")
-    return b"".join(out) + b"\r\n"
+            out.append(line)
+    if not out:
+        return b"\r\n"
+    return b"\n".join(out) + b"\n\r\n"
 
 
 def section(raw, path, text, names=()):
@@ -269,6 +272,16 @@ def section(raw, path, text, names=()):
     C{text} one of C{""}, C{HEADER}, C{TEXT}, C{MIME}, C{HEADER.FIELDS},
     C{HEADER.FIELDS.NOT}.
     """
+    if not path and text != "MIME":
+        # The top level needs only where the header ends, not the MIME tree (most FETCHes of a section).
+        if text == "":
+            return raw
+        body_start = _header_end(raw, 0, len(raw))
+        if text == "HEADER":
+            return raw[:body_start]
+        if text == "TEXT":
+            return raw[body_start:]
+        return _header_fields(raw, Part(0, body_start, len(raw), ()), names, text == "HEADER.FIELDS.NOT")
     part = parse(raw)
     for number in path:
         if part.message is not None:

@@ -15,6 +15,7 @@ still fits is reused: C{twisted.cred} for login, and the TLS transports.
 """
 
 import base64
+import ipaddress
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
@@ -56,6 +57,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.framer = parser.Framer(self)
         self.state = "new"
         self.tls = factory.implicit_tls
+        self.secure = self.tls
         self.peer = None
         self.slot = None
         self.account = None
@@ -70,6 +72,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     # -- connection ---------------------------------------------------
     def connectionMade(self):
         self.peer = getattr(self.transport.getPeer(), "host", "?")
+        self.secure = self.tls or self.factory.trusts(self.peer)
         self.slot = self.factory.limits.connect(self.peer)
         if self.slot is None:
             self._close(b"* BYE %s\r\n" % MAXIMUM_EXCEEDED.encode())
@@ -112,8 +115,10 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
 
     def capabilities(self):
         words = [BASE_CAPABILITIES]
-        if not self.tls:
-            words.append("STARTTLS LOGINDISABLED")
+        if not self.tls and self.state == "nonauth" and self.factory.tls_options is not None:
+            words.append("STARTTLS")
+        if not self.secure:
+            words.append("LOGINDISABLED")
         elif self.state == "nonauth":
             words.append("AUTH=PLAIN")
         if self.account is not None:
@@ -277,7 +282,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.transport.write(b"%s OK Begin TLS negotiation now\r\n" % tag.encode())
         del self.framer.buffer[:]
         self.transport.startTLS(self.factory.tls_options)
-        self.tls = True
+        self.tls = self.secure = True
 
     def do_LOGIN(self, tag, reader, uid):
         user, password = reader.astring(), reader.astring()
@@ -290,7 +295,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self._no_args(reader)
         if mechanism != "PLAIN":
             return b"%s NO Unsupported authentication mechanism\r\n" % tag.encode()
-        if not self.tls:
+        if not self.secure:
             return b"%s NO [PRIVACYREQUIRED] Authentication requires TLS\r\n" % tag.encode()
         if initial is None:
             self.continuation = lambda line: self._plain(tag, line)
@@ -309,7 +314,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
 
     @defer.inlineCallbacks
     def _login(self, tag, user, password):
-        if not self.tls:
+        if not self.secure:
             return b"%s NO [PRIVACYREQUIRED] Plaintext login needs TLS (use STARTTLS)\r\n" % tag.encode()
         try:
             _, address, _ = yield self.factory.portal.login(UsernamePassword(user, password), None, IMailUser)
@@ -391,7 +396,7 @@ class IMAPFactory(protocol.ServerFactory):
     """Everything sessions share: login portal, directory, mail store, caps and the clock."""
 
     def __init__(self, portal, directory, store, limits, clock, hostname, tls_options=None,
-                 implicit_tls=False, appendlimit=50 * 1024 * 1024):
+                 implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=()):
         self.portal = portal
         self.directory = directory
         self.store = store
@@ -401,6 +406,24 @@ class IMAPFactory(protocol.ServerFactory):
         self.tls_options = tls_options
         self.implicit_tls = implicit_tls
         self.appendlimit = appendlimit
+        self.trusted_networks = tuple(trusted_networks)
+
+    def trusts(self, host):
+        """
+        Whether a client at C{host} may send a password without TLS
+        (C{[imap] trusted_networks}): loopback or a webmail front end on a
+        network the operator vouches for, as Dovecot's
+        C{login_trusted_networks}.  Empty (the default) trusts no one.
+        """
+        if not self.trusted_networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_networks)
 
     def buildProtocol(self, addr):
         return IMAPServer(self)

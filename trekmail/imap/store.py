@@ -13,11 +13,16 @@ EXPUNGE.
 
 Index work and file moves run on one worker thread, in submission
 order, so the reactor-side state and the index never disagree about UIDs;
-writing new files and reading messages run on a few more threads.
+writing new files and reading messages run on a few more threads.  Each
+trip to a thread costs the reactor more than most commands' own work
+(py-spy under imaptest), so what can be answered from memory is: flag
+changes reach the index in batches after the reply, and recently used
+messages stay in a bounded L{MessageCache}.
 """
 
 import bisect
 import struct
+from collections import OrderedDict
 
 from twisted.internet import defer, inotify
 from twisted.internet.threads import deferToThreadPool
@@ -25,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
-from trekmail.imap import index, message
+from trekmail.imap import fetch, index, message
 from trekmail.mailstore import maildir_path
 
 POLL_INTERVAL = 5
@@ -41,6 +46,40 @@ class Msg:
         self.modseq = modseq
         self.size = size
         self.date = date
+
+
+class MessageCache:
+    """
+    Raw messages recently read or appended, least recently used dropped
+    first, at most C{limit} bytes.  A Maildir file never changes once
+    written and its name is unique, so an entry never goes stale; FETCH
+    and SEARCH of a message in here need no trip to a file thread.
+    """
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.size = 0
+        self.entries = OrderedDict()
+
+    def get(self, key):
+        data = self.entries.get(key)
+        if data is not None:
+            self.entries.move_to_end(key)
+        return data
+
+    def put(self, key, data):
+        if data is None or len(data) > self.limit // 16 or key in self.entries:
+            return
+        self.entries[key] = data
+        self.size += len(data)
+        while self.size > self.limit:
+            self.size -= len(self.entries.popitem(last=False)[1])
+
+    def drop(self, keys):
+        for key in keys:
+            data = self.entries.pop(key, None)
+            if data is not None:
+                self.size -= len(data)
 
 
 def _flags(text):
@@ -72,26 +111,60 @@ def write_and_parse(root, name, data, internaldate):
     return index.write_message(root, name, data, internaldate), message.structures(data)
 
 
+NOTHING = frozenset()
+
+
 class View:
-    """One session's numbering of a selected folder and what it has yet to hear."""
+    """
+    One session's numbering of a selected folder and what it has yet to
+    hear.  An idle session costs little: C{uids} is the folder's own list
+    (never changed in place, by anyone) until this session's numbering
+    differs from it, and the sets of what it has yet to hear are the
+    shared empty L{NOTHING} until there is something in them.
+    """
+
+    __slots__ = ("folder", "listener", "readonly", "uids", "last_uid", "expunged", "changed", "recent",
+                 "condstore", "keywords")
 
     def __init__(self, folder, listener, readonly):
         self.folder = folder
         self.listener = listener
         self.readonly = readonly
-        self.uids = list(folder.uids)
+        self.uids = folder.uids
         self.last_uid = self.uids[-1] if self.uids else 0
-        self.expunged = set()
-        self.changed = set()
-        self.recent = set()
+        self.expunged = NOTHING
+        self.changed = NOTHING
+        self.recent = NOTHING
         self.condstore = False
         self.keywords = len(folder.keywords)
+
+    def forget(self, uids):
+        """Drops messages from this numbering (an EXPUNGE it is about to send): C{* n EXPUNGE} lines."""
+        out = []
+        gone = set()
+        for uid in sorted(uids, reverse=True):
+            seq = self.seq_of(uid)
+            if seq is not None:
+                gone.add(uid)
+                out.append(b"* %d EXPUNGE\r\n" % seq)
+        if gone:
+            self.uids = [u for u in self.uids if u not in gone]
+        if self.recent:
+            self.recent = self.recent - set(uids)
+        return out
+
 
     def seq_of(self, uid):
         position = bisect.bisect_left(self.uids, uid)
         if position < len(self.uids) and self.uids[position] == uid:
             return position + 1
         return None
+
+    def rejoin(self):
+        """Shares the folder's list again once this numbering is the folder's (after an EXPUNGE, or new mail)."""
+        folder = self.folder
+        if self.uids is not folder.uids and len(self.uids) == len(folder.uids) and self.uids == folder.uids:
+            self.uids = folder.uids
 
     def flags_of(self, uid):
         msg = self.folder.get(uid)
@@ -106,31 +179,28 @@ class View:
         if self.keywords != len(self.folder.keywords):
             out.append(self.flags_lines())
         if allow_expunge and self.expunged:
-            for uid in sorted(self.expunged, reverse=True):
-                seq = self.seq_of(uid)
-                if seq is not None:
-                    del self.uids[seq - 1]
-                    out.append(b"* %d EXPUNGE\r\n" % seq)
-                self.recent.discard(uid)
+            out.extend(self.forget(self.expunged))
             self.folder.release_ghosts(self, self.expunged)
-            self.expunged = set()
+            self.expunged = NOTHING
         folder = self.folder
         if folder.uidnext - 1 > self.last_uid:
             position = bisect.bisect_right(folder.uids, self.last_uid)
             fresh = folder.uids[position:]
             if fresh:
-                self.uids.extend(fresh)
+                self.uids = self.uids + fresh
                 self.last_uid = fresh[-1]
-                self.recent = {u for u in self.recent if self.seq_of(u) is not None}
+                if self.recent:
+                    self.recent = {u for u in self.recent if self.seq_of(u) is not None}
                 out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(self.uids), len(self.recent)))
             else:
                 self.last_uid = folder.uidnext - 1
+        self.rejoin()
         if self.changed:
             for uid in sorted(self.changed):
                 seq = self.seq_of(uid)
                 if seq is not None and uid not in self.expunged:
                     out.append(self.flag_line(seq, uid))
-            self.changed = set()
+            self.changed = NOTHING
         return out
 
     def flags_lines(self):
@@ -140,7 +210,7 @@ class View:
         return b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % (flags, flags)
 
     def flag_line(self, seq, uid, with_uid=True):
-        items = b"FLAGS (%s)" % " ".join(sorted(self.flags_of(uid))).encode()
+        items = b"FLAGS " + fetch.flag_list(self.flags_of(uid))
         if with_uid:
             items = b"UID %d " % uid + items
         if self.condstore:
@@ -191,7 +261,7 @@ class Folder:
 
     def open_view(self, listener, readonly):
         view = View(self, listener, readonly)
-        if not readonly:
+        if not readonly and self.recent:
             view.recent, self.recent = self.recent, set()
         self.views.add(view)
         return view
@@ -218,7 +288,6 @@ class Folder:
             uid = self.uidnext
             self.uidnext += 1
             self.msgs[uid] = Msg(filename, _flags(flags), self.highestmodseq, size, date)
-            self.uids.append(uid)
             self.keywords |= self.msgs[uid].flags - set(SYSTEM_FLAGS)
             blob = None
             if structures is not None:
@@ -226,9 +295,10 @@ class Folder:
                 blob = _pack(structures[position])
             rows.append((uid, filename, flags, self.highestmodseq, size, date, blob))
         uids = [r[0] for r in rows]
+        self.uids = self.uids + uids
         takers = [v for v in self.views if not v.readonly]
         if takers:
-            takers[0].recent.update(uids)
+            takers[0].recent = takers[0].recent | set(uids)
         else:
             self.recent.update(uids)
         self._notify(origin)
@@ -251,8 +321,8 @@ class Folder:
 
     def store(self, view, uids, mode, flags, unchangedsince=None):
         """
-        Applies a STORE; returns (changed uids, uids failing UNCHANGEDSINCE,
-        Deferred firing once the index has it).
+        Applies a STORE; returns (changed uids, uids failing UNCHANGEDSINCE).
+        The index hears of it through L{Account.save_flags}.
         """
         flags = frozenset(flags)
         changed, failed, rows = [], [], []
@@ -281,7 +351,7 @@ class Folder:
             changed.append(uid)
             rows.append((uid, " ".join(sorted(new)), modseq))
         if not rows:
-            return changed, failed, defer.succeed(None)
+            return changed, failed
         self.highestmodseq = modseq
         self.keywords |= flags - set(SYSTEM_FLAGS) - {"\\Recent"}
         touched = {uid for uid, _, _ in rows}
@@ -289,11 +359,13 @@ class Folder:
             if other is not view:
                 other.changed |= touched
         self._notify(view)
-        return changed, failed, self.account.run_db(index.update_flags, self.name, rows, modseq)
+        self.account.save_flags(self.name, rows, modseq)
+        return changed, failed
 
     def expunge(self, view, uids):
         """Removes messages (their files stay readable while any view still numbers them)."""
         records = []
+        untold = {}
         for uid in uids:
             msg = self.msgs.pop(uid, None)
             if msg is None:
@@ -301,21 +373,24 @@ class Folder:
             records.append((uid, msg.filename))
             holders = {v for v in self.views if v is not view and v.seq_of(uid) is not None}
             for holder in holders:
-                holder.expunged.add(uid)
+                untold.setdefault(holder, set()).add(uid)
             if holders:
                 self.ghosts[uid] = [msg, holders]
+        for holder, more in untold.items():
+            holder.expunged = holder.expunged | more
         if not records:
             return defer.succeed(None)
         gone = {uid for uid, _ in records}
         self.uids = [u for u in self.uids if u not in gone]
+        if view is not None:
+            view.rejoin()
         self.recent -= gone
         self.highestmodseq += 1
         self._notify(view)
-        d = self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq)
         orphans = [m for u, m in records if u not in self.ghosts]
-        if orphans:
-            d.addCallback(lambda _: self.account.run_files(index.discard, self.account.root, self.name, orphans))
-        return d
+        self.account.store.cache.drop([(self.account.root, m) for m in orphans])
+        return self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
+                                   set(orphans))
 
     def release_ghosts(self, view, uids):
         done = []
@@ -327,15 +402,39 @@ class Folder:
             if not ghost[1]:
                 done.append(self.ghosts.pop(uid)[0].filename)
         if done:
+            self.account.store.cache.drop([(self.account.root, m) for m in done])
             # The worker is ordered: once it reaches here, the expunge that parked these files in tmp/ is done.
-            self.account.run(lambda: None).addCallback(
-                lambda _: self.account.run_files(index.discard, self.account.root, self.name, done))
+            self.account.run(index.discard, self.account.root, self.name, done).addErrback(
+                lambda f: self.log.failure("expunged files not removed", f))
 
-    def read(self, uids):
-        """Deferred firing with {uid: raw bytes or None}."""
-        names = {uid: self.get(uid).filename for uid in uids if self.get(uid) is not None}
-        d = self.account.run_files(index.read_messages, self.account.root, self.name, list(names.values()))
-        return d.addCallback(lambda contents: {uid: contents.get(f) for uid, f in names.items()})
+    def read(self, uids, keep=True):
+        """
+        Deferred firing with {uid: raw bytes or None}; only what the cache
+        lacks is read from disk, and kept there if C{keep} (not for a scan
+        through a whole folder, which would push out what sessions use).
+        """
+        cache, root = self.account.store.cache, self.account.root
+        found, missing = {}, {}
+        for uid in uids:
+            msg = self.get(uid)
+            if msg is None:
+                continue
+            data = cache.get((root, msg.filename))
+            if data is None:
+                missing[uid] = msg.filename
+            else:
+                found[uid] = data
+        if not missing:
+            return defer.succeed(found)
+
+        def loaded(contents):
+            for uid, filename in missing.items():
+                data = found[uid] = contents.get(filename)
+                if keep:
+                    cache.put((root, filename), data)
+            return found
+        d = self.account.run_files(index.read_messages, root, self.name, list(missing.values()))
+        return d.addCallback(loaded)
 
     def structure(self, uids):
         """Deferred firing with {uid: (ENVELOPE, BODYSTRUCTURE, BODY)} as wire bytes."""
@@ -376,6 +475,8 @@ class Account:
         self._loading = {}
         self._folder_list = None
         self.users = 0
+        self._flags_saving = []
+        self._flags_waiting = []
 
     def run(self, function, *args):
         return self.store.run(function, *args)
@@ -384,7 +485,38 @@ class Account:
         return self.store.run_files(function, *args)
 
     def run_db(self, function, *args):
+        if self._flags_waiting:
+            self._save_waiting_flags()
         return self.store.run(function, self.db, *args)
+
+    def save_flags(self, name, rows, modseq):
+        """
+        Records a STORE in the index without holding up its answer: the
+        folder in memory is the authority while it is open, and flags are
+        not mail (the index already commits with synchronous=NORMAL).  What
+        arrives while a write is under way goes, from every session, into
+        the next one transaction; any other index work is queued after it,
+        so the worker's order still holds.
+        """
+        self._flags_waiting.append((name, rows, modseq))
+        if not self._flags_saving:
+            self._save_waiting_flags()
+
+    def _save_waiting_flags(self):
+        batch, self._flags_waiting = self._flags_waiting, []
+        self._flags_saving.append(batch)
+        d = self.store.run(index.update_flags_many, self.db, batch)
+        d.addErrback(lambda f: self.store.log.failure("flag changes not saved in {root}", f, root=self.root))
+
+        def saved(_):
+            self._flags_saving = [b for b in self._flags_saving if b is not batch]
+            if self._flags_waiting and not self._flags_saving:
+                self._save_waiting_flags()
+        d.addBoth(saved)
+
+    def unsaved_flags(self):
+        """Flag changes not yet known to be in the index, oldest first (writing them again is harmless)."""
+        return [change for batch in self._flags_saving for change in batch] + self._flags_waiting
 
     def folder(self, name):
         """Deferred firing with the loaded L{Folder}, or C{None} if there is no such folder."""
@@ -445,8 +577,9 @@ class MailStore:
 
     log = Logger()
 
-    def __init__(self, data_dir, reactor, notifier=None):
+    def __init__(self, data_dir, reactor, notifier=None, cache_bytes=32 * 1024 * 1024):
         self.data_dir = data_dir
+        self.cache = MessageCache(cache_bytes)
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-mailstore")
         self._files = ThreadPool(minthreads=1, maxthreads=4, name="trekmail-mailfiles")
@@ -465,6 +598,7 @@ class MailStore:
         self._pool.stop()
         for account in self._accounts.values():
             if not isinstance(account, defer.Deferred):
+                index.update_flags_many(account.db, account.unsaved_flags())
                 account.db.close()
         self._accounts.clear()
 
@@ -510,7 +644,7 @@ class MailStore:
             del self._accounts[account.address]
             for folder in list(account.folders.values()):
                 self.unwatch(folder)
-            self.run(account.db.close)
+            account.run_db(lambda db: db.close())
 
     def watch(self, folder):
         if self._notifier is None:

@@ -1,0 +1,195 @@
+"""
+What keeps the shared mail store cheap without losing anything: the raw
+message cache, flag changes saved in batches that survive a restart, a
+selected session sharing its folder's UID list until its numbering
+differs, expunged files removed at once when no session still numbers
+them, and APPEND's rename made durable.
+"""
+
+import os
+import sqlite3
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests.imap_site import Site, message
+from tests.test_imap_session import raw
+from trekmail.imap import index, store
+from trekmail.mailstore import maildir_path
+
+
+class MessageCacheTests(unittest.TestCase):
+    def test_least_recently_used_goes_first(self):
+        cache = store.MessageCache(16 * 100)
+        cache.put("a", b"x" * 100)
+        cache.put("b", b"y" * 100)
+        self.assertEqual(cache.get("a"), b"x" * 100)
+        for n in range(15):
+            cache.put(n, b"z" * 100)
+        self.assertIsNone(cache.get("b"))
+        self.assertEqual(cache.get("a"), b"x" * 100)
+        self.assertLessEqual(cache.size, cache.limit)
+
+    def test_big_messages_and_missing_files_are_not_kept(self):
+        cache = store.MessageCache(16 * 100)
+        cache.put("big", b"x" * 101)
+        cache.put("gone", None)
+        self.assertEqual((cache.entries, cache.size), ({}, 0))
+
+    def test_drop(self):
+        cache = store.MessageCache(1600)
+        cache.put("a", b"abc")
+        cache.drop(["a", "never"])
+        self.assertEqual((cache.get("a"), cache.size), (None, 0))
+
+
+class FakeStore:
+    """Index work that completes only when the test says so."""
+
+    log = store.MailStore.log
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, function, *args):
+        d = defer.Deferred()
+        self.calls.append((function, args, d))
+        return d
+
+
+class FlagBatchTests(unittest.TestCase):
+    def setUp(self):
+        self.store = FakeStore()
+        self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
+
+    def test_changes_arriving_during_a_write_share_the_next(self):
+        self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
+        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
+        self.account.save_flags("Sent", [(7, "", 7)], 7)
+        self.assertEqual(len(self.store.calls), 1)
+        function, args, first = self.store.calls[0]
+        self.assertEqual((function, args), (index.update_flags_many, ("db", [("INBOX", [(1, "\\Seen", 5)], 5)])))
+        self.assertEqual(len(self.account.unsaved_flags()), 3)
+        first.callback(None)
+        self.assertEqual(len(self.store.calls), 2)
+        self.assertEqual(self.store.calls[1][1][1], [("INBOX", [(2, "\\Seen", 6)], 6), ("Sent", [(7, "", 7)], 7)])
+        self.store.calls[1][2].callback(None)
+        self.assertEqual(self.account.unsaved_flags(), [])
+
+    def test_other_index_work_waits_for_changes_already_made(self):
+        self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
+        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
+        self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
+        functions = [call[0] for call in self.store.calls]
+        self.assertEqual(functions, [index.update_flags_many, index.update_flags_many, index.rename_folder])
+
+    def test_a_failed_write_is_logged_and_later_changes_still_saved(self):
+        self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
+        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
+        self.store.calls[0][2].errback(sqlite3.OperationalError("disk I/O error"))
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(len(self.store.calls), 2)
+
+
+class SharedStoreTests(unittest.TestCase):
+    def setUp(self):
+        self.site = Site(self)
+        self.site.account()
+        self.root = maildir_path(self.site.config.data_dir, "alice@example.com")
+
+    def sessions(self):
+        return [server for server, lost in self.site.factories["imaps"].connections if not lost.called]
+
+    @defer.inlineCallbacks
+    def test_flags_from_several_sessions_survive_a_restart(self):
+        site = self.site
+
+        def work():
+            a, b = site.connect(), site.connect()
+            for n in range(3):
+                a.append("INBOX", None, None, message("m%d" % n))
+            a.select("INBOX")
+            b.select("INBOX")
+            a.store("1", "+FLAGS", "(\\Seen)")
+            b.store("2", "+FLAGS", "(\\Flagged $Work)")
+            a.store("3", "+FLAGS", "(\\Answered)")
+            b.store("1", "-FLAGS", "(\\Seen)")
+            a.logout()
+            b.logout()
+
+        yield site.in_thread(work)
+        yield site.store.stop()
+        db = sqlite3.connect(os.path.join(self.root, index.INDEX_NAME))
+        self.addCleanup(db.close)
+        rows = db.execute("SELECT uid, flags FROM messages WHERE folder = 'INBOX' ORDER BY uid").fetchall()
+        self.assertEqual(rows, [(1, ""), (2, "$Work \\Flagged"), (3, "\\Answered")])
+
+    @defer.inlineCallbacks
+    def test_idle_sessions_share_the_folder_uid_list(self):
+        site = self.site
+
+        def work():
+            a, b = site.connect(), site.connect()
+            for n in range(3):
+                a.append("INBOX", None, None, message("m%d" % n))
+            a.select("INBOX")
+            b.select("INBOX")
+            a.append("INBOX", None, None, message("new"))
+            a.store("1", "+FLAGS", "(\\Deleted)")
+            a.expunge()
+            return a, b
+
+        a, b = yield site.in_thread(work)
+        views = [server.view for server in self.sessions()]
+        folder = views[0].folder
+        told, untold = sorted(views, key=lambda v: v.uids is not folder.uids)
+        self.assertIs(told.uids, folder.uids)
+        self.assertEqual(untold.uids, [1, 2, 3], "the other session has heard of neither change yet")
+        self.assertEqual(folder.uids, [2, 3, 4])
+
+        def noop():
+            lines = raw(b, b"NOOP")[0]
+            a.logout()
+            b.logout()
+            return lines
+
+        lines = yield site.in_thread(noop)
+        self.assertIn(b"* 1 EXPUNGE", lines)
+        self.assertIn(b"* 3 EXISTS", lines)
+        self.assertIs(untold.uids, folder.uids)
+
+    @defer.inlineCallbacks
+    def test_expunge_removes_unneeded_files_at_once_and_fetch_uses_the_cache(self):
+        site = self.site
+
+        def work():
+            client = site.connect()
+            client.append("INBOX", None, None, message("cached", body="from memory\r\n"))
+            client.append("INBOX", None, None, message("doomed"))
+            client.select("INBOX")
+            for entry in os.listdir(os.path.join(self.root, "cur")):
+                if b"cached" in open(os.path.join(self.root, "cur", entry), "rb").read():
+                    os.rename(os.path.join(self.root, "cur", entry), os.path.join(self.root, entry))
+            body = raw(client, b"FETCH 1 (BODY.PEEK[TEXT])")
+            client.store("2", "+FLAGS", "(\\Deleted)")
+            client.expunge()
+            files = os.listdir(os.path.join(self.root, "cur")), os.listdir(os.path.join(self.root, "tmp"))
+            client.logout()
+            return body, files
+
+        body, files = yield site.in_thread(work)
+        self.assertIn(b"from memory", b"".join(body[0]))
+        self.assertEqual(files, ([], []))
+
+
+class DurableAppendTests(unittest.TestCase):
+    def test_new_names_are_fsynced(self):
+        root = self.mktemp()
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(root, sub))
+        synced = []
+        self.patch(index, "fsync_directory", synced.append)
+        name = index.write_message(root, "INBOX", message(), 1700000000)
+        self.assertEqual(synced, [os.path.join(root, "cur")])
+        index.link_messages(root, "INBOX", "INBOX", [name])
+        self.assertEqual(synced, [os.path.join(root, "cur")] * 2)
