@@ -2,8 +2,10 @@
 IMAP, side by side with Dovecot (Debian's dovecot-imapd, Maildir, plain
 IMAP on 127.0.0.1, static passdb), on the same mail:
 
-Every server speaks IMAP over implicit TLS (993-style), since ours
-refuses a plaintext LOGIN and Dovecot is set up the same way.
+Each server runs over implicit TLS (993-style) and over plain IMAP:
+Dovecot plain as in PEERS.md, TrekMail plain with loopback in
+[imap] trusted_networks (Dovecot also lets local clients log in without
+TLS), so plain compares with plain and TLS with TLS.
 
 1. imaptest, 20 clients, 20 s, mbox = 1,000 generated messages of
    1-20 KiB, in its default profile and with logout=0: operations/s and
@@ -147,17 +149,26 @@ protocol imap {{
 
 
 class TrekMailImap:
-    def __init__(self, cleanup, realm_base, port):
+    """
+    Over implicit TLS, or (C{tls=False}) plain IMAP with loopback as a
+    trusted network, which is how Dovecot treats local clients: the
+    like-for-like peer of Dovecot's plain figures in PEERS.md.
+    """
+
+    def __init__(self, cleanup, realm_base, port, tls=True):
         base = cleanup.tempdir("trekmail")
         shutil.copytree(realm_base / "var", base / "var")
         # the idle test opens 100 connections at once from one address,
         # where an operator's 10,000 clients would come from many
-        config = b.trekmail_config(base, {"imaps": "tcp:%d:interface=127.0.0.1:backlog=1024" % port},
-                                   {"imap": {"max_unauthenticated_per_ip": "1000"}})
+        imap = {"max_unauthenticated_per_ip": "1000"}
+        if not tls:
+            imap["trusted_networks"] = "127.0.0.0/8"
+        config = b.trekmail_config(base, {"imaps" if tls else "imap": "tcp:%d:interface=127.0.0.1:backlog=1024" % port},
+                                   {"imap": imap})
         self.server = b.TrekMail(cleanup, base, config, [port], preexec_fn=raise_nofile)
         b.profile(cleanup, self.server.pid)
         self.port = port
-        self.tls = True
+        self.tls = tls
 
     def pids(self):
         return [self.server.pid]
@@ -244,7 +255,7 @@ def measure_idle(port, tls, logins, count, pids, per_client=8000):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--imaptest", default=os.environ.get("IMAPTEST", shutil.which("imaptest")))
-    p.add_argument("--servers", default="dovecot,dovecot-perf,dovecot-plain,trekmail")
+    p.add_argument("--servers", default="dovecot,dovecot-perf,dovecot-plain,trekmail,trekmail-plain")
     p.add_argument("--parts", default="imaptest,latency,oversize,idle")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--secs", type=int, default=20)
@@ -267,7 +278,7 @@ def main():
         logins = work / "logins"
         logins.write_text("".join("user0@d%d.example.com %s\n" % (n, PASSWORD) for n in range(idle_accounts)))
         realm_base = None
-        if "trekmail" in servers:
+        if any(server.startswith("trekmail") for server in servers):
             realm_base = cleanup.tempdir("trekmail-realm")
             config = b.trekmail_config(realm_base, {})
             b.log("trekmail: building the realm (%d accounts)" % idle_accounts)
@@ -278,7 +289,7 @@ def main():
         def start(server, c, port):
             if server.startswith("dovecot"):
                 return Dovecot(c, port, None if server == "dovecot-plain" else tls, performance=server == "dovecot-perf")
-            return TrekMailImap(c, realm_base, port)
+            return TrekMailImap(c, realm_base, port, tls=server != "trekmail-plain")
 
         for server in servers:
             r = results[server] = {}
@@ -312,7 +323,7 @@ def main():
                     s = start(server, c, port)
                     r["oversize"] = oversize.measure("imap", s.pids()[0], port, ("user1@d1.example.com", PASSWORD))
             if "idle" in parts:
-                count = o.idle if server == "trekmail" else o.dovecot_idle
+                count = o.idle if server.startswith("trekmail") else o.dovecot_idle
                 if server == "dovecot" and count * 2 > 5000:
                     b.log("dovecot idle skipped: two processes (~2 MiB) per TLS connection; see dovecot-perf")
                     continue
@@ -326,7 +337,8 @@ def main():
 
     dovecot = "Dovecot %s" % Dovecot.version(None)
     version = {"dovecot": dovecot + " TLS, Debian's login mode", "dovecot-perf": dovecot + " TLS, login performance mode",
-               "dovecot-plain": dovecot + " plain IMAP (PEERS.md)", "trekmail": "TrekMail TLS"}
+               "dovecot-plain": dovecot + " plain IMAP (PEERS.md)", "trekmail": "TrekMail TLS",
+               "trekmail-plain": "TrekMail plain IMAP (loopback trusted)"}
     if "imaptest" in parts:
         rows = []
         for server, r in results.items():
@@ -341,12 +353,14 @@ def main():
         b.table("imaptest: %d clients, %d s, mbox of 1,000 messages 1-20 KiB" % (o.clients, o.secs),
                 ["server", "profile", "ops/s", "errors", "ops/s by command (top 6)", "server CPU", "load avg at start"],
                 rows)
+        pairs = [("trekmail", peer) for peer in ("dovecot", "dovecot-perf")] + [("trekmail-plain", "dovecot-plain")]
         for profile in ("default", "logout0"):
-            t = results.get("trekmail", {}).get(profile)
-            for server in ("dovecot", "dovecot-perf", "dovecot-plain"):
-                d = results.get(server, {}).get(profile)
+            for ours, peer in pairs:
+                t = results.get(ours, {}).get(profile)
+                d = results.get(peer, {}).get(profile)
                 if d and t and d["ops_per_s"] and t["ops_per_s"]:
-                    print("ratio TrekMail / %s, %s: %.2f" % (version[server], profile, t["ops_per_s"] / d["ops_per_s"]))
+                    print("ratio %s / %s, %s: %.2f" % (version[ours], version[peer], profile,
+                                                       t["ops_per_s"] / d["ops_per_s"]))
         for server, r in results.items():
             for profile in ("default", "logout0"):
                 if r.get(profile, {}).get("error_samples"):
