@@ -84,7 +84,7 @@ async def _smtp(port, login, total):
     start = time.monotonic()
     try:
         sent = await _stream(writer, total)
-        writer.write(b".\r\n")
+        writer.write(b"\r\n.\r\n")
         answer = (await reply()).decode(errors="replace").strip()
     except (ConnectionError, ssl.SSLError) as e:
         sent, answer = total, "connection closed: %s" % e.__class__.__name__

@@ -25,6 +25,7 @@ from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.realm import database, schema
 from trekmail.relay.client import Outcome
+from trekmail.relay.dkim import Signature
 
 NOW = 1795262400.0
 MESSAGE = b"From: a@example.com\r\nTo: x@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -46,8 +47,17 @@ class FakeTransport:
 
 
 class FakeSigner:
-    def sign(self, message, domain, selector):
-        return b"DKIM-Signature: d=%s\r\n" % (domain.encode(),) + message
+    def __init__(self):
+        self.signed = 0
+
+    def has_key(self, domain, selector):
+        return True
+
+    def signature(self, message, domain, selector, earlier=None):
+        if earlier is not None:
+            return earlier
+        self.signed += 1
+        return Signature((domain, selector, 0), b"DKIM-Signature: d=%s\r\n" % (domain.encode(),))
 
 
 class Harness:
@@ -73,8 +83,9 @@ class Harness:
         self.spool.start()
         self.suppressions = Suppressions(FakeDatabase(self.db), self.reactor, 3)
         self.suppressions.start()
+        self.signer = FakeSigner()
         deliverer = Deliverer(
-            self.directory, Router(self.transport), FakeSigner(), self.suppressions,
+            self.directory, Router(self.transport), self.signer, self.suppressions,
             self.reactor, SyncPool(), MaildirWriter(self.root, "mail.test", self.reactor, writer=SyncPool()),
         )
         self.queue = MessageQueue(
@@ -174,6 +185,16 @@ class RetryTests(unittest.TestCase):
         [entry] = h.queue.entries()
         self.assertEqual(entry["attempts"], 7)
         self.assertIn("4.2.0 try later", entry["errors"]["x@remote.test"])
+
+    def test_retries_reuse_the_signature(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        h.send(["x@remote.test", "y@remote.test"])
+        h.clock.advance(300)
+        h.clock.advance(600)
+        self.assertEqual(len(h.transport.calls), 3)
+        self.assertEqual(h.signer.signed, 1)
+        self.assertTrue(all(data.startswith(b"DKIM-Signature: d=example.com\r\n") for _, _, data in h.transport.calls))
 
     def test_expiry_sends_report(self):
         h = Harness(self)

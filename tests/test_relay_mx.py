@@ -10,8 +10,8 @@ from twisted.trial import unittest
 
 from tests.delivery_support import Zone
 from trekmail.realm.model import Domain
-from trekmail.relay import mx
-from trekmail.relay.managed import SourcePools
+from trekmail.relay import client, mx
+from trekmail.relay.managed import ManagedRelay, SourcePools
 
 
 class Broken:
@@ -88,3 +88,53 @@ class SourcePoolTests(unittest.TestCase):
         self.assertEqual([pools.address("warm") for _ in range(3)], ["127.0.0.2", "127.0.0.3", "127.0.0.2"])
         self.assertEqual(pools.address("new"), "127.0.0.4")
         self.assertIsNone(SourcePools({}, clock).address("warm"))
+
+
+class Connection:
+    """What L{client.connect} fires with, after the test played the session."""
+
+    def __init__(self, transactions=0, ran_out=False, error=None):
+        self.transactions = transactions
+        self.ran_out = ran_out
+        self.error = error
+        self.tls_attempted = False
+
+
+class SharedConnectionTests(unittest.TestCase):
+    def setUp(self):
+        self.connections = []
+
+        def connect(endpoint, identity, next_job, **options):
+            d = defer.Deferred()
+            self.connections.append((next_job, d))
+            return d
+
+        self.patch(client, "connect", connect)
+        self.relay = ManagedRelay(Clock(), None, "mail.test", connections_per_destination=4)
+
+    def deliver(self, recipient="bob@[127.0.0.1]"):
+        results = []
+        self.relay.deliver("a@example.com", [recipient], b"x\r\n").addCallback(results.append)
+        return results
+
+    def test_connection_that_found_no_work_does_not_fail_later_messages(self):
+        first, second = self.deliver(), self.deliver()
+        (take_a, ended_a), (take_b, ended_b) = self.connections
+        for _ in range(2):
+            take_a().finish(client.outcomes(["bob@[127.0.0.1]"], 250, "2.0.0 ok"))
+        self.assertIsNone(take_a())
+        self.assertIsNone(take_b())
+        third = self.deliver()
+        ended_b.callback(Connection(ran_out=True))
+        self.assertEqual((len(first), len(second), third), (1, 1, []))
+        self.assertEqual(len(self.connections), 3)
+        ended_a.callback(Connection(transactions=2, ran_out=True))
+        take_c, ended_c = self.connections[2]
+        take_c().finish(client.outcomes(["bob@[127.0.0.1]"], 250, "2.0.0 ok"))
+        self.assertEqual([o.code for o in third[0]], [250])
+
+    def test_host_that_took_nothing_fails_the_waiting_messages(self):
+        results = self.deliver()
+        [(take, ended)] = self.connections
+        ended.callback(Connection(error=(421, "4.3.2 go away")))
+        self.assertEqual([(o.code, o.text) for o in results[0]], [(451, "4.3.2 go away")])

@@ -5,11 +5,13 @@ size limits, and the canonical DATA form.
 """
 
 from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from trekmail.smtp.mx import MXFactory
-from trekmail.smtp.server import MAX_COMMAND_LINE, DataReader, canonical
+from trekmail.smtp.server import MAX_COMMAND_LINE, QUEUED_LOG_MESSAGES, QUEUED_LOG_SECONDS, DataReader, canonical
 
 
 def session(tls=True, directory=None):
@@ -167,6 +169,17 @@ class DataTests(unittest.TestCase):
         self.assertEqual(result, ["250", "250", "250", "354", "250", "221"])
         self.assertEqual([m for _, m in queue.messages], [b"x\r\n", b"y\r\n"])
 
+    def test_slow_body_is_not_idle(self):
+        server, transport, queue, directory = session()
+        server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+        for _ in range(4):
+            server.clock.advance(server.timeout - 1)
+            server.dataReceived(b"line\r\n")
+        server.dataReceived(b".\r\n")
+        self.assertEqual(codes(transport)[-1], "250")
+        server.clock.advance(server.timeout)
+        self.assertEqual(codes(transport)[-1], "421")
+
     def test_queue_failure(self):
         server, transport, queue, directory = session()
         queue.fail = True
@@ -193,3 +206,35 @@ class DataTests(unittest.TestCase):
         ended = [i for i, r in enumerate(results) if r is not None]
         self.assertEqual(ended[0], stream.index(b"\r\n.\r\n") + 4)
         self.assertEqual(reader.message(), b"a\r\n.\r\nb\r\n")
+
+
+class QueuedLogTests(unittest.TestCase):
+    def setUp(self):
+        self.server, self.transport, self.queue, _ = session()
+        self.events = []
+        self.server.log = Logger(observer=self.events.append)
+        self.server.dataReceived(b"EHLO c\r\n")
+
+    def send(self, count):
+        transaction = b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n"
+        self.server.dataReceived(transaction * count)
+
+    def logged(self):
+        return [[queue_id for queue_id, _, _ in e["queued"]] for e in self.events if "queued" in e]
+
+    def test_logged_together_when_the_connection_ends(self):
+        self.send(3)
+        self.assertEqual(self.logged(), [])
+        self.server.connectionLost(Failure(Exception("gone")))
+        self.assertEqual(self.logged(), [["Q1", "Q2", "Q3"]])
+        self.assertEqual(self.events[-1]["queued"][0], ("Q1", "a@remote.test", 1))
+        self.assertIn("Q3 <a@remote.test> to 1", self.events[-1]["text"])
+
+    def test_logged_after_a_second_or_a_full_batch(self):
+        self.send(1)
+        self.server.clock.advance(QUEUED_LOG_SECONDS)
+        self.send(1)
+        self.assertEqual(self.logged(), [["Q1", "Q2"]])
+        self.send(QUEUED_LOG_MESSAGES)
+        self.assertEqual(len(self.logged()), 2)
+        self.assertEqual(len(self.logged()[1]), QUEUED_LOG_MESSAGES)

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from tests.smtp_site import PASSWORD, Site, client_context, message, send
 from trekmail.policy import counters
+from trekmail.smtp.submission import CONTEXT_SECONDS
 
 BOTH = ("submissions", "submission")
 
@@ -217,6 +218,23 @@ class GateTests(unittest.TestCase):
         for reason, banner in banners.items():
             self.site.admin.account_suspend(record.id, reason)
             yield self.assert_refused(554, "5.7.7", banner)
+
+    @defer.inlineCallbacks
+    def test_session_sees_a_suspension_within_context_seconds(self):
+        record = self.site.account()
+        client = yield self.site.in_thread(self.site.connect, login="alice@example.com")
+        self.addCleanup(client.close)
+        first = yield self.site.in_thread(send, client, "alice@example.com")
+        self.site.admin.account_suspend(record.id, "abuse")
+        self.site.clock.advance(CONTEXT_SECONDS - 1)
+        cached = yield self.site.in_thread(send, client, "alice@example.com")
+        self.site.clock.advance(1)
+        refused = yield self.site.in_thread(send, client, "alice@example.com")
+        self.assertEqual((first[-1][0], cached[-1][0]), (250, 250))
+        self.assertEqual(refused[0][0], 554)
+        self.assertIn("temporarily restricted", refused[0][1])
+        other = yield self.submit()
+        self.assertEqual(other[0][0], 554)
 
     @defer.inlineCallbacks
     def test_unverified_owner_past_grace(self):

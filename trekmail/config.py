@@ -136,7 +136,7 @@ SCHEMA = {
         "max_age": Key("432000", _integer),
         "suppress_after": Key("3", _integer),
         "concurrency": Key("100", _integer),
-        "connections_per_destination": Key("16", _integer),
+        "connections_per_destination": Key("4", _integer),
     },
     "secrets": {
         "key_file": Key(""),

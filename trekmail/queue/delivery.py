@@ -20,6 +20,10 @@ from trekmail.relay.client import Outcome, outcomes, wire_form
 from trekmail.relay.dkim import SigningError
 
 DOMAIN_CACHE_SECONDS = 30
+INLINE_SIGN_BYTES = 128 * 1024
+"""Messages up to this size are signed on the reactor thread once the
+domain's key is loaded: about 0.3 ms for 10 KiB, less than the hand-off to
+a worker thread and back costs."""
 log = Logger()
 
 
@@ -97,8 +101,13 @@ class Deliverer:
         return found
 
     @inlineCallbacks
-    def attempt(self, envelope, message, recipients):
-        """Deferred firing with one L{Result} per recipient."""
+    def attempt(self, envelope, message, recipients, kept=None):
+        """
+        Deferred firing with one L{Result} per recipient.  C{kept}, a dict
+        the caller holds for this message across attempts, keeps the DKIM
+        signature, so a retry (after a DNS failure, a deferral) or the next
+        recipients reuse it instead of signing again.
+        """
         sender_context = None
         if envelope.sender:
             sender_context = yield self.hosted(domain_of(envelope.sender))
@@ -112,7 +121,7 @@ class Deliverer:
         if local:
             results.extend((yield self._local(envelope, message, local)))
         if remote:
-            results.extend((yield self._remote(envelope, message, remote, sender_context)))
+            results.extend((yield self._remote(envelope, message, remote, sender_context, kept)))
         return results
 
     @inlineCallbacks
@@ -136,7 +145,7 @@ class Deliverer:
         return results
 
     @inlineCallbacks
-    def _remote(self, envelope, message, recipients, sender_context):
+    def _remote(self, envelope, message, recipients, sender_context, kept):
         if envelope.origin == "mx":
             return [Result(o) for o in outcomes(recipients, 550, "5.7.1 relay denied")]
         results = []
@@ -159,12 +168,14 @@ class Deliverer:
                 return results
             if refused:
                 return results + [Result(o) for o in outcomes(recipients, 554, "5.7.7 " + refused)]
+            wire = wire_form(message)
             try:
-                wire = yield self._in_thread(self._signer.sign, message, domain.name, domain.dkim_selector)
+                signature = yield self._signature(wire, domain, kept)
             except SigningError as e:
                 log.error("cannot DKIM-sign for {domain}: {error}", domain=domain.name, error=e)
                 return results + [Result(o) for o in outcomes(
                     recipients, 451, "4.3.0 DKIM key of %s unavailable" % (domain.name,))]
+            wire = signature.header + wire
         else:
             domain, route, wire = None, MANAGED_ROUTE, wire_form(message)
         try:
@@ -174,3 +185,17 @@ class Deliverer:
             return results + [Result(o) for o in outcomes(recipients, code, str(e))]
         sent = yield transport.deliver(envelope.sender, recipients, wire, domain)
         return results + [Result(o, remote=True) for o in sent]
+
+    def _signature(self, wire, domain, kept):
+        earlier = None if kept is None else kept.get("dkim")
+        args = (wire, domain.name, domain.dkim_selector, earlier)
+        if len(wire) <= INLINE_SIGN_BYTES and self._signer.has_key(domain.name, domain.dkim_selector):
+            d = maybeDeferred(self._signer.signature, *args)
+        else:
+            d = self._in_thread(self._signer.signature, *args)
+        if kept is not None:
+            def keep(signature):
+                kept["dkim"] = signature
+                return signature
+            d.addCallback(keep)
+        return d

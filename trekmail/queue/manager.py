@@ -35,7 +35,7 @@ log = Logger()
 
 class _Entry:
     __slots__ = ("queue_id", "envelope", "pending", "attempts", "next_at", "message",
-                 "timer", "active", "errors", "generation")
+                 "timer", "active", "errors", "generation", "kept")
 
     def __init__(self, queue_id, envelope, pending, generation, attempts=0, next_at=0.0, message=None):
         self.queue_id = queue_id
@@ -48,6 +48,7 @@ class _Entry:
         self.active = False
         self.errors = {}
         self.generation = generation
+        self.kept = {}
 
 
 @implementer(IMessageQueue)
@@ -222,7 +223,7 @@ class MessageQueue:
                 self._drop(entry)
                 return
         envelope = entry.envelope
-        results = yield self._deliverer.attempt(envelope, message, entry.pending)
+        results = yield self._deliverer.attempt(envelope, message, entry.pending, entry.kept)
         entry.attempts += 1
         failed = []
         still = []

@@ -107,6 +107,9 @@ class DeliveryClient(smtp.ESMTPClient):
 
     @ivar transactions: messages that got a final answer on this connection,
         so the owner can tell "could not talk to this host" from "done".
+    @ivar ran_out: the connection ended because C{next_job()} had nothing
+        (other connections to the same host took the work), which says
+        nothing against the host.
     """
 
     debug = False
@@ -131,6 +134,7 @@ class DeliveryClient(smtp.ESMTPClient):
         self.current = None
         self.transactions = 0
         self.tls_attempted = False
+        self.ran_out = False
         self.error = None
         self.closed = Deferred()
 
@@ -142,7 +146,10 @@ class DeliveryClient(smtp.ESMTPClient):
 
     def getMailFrom(self):
         self.current = self._next_job()
-        return None if self.current is None else self.current.sender
+        if self.current is None:
+            self.ran_out = True
+            return None
+        return self.current.sender
 
     def getMailTo(self):
         return self.current.recipients

@@ -125,7 +125,12 @@ class _Destination:
         )
 
         def ended(connection):
-            if connection.transactions == 0:
+            if connection.ran_out and connection.error is None:
+                if self.jobs:
+                    self._try(candidates, index, None, plain)
+                else:
+                    self._closed()
+            elif connection.transactions == 0:
                 error = connection.error or (451, "4.4.2 %s [%s] closed the connection" % (host, address))
                 if connection.tls_attempted and not plain:
                     self._try(candidates, index, error, plain=True)

@@ -65,8 +65,7 @@ class MXServer(ESMTPServer):
             if not isinstance(e, SpoolError):
                 self.log.failure("mx enqueue failed")
             raise Reply(451, "4.3.0", "could not store the message, please try again")
-        self.log.info("mx {queue_id} from <{sender}> to {count} recipients",
-                      queue_id=queue_id, sender=sender, count=len(recipients))
+        self.queued(queue_id, sender, len(recipients))
         return queue_id
 
 

@@ -23,6 +23,12 @@ We replace the parts that cannot meet our requirements:
   - Reply texts: every reply after the greeting and EHLO carries an
     enhanced status code (RFC 2034 exempts exactly those two).
 
+Each queued message is logged, but in batches (L{queued}): the text log
+observer spent about 0.2 ms formatting each event, 6 % of the CPU of a
+submission, and one event listing many messages costs barely more than
+one listing one.  A crash can lose the last second of these lines, never
+a message: the 250 still waits for the spool's fsync.
+
 DATA canonical form: the body ends only at CRLF "." CRLF (RFC 5321 4.1.1.4);
 a bare CR or LF anywhere else is *normalised* to CRLF, after
 dot-unstuffing, so the stored message has one line-ending form and nothing
@@ -44,6 +50,10 @@ MAX_MESSAGE_SIZE = 26214400
 MAX_COMMAND_LINE = 4096
 MAX_WAITING = 65536
 """Bytes held while a reply is pending before the transport is paused."""
+QUEUED_LOG_SECONDS = 1.0
+QUEUED_LOG_MESSAGES = 100
+"""A session logs its queued messages when the oldest unlogged one is this
+old or this many wait, and when the connection ends."""
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _END_OF_DATA = b"\r\n.\r\n"
@@ -144,6 +154,8 @@ class ESMTPServer(smtp.ESMTP):
         self._paused = False
         self._closing = False
         self._reader = None
+        self._queued = []
+        self._queued_since = 0.0
         self._reset_transaction()
 
     def _reset_transaction(self):
@@ -161,6 +173,7 @@ class ESMTPServer(smtp.ESMTP):
         self.client_address = getattr(peer, "host", str(peer))
 
     def connectionLost(self, reason):
+        self._log_queued()
         self._closing = True
         self._discard_input()
         self._reader = None
@@ -253,7 +266,7 @@ class ESMTPServer(smtp.ESMTP):
     def reply(self, code, status, text):
         if isinstance(text, str):
             text = text.encode("utf-8")
-        self.sendCode(code, status.encode("ascii") + b" " + text)
+        smtp.ESMTP.sendCode(self, code, status.encode("ascii") + b" " + text)
 
     def sendCode(self, code, message=b""):
         """
@@ -383,6 +396,7 @@ class ESMTPServer(smtp.ESMTP):
         self.reply(354, "2.0.0", "send the message, end with <CRLF>.<CRLF>")
 
     def _feed_data(self):
+        self.resetTimeout()
         rest = self._reader.feed(self._buffer[self._position :] if self._position else self._buffer)
         self._position = 0
         self._buffer = b"" if rest is None else rest
@@ -401,6 +415,27 @@ class ESMTPServer(smtp.ESMTP):
         d.addCallback(lambda queue_id: self.reply(250, "2.0.0", "OK: queued as %s" % (queue_id,)))
         self._pending = d
         d.addErrback(self._command_failed).addBoth(self._command_done)
+
+    def queued(self, queue_id, sender, recipients):
+        """Log that C{queue_id} was queued (from C{sender}, for C{recipients} recipients)."""
+        now = self.clock.seconds()
+        if not self._queued:
+            self._queued_since = now
+        self._queued.append((queue_id, sender, recipients))
+        if len(self._queued) >= QUEUED_LOG_MESSAGES or now - self._queued_since >= QUEUED_LOG_SECONDS:
+            self._log_queued()
+
+    def _log_queued(self):
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        self.log.info(
+            "{door} from {client} queued {text}",
+            door=self.door,
+            client=getattr(self, "client_address", None),
+            queued=queued,
+            text=", ".join("%s <%s> to %d" % entry for entry in queued),
+        )
 
     def _end_transaction(self, result):
         self._reset_transaction()
