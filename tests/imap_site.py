@@ -8,14 +8,14 @@ task.Clock for timeouts (the sockets run on the real reactor).
 import imaplib
 import os
 import socket
-import ssl
 
 from twisted.cred.portal import Portal
-from twisted.internet import defer, inotify, reactor, threads
+from twisted.internet import inotify, reactor, threads
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tests import support
+from tests.support import TrackingFactoryMixin, client_context
 from trekmail import tls
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
@@ -28,41 +28,8 @@ from trekmail.realm.directory import SqliteDirectory
 PASSWORD = "correct horse"
 
 
-def client_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class TrackingFactory(IMAPFactory):
-    """Remembers its connections so that a test can wait for every one to close."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.connections = []
-
-    def buildProtocol(self, addr):
-        server = super().buildProtocol(addr)
-        lost = defer.Deferred()
-        original = server.connectionLost
-
-        def connection_lost(reason=None):
-            original(reason)
-            if not lost.called:
-                lost.callback(None)
-
-        server.connectionLost = connection_lost
-        self.connections.append((server, lost))
-        return server
-
-    def close_all(self):
-        waiting = []
-        for server, lost in self.connections:
-            if not lost.called:
-                server.transport.abortConnection()
-                waiting.append(lost)
-        return defer.gatherResults(waiting)
+class TrackingFactory(TrackingFactoryMixin, IMAPFactory):
+    pass
 
 
 class Site:

@@ -6,7 +6,6 @@ policy's time (the sockets run on the real reactor).
 """
 
 import smtplib
-import ssl
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer, reactor, threads
@@ -15,6 +14,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from tests import support
+from tests.support import TrackingFactoryMixin, client_context
 from tests.smtp_fakes import FakeQueue
 from trekmail import tls
 from trekmail.policy.limits import DAY
@@ -29,40 +29,8 @@ LATER = support.NOON + 10 * DAY
 """The server's default "now": ten days after the test domains were made, past warmup."""
 
 
-def client_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-class TrackingFactory(SubmissionFactory):
-    """Remembers its connections so that a test can wait for every one to close."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.connections = []
-
-    def buildProtocol(self, addr):
-        server = super().buildProtocol(addr)
-        lost = defer.Deferred()
-        original = server.connectionLost
-
-        def connection_lost(reason):
-            original(reason)
-            lost.callback(None)
-
-        server.connectionLost = connection_lost
-        self.connections.append((server, lost))
-        return server
-
-    def close_all(self):
-        waiting = []
-        for server, lost in self.connections:
-            if not lost.called:
-                server.transport.abortConnection()
-                waiting.append(lost)
-        return defer.gatherResults(waiting)
+class TrackingFactory(TrackingFactoryMixin, SubmissionFactory):
+    pass
 
 
 class Site:

@@ -5,7 +5,9 @@ open realm with an administration front, and a populated example.
 
 import configparser
 import os
+import ssl
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from trekmail.config import Config
@@ -65,3 +67,44 @@ def example(admin, plan="starter", password="correct horse", **account):
     admin.domain_add("example.com", record.id)
     admin.mailbox_add("alice@example.com", password)
     return record
+
+
+def client_context():
+    """A client TLS context that accepts the test server's self-signed certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class TrackingFactoryMixin:
+    """
+    Mixed into a server factory: remembers its connections so that a test
+    can close them all and wait until each one is gone.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        server = super().buildProtocol(addr)
+        lost = defer.Deferred()
+        original = server.connectionLost
+
+        def connection_lost(reason=None):
+            original(reason)
+            if not lost.called:
+                lost.callback(None)
+
+        server.connectionLost = connection_lost
+        self.connections.append((server, lost))
+        return server
+
+    def close_all(self):
+        waiting = []
+        for server, lost in self.connections:
+            if not lost.called:
+                server.transport.abortConnection()
+                waiting.append(lost)
+        return defer.gatherResults(waiting)

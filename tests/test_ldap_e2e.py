@@ -10,22 +10,15 @@ logins work again once it is back.
 import imaplib
 import os
 import smtplib
-import ssl
 
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from tests.server_process import ServerProcess, free_port, run_twistd
 from tests.slapd import SAMPLE_PASSWORDS, SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd
+from tests.support import client_context
 
 INJECTIONS = ("*", "*)(uid=*", "*@example.com", "*)(mail=*))(|(mail=*@example.com", "ssha*@example.com")
-
-
-def client_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def smtp_login(port, address, password, source="127.0.0.1", starttls=False):

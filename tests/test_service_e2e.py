@@ -7,7 +7,6 @@ import http.client
 import imaplib
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
 
@@ -15,24 +14,17 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from tests.server_process import ServerProcess, free_port
-from tests.support import REPO, write_config
+from tests.support import REPO, client_context, write_config
 
 DOORS = ("submissions", "submission", "mx", "imaps", "imap", "admin")
 IMPLICIT_TLS = ("submissions", "imaps")
-
-
-def _client_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _greeting(port, implicit_tls):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         if not implicit_tls:
             return raw.recv(512), None
-        with _client_context().wrap_socket(raw) as tls:
+        with client_context().wrap_socket(raw) as tls:
             return tls.recv(512), tls.version()
 
 
@@ -77,7 +69,7 @@ class RunningServerTests(unittest.TestCase):
         return connection.getresponse().status
 
     def _smtp_login(self, password):
-        with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"], context=_client_context(), timeout=10) as s:
+        with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"], context=client_context(), timeout=10) as s:
             try:
                 s.login("alice@example.com", password)
                 return 235
@@ -85,7 +77,7 @@ class RunningServerTests(unittest.TestCase):
                 return e.smtp_code
 
     def _imap_login(self, password):
-        client = imaplib.IMAP4_SSL("127.0.0.1", self.ports["imaps"], ssl_context=_client_context(), timeout=10)
+        client = imaplib.IMAP4_SSL("127.0.0.1", self.ports["imaps"], ssl_context=client_context(), timeout=10)
         try:
             client.login("alice@example.com", password)
             return "OK"
