@@ -18,7 +18,7 @@ from typing import Optional
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from trekmail.realm.database import transaction
+from trekmail.realm.database import from_row, transaction
 
 REFRESH_SECONDS = 30
 
@@ -49,17 +49,6 @@ class BounceRecord:
     suppressed_at: Optional[float]
 
 
-def _record(row):
-    return BounceRecord(
-        domain=row["domain"],
-        address=row["address"],
-        count=row["count"],
-        last_at=row["last_at"],
-        last_diagnostic=row["last_diagnostic"],
-        suppressed_at=row["suppressed_at"],
-    )
-
-
 def record_hard_bounce(db, domain, address, now, diagnostic, threshold):
     """Count one hard bounce; returns the updated L{BounceRecord}."""
     with transaction(db):
@@ -79,7 +68,7 @@ def record_hard_bounce(db, domain, address, now, diagnostic, threshold):
         row = db.execute(
             "SELECT * FROM hard_bounces WHERE domain = ? AND address = ?", (domain, address)
         ).fetchone()
-    return _record(row)
+    return from_row(BounceRecord, row)
 
 
 def suppressed(db, domain=None):
@@ -93,7 +82,7 @@ def suppressed(db, domain=None):
             " ORDER BY address",
             (domain,),
         )
-    return [_record(r) for r in rows]
+    return [from_row(BounceRecord, r) for r in rows]
 
 
 def remove(db, address, domain=None):

@@ -9,7 +9,7 @@ caps) atomic simply by running them as one call.
 
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -25,6 +25,11 @@ class Schema:
 
     component: str
     migrations: tuple
+
+
+def from_row(cls, row):
+    """A dataclass whose fields are columns of C{row}, by name."""
+    return cls(**{f.name: row[f.name] for f in fields(cls)})
 
 
 def connect(path):

@@ -20,7 +20,7 @@ from trekmail.crypto import SecretKeyring
 from trekmail.plans import plan_named
 from trekmail.realm import routes, store
 from trekmail.realm.admin import check_domain, check_id
-from trekmail.realm.database import transaction
+from trekmail.realm.database import from_row, transaction
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 
 TLS_MODES = ("implicit", "starttls", "none")
@@ -66,20 +66,6 @@ class ProfileLogin:
         return getattr(self.profile, name)
 
 
-def _profile(row):
-    return SmtpProfile(
-        id=row["id"],
-        account_id=row["account_id"],
-        name=row["name"],
-        host=row["host"],
-        port=row["port"],
-        tls=row["tls"],
-        username=row["username"],
-        spf_include=row["spf_include"],
-        created=row["created"],
-    )
-
-
 def _context(profile_id):
     """What a sealed password is bound to: moving it to another row breaks it."""
     return b"smtp-profile:%d" % (profile_id,)
@@ -97,12 +83,12 @@ def profile_get(db, profile_id):
     row = db.execute("SELECT * FROM smtp_profiles WHERE id = ?", (profile_id,)).fetchone()
     if row is None:
         raise NotFound("no SMTP profile with id %s" % (profile_id,))
-    return _profile(row)
+    return from_row(SmtpProfile, row)
 
 
 def profiles_of(db, account_id):
     rows = db.execute("SELECT * FROM smtp_profiles WHERE account_id = ? ORDER BY id", (account_id,))
-    return [_profile(r) for r in rows]
+    return [from_row(SmtpProfile, r) for r in rows]
 
 
 def _check_host(host):
@@ -218,7 +204,7 @@ class ProfileAdministration:
 
     def profile_list(self, account_id=None):
         if account_id is None:
-            return [_profile(r) for r in self.db.execute("SELECT * FROM smtp_profiles ORDER BY id")]
+            return [from_row(SmtpProfile, r) for r in self.db.execute("SELECT * FROM smtp_profiles ORDER BY id")]
         return profiles_of(self.db, store.account_get(self.db, check_id(account_id)).id)
 
     def profile_login(self, profile_id):
