@@ -93,6 +93,19 @@ class CLITests(unittest.TestCase):
         self.assertEqual(process.returncode, 1)
         self.assertNotIn("Traceback", process.stderr)
 
+    def test_reader_going_away_is_not_an_error(self):
+        """`trekmail ... | head` closes the pipe early: no traceback, exit 0."""
+        self.populate()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trekmail.cli", "--config", self.config, "domain", "dns", "example.com"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+        )
+        process.stdout.close()
+        error = process.stderr.read()
+        process.stderr.close()
+        self.assertEqual(process.wait(), 0)
+        self.assertNotIn(b"Traceback", error)
+
     def test_usage_error(self):
         process = subprocess.run(
             [sys.executable, "-m", "trekmail.cli", "--config", self.config, "account", "frobnicate"],

@@ -9,6 +9,7 @@ verify) prints its report and exits 1; a usage error exits 2.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -305,7 +306,13 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     except (RealmError, SecretKeyError) as e:
         stderr.write("trekmail: %s\n" % (e,))
         return 1
-    _print(result, options.json, stdout)
+    try:
+        _print(result, options.json, stdout)
+        stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`trekmail ... | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if _reports_failure(present(result)) else 0
 
 
