@@ -1,6 +1,7 @@
 """
 The ESMTP client core: dot-stuffing of the whole message, per-recipient
-outcomes, and STARTTLS that ignores bytes sent before the handshake.
+outcomes, STARTTLS that ignores bytes sent before the handshake, and
+RFC 2920 pipelining of MAIL, RCPT and DATA.
 """
 
 from twisted.internet.interfaces import ITLSTransport
@@ -141,3 +142,108 @@ class ClientTests(unittest.TestCase):
         sent = feed(p, t, b"250 sink")
         self.assertNotIn(b"MAIL FROM", sent)
         self.assertIsNotNone(p.error)
+
+
+def collect(job):
+    results = []
+    job.done.addCallback(results.extend)
+    return results
+
+
+class PipeliningTests(unittest.TestCase):
+    """RFC 2920: MAIL, RCPTs and DATA in one write when the server offers PIPELINING."""
+
+    def greet(self, jobs, extensions=(b"250-sink", b"250-8BITMIME", b"250 PIPELINING"), **options):
+        p, t = session(jobs, **options)
+        feed(p, t, b"220 sink")
+        t.clear()
+        writes = []
+        t.write = lambda data, write=t.write: (writes.append(data), write(data))[1]
+        p.dataReceived(b"".join(line + b"\r\n" for line in extensions))
+        return p, t, writes
+
+    def test_transaction_is_one_write(self):
+        job = client.Job("a@s.test", ("x@r.test", "y@r.test"), b"Subject: x\r\n\r\n.\r\n")
+        results = collect(job)
+        p, t, writes = self.greet([job])
+        self.assertEqual(writes, [
+            b"MAIL FROM:<a@s.test>\r\nRCPT TO:<x@r.test>\r\nRCPT TO:<y@r.test>\r\nDATA\r\n",
+        ])
+        sent = feed(p, t, b"250 ok", b"250 ok", b"250 ok", b"354 go")
+        self.assertEqual(sent, b"Subject: x\r\n\r\n..\r\n.\r\n")
+        self.assertEqual(feed(p, t, b"250 2.0.0 queued"), b"QUIT\r\n")
+        self.assertEqual([(o.recipient, o.code) for o in results], [("x@r.test", 250), ("y@r.test", 250)])
+
+    def test_replies_map_to_their_recipients(self):
+        job = client.Job("a@s.test", ("ok@r.test", "gone@r.test", "later@r.test", "ok2@r.test"), b"x\r\n")
+        results = collect(job)
+        p, t, writes = self.greet([job])
+        self.assertEqual(writes[0].count(b"\r\n"), 6)
+        sent = feed(p, t, b"250 ok", b"250 ok", b"550 5.1.1 no such user", b"451 4.2.0 greylisted",
+                    b"250 ok", b"354 go")
+        self.assertEqual(sent, b"x\r\n.\r\n")
+        feed(p, t, b"250 2.0.0 queued as Q1")
+        codes = {o.recipient: (o.code, o.status) for o in results}
+        self.assertEqual(codes, {
+            "ok@r.test": (250, "2.0.0"), "gone@r.test": (550, "5.1.1"),
+            "later@r.test": (451, "4.2.0"), "ok2@r.test": (250, "2.0.0"),
+        })
+
+    def test_all_recipients_refused(self):
+        """
+        The DATA reply is read, not taken for the next command's; each
+        recipient gets its own RCPT reply; RSET, then the next message.
+        """
+        first = client.Job("a@s.test", ("gone@r.test", "later@r.test"), b"one\r\n")
+        second = client.Job("b@s.test", ("y@r.test",), b"two\r\n")
+        results = collect(first)
+        p, t, writes = self.greet([first, second])
+        sent = feed(p, t, b"250 ok", b"550 5.1.1 no such user", b"450 4.2.1 mailbox busy")
+        self.assertEqual(sent, b"")
+        self.assertEqual(results, [])
+        self.assertEqual(feed(p, t, b"554 5.5.1 no valid recipients"), b"RSET\r\n")
+        self.assertEqual(
+            [(o.recipient, o.code, o.permanent, o.delivered) for o in results],
+            [("gone@r.test", 550, True, False), ("later@r.test", 450, False, False)],
+        )
+        self.assertEqual(feed(p, t, b"250 ok"), b"MAIL FROM:<b@s.test>\r\nRCPT TO:<y@r.test>\r\nDATA\r\n")
+        self.assertEqual(feed(p, t, b"250 ok", b"250 ok", b"354 go"), b"two\r\n.\r\n")
+        self.assertEqual(feed(p, t, b"250 queued"), b"QUIT\r\n")
+        self.assertEqual([o.code for o in second.done.result], [250])
+
+    def test_refused_mail_answers_for_everyone(self):
+        job = client.Job("a@s.test", ("x@r.test", "y@r.test"), b"x\r\n")
+        results = collect(job)
+        p, t, writes = self.greet([job])
+        sent = feed(p, t, b"553 5.7.1 sender refused", b"503 5.5.1 need MAIL", b"503 5.5.1 need MAIL",
+                    b"503 5.5.1 need MAIL")
+        self.assertEqual(sent, b"RSET\r\n")
+        self.assertEqual([(o.code, o.status) for o in results], [(553, "5.7.1"), (553, "5.7.1")])
+
+    def test_data_started_without_recipients_is_ended_empty(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"secret\r\n")
+        results = collect(job)
+        p, t, writes = self.greet([job])
+        self.assertEqual(feed(p, t, b"250 ok", b"550 5.1.1 no", b"354 go"), b".\r\n")
+        self.assertEqual(feed(p, t, b"250 ok"), b"RSET\r\n")
+        self.assertEqual([(o.code, o.status) for o in results], [(550, "5.1.1")])
+
+    def test_without_pipelining_one_command_per_round_trip(self):
+        job = client.Job("a@s.test", ("x@r.test", "y@r.test"), b"x\r\n")
+        results = collect(job)
+        p, t, writes = self.greet([job], extensions=(b"250-sink", b"250 8BITMIME"))
+        self.assertEqual(writes, [b"MAIL FROM:<a@s.test>\r\n"])
+        self.assertEqual(feed(p, t, b"250 ok"), b"RCPT TO:<x@r.test>\r\n")
+        self.assertEqual(feed(p, t, b"250 ok"), b"RCPT TO:<y@r.test>\r\n")
+        self.assertEqual(feed(p, t, b"550 no"), b"DATA\r\n")
+        self.assertEqual(feed(p, t, b"354 go"), b"x\r\n.\r\n")
+        feed(p, t, b"250 queued")
+        self.assertEqual([o.code for o in results], [250, 550])
+
+    def test_pipelining_offered_only_before_tls_is_not_used(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t, writes = self.greet([job], extensions=(b"250-sink", b"250-PIPELINING", b"250 STARTTLS"),
+                                  tls_context=object())
+        self.assertEqual(writes, [b"STARTTLS\r\n"])
+        self.assertEqual(feed(p, t, b"220 go ahead"), b"EHLO relay.test\r\n")
+        self.assertEqual(feed(p, t, b"250 sink over tls"), b"MAIL FROM:<a@s.test>\r\n")
