@@ -16,7 +16,13 @@ import socket
 import subprocess
 import time
 
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
 from tests.server_process import free_port
+from trekmail.realm import database, ldapsettings, schema
+from trekmail.realm.ldapclient import LdapClient
+from trekmail.realm.ldapdirectory import LdapDirectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_LDIF = os.path.join(ROOT, "etc", "ldap", "trekmail-schema.ldif")
@@ -303,3 +309,22 @@ def ldap_config_text(slapd, data_dir, **realm):
     lines = ["[server]", "data_dir = %s" % (data_dir,), "[realm]"]
     lines += ["%s = %s" % item for item in keys.items()]
     return "\n".join(lines) + "\n"
+
+
+def started_directory(testcase, config, data_dir, clock=None):
+    """
+    An L{LdapDirectory} over C{config} with its local database thread,
+    both started and stopped when C{testcase} ends.
+    """
+    db = database.connect(config.database_path)
+    database.upgrade(db, schema.SCHEMAS)
+    threaded = database.ThreadedDatabase(db, reactor)
+    threaded.start()
+    testcase.addCleanup(threaded.stop)
+    settings = ldapsettings.from_config(config)
+    directory = LdapDirectory(
+        settings, LdapClient(settings, reactor), threaded, reactor, clock or Clock(), data_dir, 60
+    )
+    directory.start()
+    testcase.addCleanup(directory.stop)
+    return directory

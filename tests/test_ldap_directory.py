@@ -16,7 +16,7 @@ from trekmail.realm import database, dkimkeys, ldapsettings, schema, store
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.ldapclient import LdapClient
 from trekmail.realm.ldapdirectory import LdapDirectory, Malformed
-from tests.slapd import SUFFIX, Slapd, ldap_config
+from tests.slapd import SUFFIX, Slapd, ldap_config, started_directory
 
 ACCOUNT_1 = "trekmailAccountId=1,ou=accounts," + SUFFIX
 SSHA_DN = "mail=ssha@example.com,ou=mailboxes," + SUFFIX
@@ -292,17 +292,7 @@ class TlsTests(unittest.TestCase):
 
     def directory(self, **realm):
         config = ldap_config(self.slapd, self.data_dir, ldap_url=self.slapd.tls_url, **realm)
-        db = database.connect(config.database_path)
-        database.upgrade(db, schema.SCHEMAS)
-        threaded = database.ThreadedDatabase(db, reactor)
-        threaded.start()
-        self.addCleanup(threaded.stop)
-        settings = ldapsettings.from_config(config)
-        directory = LdapDirectory(
-            settings, LdapClient(settings, reactor), threaded, reactor, Clock(), self.data_dir, 60
-        )
-        directory.start()
-        self.addCleanup(directory.stop)
+        directory = started_directory(self, config, self.data_dir)
         return directory
 
     @defer.inlineCallbacks

@@ -8,15 +8,13 @@ import io
 import json
 import os
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from trekmail import cli
-from trekmail.realm import database, dkimkeys, ldapsettings, schema
-from trekmail.realm.ldapclient import LdapClient
-from trekmail.realm.ldapdirectory import LdapDirectory
-from tests.slapd import SUFFIX, Slapd, ldap_config, ldap_config_text
+from trekmail.realm import dkimkeys
+from tests.slapd import SUFFIX, Slapd, ldap_config, started_directory, ldap_config_text
 
 
 class SyncTests(unittest.TestCase):
@@ -72,17 +70,7 @@ class SyncTests(unittest.TestCase):
         self.run_cli("directory", "sync")
         code, before, _ = self.run_cli("domain", "show", "example.com")
         config = ldap_config(self.slapd, self.data_dir)
-        db = database.connect(config.database_path)
-        database.upgrade(db, schema.SCHEMAS)
-        threaded = database.ThreadedDatabase(db, reactor)
-        threaded.start()
-        self.addCleanup(threaded.stop)
-        settings = ldapsettings.from_config(config)
-        directory = LdapDirectory(
-            settings, LdapClient(settings, reactor), threaded, reactor, Clock(), self.data_dir, 60
-        )
-        directory.start()
-        self.addCleanup(directory.stop)
+        directory = started_directory(self, config, self.data_dir)
         domain, _ = yield directory.domain("example.com")
         self.assertEqual(domain.dkim_public_key, before["dkim_public_key"])
         self.assertEqual(domain.created, 1_800_000_000)

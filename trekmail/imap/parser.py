@@ -270,13 +270,12 @@ def valid_new_name(name):
             and all(ord(c) >= 0x20 for c in name) and not any(c in name for c in "*%"))
 
 
-def sequence_set(text, largest):
+def _ranges(text, largest, what):
     """
-    C{"1:3,7,9:*"} -> sorted list of numbers up to C{largest}; C{*} is
-    C{largest}.  Ranges are clipped to what exists, so C{1:4294967295}
-    costs no more than the mailbox size.
+    The C{(low, high, items)} of each comma-separated item of a set, with
+    C{*} read as C{largest} and C{low <= high}; C{items} are the item's
+    own words, for checks that depend on whether C{*} was written.
     """
-    out = set()
     if not text:
         raise ProtocolError("Empty sequence set")
     for item in text.split(","):
@@ -285,7 +284,18 @@ def sequence_set(text, largest):
             a = largest if low == "*" else int(low)
             b = (largest if high == "*" else int(high)) if colon else a
         except ValueError:
-            raise ProtocolError("Invalid sequence set") from None
+            raise ProtocolError("Invalid %s" % (what,)) from None
+        yield a, b, (low, colon, high)
+
+
+def sequence_set(text, largest):
+    """
+    C{"1:3,7,9:*"} -> sorted list of numbers up to C{largest}; C{*} is
+    C{largest}.  Ranges are clipped to what exists, so C{1:4294967295}
+    costs no more than the mailbox size.
+    """
+    out = set()
+    for a, b, (low, colon, high) in _ranges(text, largest, "sequence set"):
         if a <= 0 and low != "*" or b <= 0 and high != "*" and colon:
             raise ProtocolError("Invalid sequence set")
         if a > b:
@@ -298,17 +308,8 @@ def sequence_set(text, largest):
 
 def uid_set(text, uids):
     """UIDs of the view matching a UID set (C{uids} sorted; C{*} is the largest UID)."""
-    if not text:
-        raise ProtocolError("Empty sequence set")
-    largest = uids[-1] if uids else 0
     out = set()
-    for item in text.split(","):
-        low, colon, high = item.partition(":")
-        try:
-            a = largest if low == "*" else int(low)
-            b = (largest if high == "*" else int(high)) if colon else a
-        except ValueError:
-            raise ProtocolError("Invalid UID set") from None
+    for a, b, _ in _ranges(text, uids[-1] if uids else 0, "UID set"):
         if a > b:
             a, b = b, a
         if a < 0 or b > 0xFFFFFFFF:
