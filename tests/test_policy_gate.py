@@ -3,6 +3,7 @@ The sending gate and the From rules as pure functions of facts and time.
 """
 
 import dataclasses
+import email.utils
 import datetime
 
 from twisted.internet.task import Clock
@@ -96,3 +97,22 @@ class SenderTests(unittest.TestCase):
     def test_from_in_body_ignored(self):
         message = b"To: x@y.test\r\n\r\nFrom: alice@example.com\r\n"
         self.assertEqual(sender.header_from_denial(message, "alice@example.com").kind, sender.HEADER)
+
+    def test_simple_forms_read_as_the_general_parser_reads_them(self):
+        """
+        The regular-expression path for common From values must agree with
+        email.utils on every value, taken or passed on.
+        """
+        values = [
+            "a@b.example", " a@b.example ", "Alice <a@b.example>", "\tAlice\t<a@b.example>\t",
+            "<a@b.example>", "Alice Q. Public <a.q@b.example>", "=?utf-8?q?J=C3=B6rg?= <j@x.example>",
+            "o'brien@x.example", '"Doe, Alice" <a@b.example>', "Doe, Alice <a@b.example>",
+            "a@b.example, c@d.example", "Alice (work) <a@b.example>", '"a\\"b" <x@y.example>',
+            "a..b@c.example", "x <a@b.example> y", "Group: a@b.example;", '"q"@x.example',
+            "a@[192.0.2.1]", "J\u00f6rg <j@x.example>", "Alice <a@b.example", "", "<>",
+        ]
+        for value in values:
+            expected = [a for _, a in email.utils.getaddresses([value]) if a]
+            self.assertEqual(sender.from_addresses(value), expected, value)
+        for value in values[:8]:
+            self.assertIsNotNone(sender._SIMPLE_FROM.fullmatch(value), value)

@@ -15,7 +15,7 @@ from twisted.internet.defer import DeferredList
 
 from trekmail.mailstore import maildir_path
 from trekmail.durable import fsync_directory, write_all
-from trekmail.queue.groupcommit import GroupCommit
+from trekmail.groupcommit import GroupCommit
 
 _counter = itertools.count()
 

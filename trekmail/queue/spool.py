@@ -7,7 +7,7 @@ a file per message lets the group commit below make many messages durable
 with one directory fsync while the realm's single database thread stays
 free for lookups.
 
-Group commit (L{trekmail.queue.groupcommit}): one writer thread takes
+Group commit (L{trekmail.groupcommit}): one writer thread takes
 every entry queued so far, writes each file into C{tmp/} and fsyncs it
 (in parallel), renames them all into C{msg/}, fsyncs C{msg/} once, and
 then fires all their Deferreds, so concurrent sessions share an fsync
@@ -36,7 +36,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from trekmail.durable import fsync_directory, write_all
-from trekmail.queue.groupcommit import GroupCommit
+from trekmail.groupcommit import GroupCommit
 from trekmail.queue.interface import Envelope, SpoolError
 
 MAGIC = b"TREKQ1"
@@ -263,6 +263,17 @@ def write_batch(layout, batch, syncers=None):
     return results
 
 
+def remove_batch(layout, queue_ids):
+    """Runs on a worker thread: delivered entries go in one hand-off, not one each."""
+    results = []
+    for queue_id in queue_ids:
+        try:
+            results.append(layout.remove(queue_id))
+        except OSError as e:
+            results.append(e)
+    return results
+
+
 def _discard(path):
     try:
         os.unlink(path)
@@ -284,6 +295,7 @@ class Spool:
         self._commit = GroupCommit(
             reactor, lambda batch: write_batch(layout, batch, syncers), "trekmail-spool", writer
         )
+        self._removals = GroupCommit(reactor, lambda ids: remove_batch(layout, ids), "trekmail-spool", workers)
 
     def start(self):
         self.layout.create()
@@ -318,7 +330,7 @@ class Spool:
             raise
 
     def remove(self, queue_id):
-        return self._run(self.layout.remove, queue_id)
+        return self._removals.submit(queue_id)
 
     def write_state(self, queue_id, state):
         return self._run(self.layout.write_state, queue_id, state)

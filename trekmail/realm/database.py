@@ -11,8 +11,9 @@ import os
 import sqlite3
 from dataclasses import dataclass, fields
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from trekmail.groupcommit import GroupCommit
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,16 @@ class ThreadedDatabase:
     """
     Runs C{function(db, *args)} on the database's own thread and returns a
     Deferred; the only way server code touches sqlite.
+
+    Calls made while the thread is busy go over together as one batch
+    (L{GroupCommit}), still one after another and each on its own: under
+    load a submission costs a queue append instead of a thread hand-off.
     """
 
     def __init__(self, db, reactor):
         self.db = db
-        self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-sqlite")
+        self._calls = GroupCommit(reactor, self._run_batch, "trekmail-sqlite", writer=self._pool)
 
     def start(self):
         self._pool.start()
@@ -109,4 +114,13 @@ class ThreadedDatabase:
         self.db.close()
 
     def run(self, function, *args, **kwargs):
-        return deferToThreadPool(self._reactor, self._pool, function, self.db, *args, **kwargs)
+        return self._calls.submit((function, args, kwargs))
+
+    def _run_batch(self, calls):
+        results = []
+        for function, args, kwargs in calls:
+            try:
+                results.append(function(self.db, *args, **kwargs))
+            except Exception as e:
+                results.append(e)
+        return results

@@ -181,8 +181,8 @@ class DeliveryClient(smtp.ESMTPClient):
             return self._disconnectFromServer()
         recipients = list(self.getMailTo())
         self.transport.write(b"".join(
-            [b"MAIL FROM:" + smtp.quoteaddr(self._from) + b"\r\n"]
-            + [b"RCPT TO:" + smtp.quoteaddr(r) + b"\r\n" for r in recipients]
+            [b"MAIL FROM:" + _path(self._from) + b"\r\n"]
+            + [b"RCPT TO:" + _path(r) + b"\r\n" for r in recipients]
             + [b"DATA\r\n"]
         ))
         self._awaiting = deque(recipients)
@@ -278,6 +278,16 @@ class DeliveryClient(smtp.ESMTPClient):
             code, text = self.error or (451, "4.4.2 connection lost during the transaction")
             job.finish(outcomes(job.recipients, code, text, self.remote))
         self.closed.callback(self)
+
+
+def _path(address):
+    """
+    C{<address>} for MAIL and RCPT.  Envelope addresses were checked when
+    the message was accepted, so twisted.mail's C{quoteaddr}, which runs
+    email.utils' header parser on each (and drops the quotes of a quoted
+    local part), has nothing to add.
+    """
+    return b"<" + address.encode("ascii") + b">"
 
 
 def _text(value):
