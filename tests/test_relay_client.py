@@ -4,9 +4,11 @@ outcomes, STARTTLS that ignores bytes sent before the handshake, and
 RFC 2920 pipelining of MAIL, RCPT and DATA.
 """
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -227,6 +229,42 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(feed(p, t, b"250 ok", b"550 5.1.1 no", b"354 go"), b".\r\n")
         self.assertEqual(feed(p, t, b"250 ok"), b"RSET\r\n")
         self.assertEqual([(o.code, o.status) for o in results], [(550, "5.1.1")])
+
+    def test_next_message_follows_the_body(self):
+        """RFC 2920 section 3.1: a body may open a group, so the next MAIL rides with it."""
+        first = client.Job("a@s.test", ("x@r.test",), b"one\r\n")
+        second = client.Job("b@s.test", ("y@r.test", "z@r.test"), b"two\r\n")
+        p, t, writes = self.greet([first, second])
+        self.assertEqual(
+            feed(p, t, b"250 ok", b"250 ok", b"354 go"),
+            b"one\r\n.\r\nMAIL FROM:<b@s.test>\r\nRCPT TO:<y@r.test>\r\nRCPT TO:<z@r.test>\r\nDATA\r\n",
+        )
+        self.assertEqual(feed(p, t, b"250 queued as 1"), b"")
+        self.assertEqual([o.code for o in first.done.result], [250])
+        self.assertEqual(feed(p, t, b"250 ok", b"550 5.1.1 no", b"250 ok", b"354 go"), b"two\r\n.\r\n")
+        self.assertEqual(feed(p, t, b"250 queued as 2"), b"QUIT\r\n")
+        self.assertEqual([(o.recipient, o.code) for o in second.done.result], [("y@r.test", 550), ("z@r.test", 250)])
+        self.assertEqual(p.transactions, 2)
+
+    def test_refused_body_with_next_queued_needs_no_rset(self):
+        first = client.Job("a@s.test", ("x@r.test",), b"one\r\n")
+        second = client.Job("b@s.test", ("y@r.test",), b"two\r\n")
+        p, t, writes = self.greet([first, second])
+        feed(p, t, b"250 ok", b"250 ok", b"354 go")
+        self.assertEqual(feed(p, t, b"554 5.7.1 content refused"), b"")
+        self.assertEqual([(o.code, o.status) for o in first.done.result], [(554, "5.7.1")])
+        self.assertEqual(feed(p, t, b"250 ok", b"250 ok", b"354 go"), b"two\r\n.\r\n")
+        feed(p, t, b"250 queued")
+        self.assertEqual([o.code for o in second.done.result], [250])
+
+    def test_connection_lost_with_next_queued_fails_both(self):
+        first = client.Job("a@s.test", ("x@r.test",), b"one\r\n")
+        second = client.Job("b@s.test", ("y@r.test",), b"two\r\n")
+        p, t, writes = self.greet([first, second])
+        feed(p, t, b"250 ok", b"250 ok", b"354 go")
+        p.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([(o.code, o.permanent) for o in first.done.result + second.done.result],
+                         [(451, False), (451, False)])
 
     def test_without_pipelining_one_command_per_round_trip(self):
         job = client.Job("a@s.test", ("x@r.test", "y@r.test"), b"x\r\n")

@@ -155,9 +155,7 @@ class SignerTests(unittest.TestCase):
 
     def test_signature_kept_until_the_key_changes(self):
         record = self.publish()
-        self.assertFalse(self.signer.has_key("example.com", "dkim"))
         first = self.signer.signature(self.message, "example.com", "dkim")
-        self.assertTrue(self.signer.has_key("example.com", "dkim"))
         self.assertTrue(self.verify(first.header + self.message, record))
         self.assertIs(self.signer.signature(self.message, "example.com", "dkim", first), first)
         path = dkimkeys.key_path(self.data_dir, "example.com")

@@ -20,10 +20,6 @@ from trekmail.relay.client import Outcome, outcomes, wire_form
 from trekmail.relay.dkim import SigningError
 
 DOMAIN_CACHE_SECONDS = 30
-INLINE_SIGN_BYTES = 128 * 1024
-"""Messages up to this size are signed on the reactor thread once the
-domain's key is loaded: about 0.3 ms for 10 KiB, less than the hand-off to
-a worker thread and back costs."""
 log = Logger()
 
 
@@ -189,10 +185,7 @@ class Deliverer:
     def _signature(self, wire, domain, kept):
         earlier = None if kept is None else kept.get("dkim")
         args = (wire, domain.name, domain.dkim_selector, earlier)
-        if len(wire) <= INLINE_SIGN_BYTES and self._signer.has_key(domain.name, domain.dkim_selector):
-            d = maybeDeferred(self._signer.signature, *args)
-        else:
-            d = self._in_thread(self._signer.signature, *args)
+        d = self._in_thread(self._signer.signature, *args)
         if kept is not None:
             def keep(signature):
                 kept["dkim"] = signature
