@@ -4,6 +4,8 @@ hostile input (long lines, literals, nesting, pipelining), STARTTLS and a
 directory that cannot answer.
 """
 
+import errno
+import sqlite3
 from types import SimpleNamespace
 
 from twisted.cred.error import UnauthorizedLogin
@@ -46,8 +48,11 @@ class FakeDirectory:
 class FakeStore:
     def __init__(self):
         self.open = 0
+        self.error = None
 
     def open_account(self, address):
+        if self.error is not None:
+            return defer.fail(self.error)
         self.open += 1
         return defer.succeed(SimpleNamespace(address=address))
 
@@ -117,6 +122,20 @@ class ProtocolTests(unittest.TestCase):
         self.checker.unavailable = False
         server.dataReceived(b"b LOGIN alice@example.com wrong\r\n")
         self.assertEqual(self.lines(transport)[-1], b"b NO [AUTHENTICATIONFAILED] Authentication failed")
+
+    def test_out_of_descriptors_is_a_temporary_refusal(self):
+        for error, reply in [
+            (OSError(errno.EMFILE, "Too many open files"), b"a NO [UNAVAILABLE] Server busy, try again later"),
+            (sqlite3.OperationalError("unable to open database file"),
+             b"a NO [UNAVAILABLE] Server busy, try again later"),
+            (ValueError("a bug"), b"a NO [SERVERBUG] Internal error"),
+        ]:
+            self.store.error = error
+            server, transport = self.connect()
+            server.dataReceived(b"a LOGIN alice@example.com pw\r\n")
+            self.assertEqual(self.lines(transport)[-1], reply)
+            self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_unauthenticated_connections_per_address(self):
         held = [self.connect(host="127.0.0.9") for _ in range(3)]

@@ -15,7 +15,9 @@ still fits is reused: C{twisted.cred} for login, and the TLS transports.
 """
 
 import base64
+import errno
 import ipaddress
+import sqlite3
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
@@ -230,6 +232,9 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self._send(b"%s BAD %s\r\n" % (tag.encode(), str(error).encode()))
         elif isinstance(error, DirectoryUnavailable):
             self._send(b"%s NO [UNAVAILABLE] Directory temporarily unavailable\r\n" % tag.encode())
+        elif _out_of_resources(error):
+            self.log.error("IMAP command failed for want of resources: {error}", error=error, peer=self.peer)
+            self._send(b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % tag.encode())
         else:
             self.log.failure("IMAP command failed", failure, peer=self.peer)
             self._send(b"%s NO [SERVERBUG] Internal error\r\n" % tag.encode())
@@ -390,6 +395,22 @@ IMAPServer.COMMANDS = {
     "STORE": ("do_STORE", ("selected",)), "COPY": ("do_COPY", ("selected",)),
     "MOVE": ("do_MOVE", ("selected",)),
 }
+
+
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC}
+
+
+def _out_of_resources(error):
+    """
+    A failure that says nothing about the client's command, only that the
+    server is out of descriptors, memory or disk (sqlite reports a
+    descriptor shortage as "unable to open"): the client should retry
+    later, not report a server bug.
+    """
+    if isinstance(error, OSError):
+        return error.errno in _EXHAUSTED
+    return isinstance(error, sqlite3.OperationalError) and str(error) in (
+        "unable to open database file", "database or disk is full")
 
 
 class IMAPFactory(protocol.ServerFactory):
