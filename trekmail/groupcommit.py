@@ -24,6 +24,24 @@ from twisted.python.threadpool import ThreadPool
 log = Logger()
 
 
+def each(function, errors=(Exception,)):
+    """
+    A C{write_batch} that calls C{function(item)} for every item in turn,
+    an exception among C{errors} standing for that item's failure only.
+    """
+
+    def run(items):
+        results = []
+        for item in items:
+            try:
+                results.append(function(item))
+            except errors as e:
+                results.append(e)
+        return results
+
+    return run
+
+
 class GroupCommit:
     """
     @param write_batch: C{write_batch(items)} runs on the writer thread and

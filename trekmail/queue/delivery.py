@@ -12,9 +12,9 @@ signing and the queue's bookkeeping are the same on every route.
 from dataclasses import dataclass
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from trekmail.groupcommit import GroupCommit, each
 from trekmail.realm.routes import MANAGED_ROUTE, refusal, resolve_route
 from trekmail.relay.client import Outcome, outcomes, wire_form
 from trekmail.relay.dkim import SigningError
@@ -78,12 +78,9 @@ class Deliverer:
         self._signer = signer
         self._suppressions = suppressions
         self._reactor = reactor
-        self._workers = workers
+        self._signatures = GroupCommit(reactor, each(lambda args: signer.signature(*args)), "trekmail-dkim", workers)
         self._mailboxes = mailboxes
         self._domains = {}
-
-    def _in_thread(self, function, *args):
-        return deferToThreadPool(self._reactor, self._workers, function, *args)
 
     @inlineCallbacks
     def hosted(self, name):
@@ -185,7 +182,7 @@ class Deliverer:
     def _signature(self, wire, domain, kept):
         earlier = None if kept is None else kept.get("dkim")
         args = (wire, domain.name, domain.dkim_selector, earlier)
-        d = self._in_thread(self._signer.signature, *args)
+        d = self._signatures.submit(args)
         if kept is not None:
             def keep(signature):
                 kept["dkim"] = signature

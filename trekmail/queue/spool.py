@@ -36,7 +36,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from trekmail.durable import fsync_directory, write_all
-from trekmail.groupcommit import GroupCommit
+from trekmail.groupcommit import GroupCommit, each
 from trekmail.queue.interface import Envelope, SpoolError
 
 MAGIC = b"TREKQ1"
@@ -263,17 +263,6 @@ def write_batch(layout, batch, syncers=None):
     return results
 
 
-def remove_batch(layout, queue_ids):
-    """Runs on a worker thread: delivered entries go in one hand-off, not one each."""
-    results = []
-    for queue_id in queue_ids:
-        try:
-            results.append(layout.remove(queue_id))
-        except OSError as e:
-            results.append(e)
-    return results
-
-
 def _discard(path):
     try:
         os.unlink(path)
@@ -295,7 +284,7 @@ class Spool:
         self._commit = GroupCommit(
             reactor, lambda batch: write_batch(layout, batch, syncers), "trekmail-spool", writer
         )
-        self._removals = GroupCommit(reactor, lambda ids: remove_batch(layout, ids), "trekmail-spool", workers)
+        self._removals = GroupCommit(reactor, each(layout.remove, OSError), "trekmail-spool", workers)
 
     def start(self):
         self.layout.create()
@@ -330,6 +319,7 @@ class Spool:
             raise
 
     def remove(self, queue_id):
+        """Delivered entries go to a worker thread together, not one hand-off each."""
         return self._removals.submit(queue_id)
 
     def write_state(self, queue_id, state):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from twisted.python.threadpool import ThreadPool
 
-from trekmail.groupcommit import GroupCommit
+from trekmail.groupcommit import GroupCommit, each
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class ThreadedDatabase:
     def __init__(self, db, reactor):
         self.db = db
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-sqlite")
-        self._calls = GroupCommit(reactor, self._run_batch, "trekmail-sqlite", writer=self._pool)
+        self._calls = GroupCommit(reactor, each(self._call), "trekmail-sqlite", writer=self._pool)
 
     def start(self):
         self._pool.start()
@@ -116,11 +116,6 @@ class ThreadedDatabase:
     def run(self, function, *args, **kwargs):
         return self._calls.submit((function, args, kwargs))
 
-    def _run_batch(self, calls):
-        results = []
-        for function, args, kwargs in calls:
-            try:
-                results.append(function(self.db, *args, **kwargs))
-            except Exception as e:
-                results.append(e)
-        return results
+    def _call(self, call):
+        function, args, kwargs = call
+        return function(self.db, *args, **kwargs)

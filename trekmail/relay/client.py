@@ -96,7 +96,11 @@ def outcomes(recipients, code, text, remote=""):
 
 @dataclass
 class Job:
-    """One message for one connection: fires C{done} with a list of L{Outcome}."""
+    """
+    One message for one connection: fires C{done} with a list of
+    L{Outcome}.  C{message} is in L{wire_form} already, as
+    L{trekmail.relay.transport.ITransport} hands it over, so the connection only dot-stuffs it.
+    """
 
     sender: str
     recipients: tuple
@@ -238,7 +242,7 @@ class DeliveryClient(smtp.ESMTPClient):
         content open a group, so a busy connection spends one round trip
         per message instead of two.
         """
-        body = dot_stuff(wire_form(self.current.message))
+        body = dot_stuff(self.current.message)
         if self.pipelining:
             self._next = self._next_job()
         if self._next is not None:
