@@ -1,5 +1,7 @@
 """MIME structure, ENVELOPE, BODYSTRUCTURE and sections, computed from raw bytes."""
 
+import email.utils
+
 from twisted.trial import unittest
 
 from trekmail.imap import message
@@ -52,3 +54,78 @@ class StructureTests(unittest.TestCase):
         raw += b"\r\nleaf\r\n"
         _, full, _ = message.structures(raw)
         self.assertLess(full.count(b"("), 200 * 3)
+
+
+ODD_HEADER = (b"subject : Hi\r\nX-Skip: 1\r\n  more skip\r\nTO: a@b\r\n\tcontinued\r\nFrom\r\n\x0bcc: c@d\r\n"
+              b"Bad:Line\r\nA:B: weird\r\n\r\nbody\r\nSubject: not a header\r\n")
+
+
+class HeaderFieldsTests(unittest.TestCase):
+    """BODY[HEADER.FIELDS] found by a regular expression, reading field names as the old line loop did."""
+
+    def fields(self, raw, *names, negate=False):
+        return message.section(raw, (), "HEADER.FIELDS.NOT" if negate else "HEADER.FIELDS", names)
+
+    def test_names_without_regard_to_case_or_space_before_the_colon(self):
+        self.assertEqual(self.fields(ODD_HEADER, "Subject", "to"), b"subject : Hi\r\nTO: a@b\r\n\tcontinued\r\n\r\n")
+        self.assertEqual(self.fields(ODD_HEADER, "FROM"), b"From\r\n\r\n", "a line without a colon is all name")
+        self.assertEqual(self.fields(ODD_HEADER, "cc"), b"\x0bcc: c@d\r\n\r\n")
+
+    def test_names_that_cannot_match(self):
+        self.assertEqual(self.fields(ODD_HEADER, "a:b"), b"\r\n")
+        self.assertEqual(self.fields(ODD_HEADER, " subject"), b"\r\n")
+
+    def test_not(self):
+        self.assertEqual(self.fields(ODD_HEADER, "x-skip", "a", negate=True),
+                         b"subject : Hi\r\nTO: a@b\r\n\tcontinued\r\nFrom\r\n\x0bcc: c@d\r\nBad:Line\r\n\r\n")
+        self.assertEqual(self.fields(ODD_HEADER, "subject", "to", "from", "cc", "bad", "a", "x-skip", negate=True),
+                         b"\r\n")
+
+    def test_bare_newlines_and_missing_blank_line(self):
+        self.assertEqual(self.fields(b" lead\nSubject: x\nTo: y\n\nbody", "subject", "lead"), b"Subject: x\n\r\n")
+        self.assertEqual(self.fields(b"Subject: x\r\nTo: y", "to"), b"To: y\n\r\n")
+        self.assertEqual(self.fields(b"\r\nSubject: x\r\n", "to", negate=True), b"\r\n")
+        self.assertEqual(self.fields(b"A: 1\n\r\r\nB: 2\r\n\r\n", "a", "b"), b"A: 1\n\r\n")
+
+
+class AddressTests(unittest.TestCase):
+    """ENVELOPE addresses: the common forms by a regular expression, the rest by email.utils."""
+
+    def test_common_forms_as_getaddresses_reads_them(self):
+        for value in ("a@b.example", 'Al <al@example.com>, "C, D" <c@d.example>,e.f@g.example',
+                      "=?utf-8?q?Caf=C3=A9?= <x@y.example>", "John  Q.\tPublic <j.q@p.example>",
+                      '"  spaced  " <s@t.example>', '"" <e@f.example>', "O'Brien <ob@x.example>",
+                      "caf\u00e9 <c@x.example>"):
+            fast = message._simple_addresses(value)
+            self.assertIsNotNone(fast, value)
+            self.assertEqual(fast, email.utils.getaddresses([value]), value)
+
+    def test_other_forms_fall_back(self):
+        for value in ("a@b (Al)", "team: a@b, c@d;", '"a\\"b" <x@y>', '"a b"@c.example', "<@r.example:a@b>",
+                      "a@[192.0.2.1]", "a@b,", ",a@b", "a@b,,c@d", "Al <a@b> x", "a..b@c", "<a@b>", "a@b <c@d>",
+                      "Al\u00a0B <a@b>", "Al <a@b", "Al (x) <a@b>"):
+            self.assertIsNone(message._simple_addresses(value), value)
+
+    def test_envelope_of_fallback_forms(self):
+        envelope, _, _ = message.structures(b'From: "a\\"b" <x@y.example>\r\nTo: team: a@b.example, c@d.example;\r\n'
+                                            b"Cc: Al (Boss) <al@example.com>\r\n\r\n")
+        self.assertIn(b'(({3}\r\na"b NIL "x" "y.example"))', envelope)
+        self.assertIn(b'((NIL NIL "a" "b.example")(NIL NIL "c" "d.example"))', envelope)
+        self.assertIn(b'(("Al (Boss)" NIL "al" "example.com"))', envelope)
+
+
+class KeptTests(unittest.TestCase):
+    """Messages the store keeps in memory remember their last HEADER.FIELDS answer."""
+
+    def test_kept_messages_remember_one_answer(self):
+        kept = message.Kept(ODD_HEADER)
+        self.assertEqual(message.section(kept, (), "HEADER.FIELDS", ("to",)), b"TO: a@b\r\n\tcontinued\r\n\r\n")
+        self.assertEqual(kept.memo, ((("to",), False), b"TO: a@b\r\n\tcontinued\r\n\r\n"))
+        self.assertEqual(message.section(kept, (), "HEADER.FIELDS.NOT", ("to",)),
+                         message.section(ODD_HEADER, (), "HEADER.FIELDS.NOT", ("to",)))
+        self.assertEqual(message.section(kept, (), "HEADER.FIELDS", ("subject",)), b"subject : Hi\r\n\r\n")
+        self.assertEqual(message.section(kept, (), "HEADER.FIELDS", ("subject",)), b"subject : Hi\r\n\r\n")
+        self.assertEqual(message.section(kept, (), "TEXT"), b"body\r\nSubject: not a header\r\n")
+        big = message.Kept(b"X: " + b"x" * message.MEMO_LIMIT + b"\r\n\r\n")
+        self.assertEqual(len(message.section(big, (), "HEADER.FIELDS", ("x",))), message.MEMO_LIMIT + 7)
+        self.assertIsNone(big.memo)

@@ -1,9 +1,11 @@
 """Command framing and tokens: literals (LITERAL+ too), lists, sequence and UID sets."""
 
+import random
+
 from twisted.trial import unittest
 
 from trekmail.imap import parser
-from trekmail.imap.parser import Atom, Framer, ProtocolError, Reader
+from trekmail.imap.parser import Atom, Framer, Literal, ProtocolError, Reader
 
 
 class Handler:
@@ -89,6 +91,33 @@ class SetTests(unittest.TestCase):
         self.assertEqual(parser.uid_set("21:*", uids), [20], "n:* includes the largest UID (RFC 3501 6.4.8)")
         self.assertEqual(parser.uid_set("5", uids), [])
 
+    def test_sets_agree_with_their_definition(self):
+        """Merged spans give the sorted distinct members, whatever the order and overlap of the items."""
+        chooser = random.Random(8)
+        uids = sorted(chooser.sample(range(1, 200), 60))
+        for _ in range(500):
+            items = []
+            for _ in range(chooser.randint(1, 6)):
+                a, b = chooser.choice(["*", str(chooser.randint(1, 210))]), chooser.choice(["*", str(chooser.randint(1, 210))])
+                items.append(a if chooser.random() < 0.3 else a + ":" + b)
+            text = ",".join(items)
+
+            def members(largest):
+                out = set()
+                for item in items:
+                    low, _, high = item.partition(":")
+                    a = largest if low == "*" else int(low)
+                    b = (largest if high == "*" else int(high)) if high else a
+                    out.update(range(min(a, b), max(a, b) + 1))
+                return out
+
+            self.assertEqual(parser.sequence_set(text, 60), sorted(n for n in members(60) if n <= 60), text)
+            self.assertEqual(parser.uid_set(text, uids), sorted(set(uids) & members(uids[-1])), text)
+
+    def test_repeated_items_are_merged_before_the_mailbox_is_walked(self):
+        self.assertEqual(parser.merged_spans([(1, 101)] * 16000 + [(5, 7), (200, 201), (101, 150)]),
+                         [(1, 150), (200, 201)])
+
     def test_mailbox_names(self):
         self.assertEqual(parser.mailbox_name(b"inbox"), "INBOX")
         self.assertEqual(parser.mailbox_name(b"Inbox.Sub"), "INBOX.Sub")
@@ -96,3 +125,51 @@ class SetTests(unittest.TestCase):
         self.assertFalse(parser.valid_new_name("../x"))
         self.assertFalse(parser.valid_new_name(".hidden"))
         self.assertTrue(parser.valid_new_name("Projects.2026"))
+
+
+def tokens(line, *more):
+    """The tokens of C{line} (and literal/line segments after it), as the session reads them."""
+    return Reader(line, [line] + list(more)).rest()
+
+
+class TokenTests(unittest.TestCase):
+    """The regular-expression tokenizer and the cases it hands to the slower one."""
+
+    def test_atoms_strings_and_lists(self):
+        self.assertEqual(tokens(b'a  "b c" (d (e)) f(g)h'), ["a", b"b c", ["d", ["e"]], "f", ["g"], "h"])
+        self.assertEqual([type(t) for t in tokens(b'INBOX "INBOX"')], [Atom, bytes])
+        self.assertEqual(tokens(b'""'), [b""])
+        self.assertEqual(tokens(b"]x] ()"), ["]x]", []])
+
+    def test_escapes_in_strings(self):
+        self.assertEqual(tokens(b'"a\\"b" "c\\\\" "\\d"'), [b'a"b', b"c\\", b"d"])
+        for bad in (b'"abc\\"', b'"abc\\', b'"abc'):
+            self.assertRaises(ProtocolError, tokens, bad)
+
+    def test_brackets_hold_spaces_quotes_and_parentheses(self):
+        self.assertEqual(tokens(b'BODY.PEEK[HEADER.FIELDS (A "B")]<0.5> x[a[b]c]d'),
+                         ['BODY.PEEK[HEADER.FIELDS (A "B")]<0.5>', "x[a[b]c]d"])
+        self.assertEqual(tokens(b"a[1]b[2] c"), ["a[1]b[2]", "c"])
+        for bad in (b"x[", b"x[a[b]", b"a[1]b[", b"a[1]\"", b'a"b', b"a{3}", b"{3}"):
+            self.assertRaises(ProtocolError, tokens, bad)
+
+    def test_literals_between_segments(self):
+        self.assertEqual(tokens(b"(a ", Literal(b"x y"), b" b) c"), [["a", b"x y", "b"], "c"])
+        self.assertEqual(tokens(b"", Literal(b""), b""), [b""])
+        self.assertRaises(ProtocolError, tokens, b"(a ", Literal(b"x"), b"")
+
+    def test_other_bytes_in_atoms(self):
+        self.assertEqual(tokens(b"caf\xc3\xa9 \xff\tx"), ["caf\u00e9", "\ufffd\tx"])
+
+    def test_nesting_bound(self):
+        nested = tokens(b"(" * parser.MAX_DEPTH + b")" * parser.MAX_DEPTH)
+        for _ in range(parser.MAX_DEPTH):
+            self.assertEqual(len(nested), 1)
+            nested = nested[0]
+        self.assertEqual(nested, [])
+        self.assertRaises(ProtocolError, tokens, b"(" * (parser.MAX_DEPTH + 1) + b")" * (parser.MAX_DEPTH + 1))
+
+    def test_sets_of_one_and_several_ranges(self):
+        self.assertEqual(parser.sequence_set("2:4", 6), [2, 3, 4])
+        self.assertEqual(parser.sequence_set("5,1:2,2", 6), [1, 2, 5])
+        self.assertEqual(parser.uid_set("9,3:7,7", [3, 7, 9, 20]), [3, 7, 9])

@@ -10,11 +10,14 @@ import os
 import sqlite3
 
 from twisted.internet import defer
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from tests.imap_site import Site, message
 from tests.test_imap_session import raw
 from trekmail.imap import index, store
+from trekmail.imap.parser import Reader
+from trekmail.imap.server import IMAPServer
 from trekmail.mailstore import maildir_path
 
 
@@ -89,6 +92,74 @@ class FlagBatchTests(unittest.TestCase):
         self.store.calls[0][2].errback(sqlite3.OperationalError("disk I/O error"))
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual(len(self.store.calls), 2)
+
+
+class Factory:
+    implicit_tls = True
+
+
+class InMemoryAnswerTests(unittest.TestCase):
+    """
+    What the session has in memory is answered at once, without waiting
+    on a worker (the Deferreds cost as much as the work); what it lacks
+    still waits for the worker, and the answers are the same.
+    """
+
+    def setUp(self):
+        self.store = FakeStore()
+        self.store.run_files = self.store.run
+        self.store.cache = store.MessageCache(1 << 20)
+        self.store.seconds = lambda: 0
+        self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
+        self.raw = message("cached")
+        rows = [(1, "m1", "\\Seen", 1, len(self.raw), 0), (2, "m2", "", 1, len(self.raw), 0)]
+        folder = store.Folder(self.account, "INBOX", (7, 3, 1), rows, [])
+        folder.watched = True
+        folder.structures = {1: store.message.structures(self.raw), 2: store.message.structures(self.raw)}
+        self.account.folders["INBOX"] = folder
+        self.store.cache.put(("/nonexistent", "m1"), self.raw)
+        self.server = IMAPServer(Factory())
+        self.server.transport = StringTransport()
+        self.server.state = "auth"
+        self.server.account = self.account
+
+    def command(self, line):
+        self.server.transport.clear()
+        self.server.dataReceived(line + b"\r\n")
+        return self.server.transport.value()
+
+    def test_answers_from_memory_at_once(self):
+        self.assertIn(b"a OK [READ-WRITE] Select completed", self.command(b"a SELECT INBOX"))
+        self.assertEqual(self.command(b"b FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])"),
+                         b"* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[HEADER.FIELDS (SUBJECT)] {19}\r\n"
+                         b"Subject: cached\r\n\r\n)\r\nb OK Fetch completed\r\n")
+        self.assertEqual(self.command(b"c STATUS INBOX (MESSAGES)"),
+                         b'* STATUS "INBOX" (MESSAGES 2)\r\nc OK Status completed\r\n')
+        self.assertEqual(self.command(b"d NOOP"), b"d OK NOOP completed\r\n")
+        self.assertEqual(self.store.calls, [])
+
+    def test_no_deferred_when_nothing_waits(self):
+        self.command(b"a SELECT INBOX")
+        for handler, arguments in ((self.server.do_FETCH, b"1:2 (FLAGS ENVELOPE BODYSTRUCTURE)"),
+                                   (self.server.do_FETCH, b"1 (BODY[] BODY.PEEK[HEADER])"),
+                                   (self.server.do_SELECT, b"INBOX"),
+                                   (self.server.do_STATUS, b"INBOX (UNSEEN)"), (self.server.do_NOOP, b"")):
+            self.assertIsInstance(handler("t", Reader(arguments, [arguments]), False), bytes, arguments.decode())
+        self.assertIsInstance(self.server.do_FETCH("t", Reader(b"2 (BODY[])", [b""]), False), defer.Deferred)
+
+    def test_what_is_not_in_memory_waits_for_the_worker(self):
+        self.command(b"a SELECT INBOX")
+        self.assertEqual(self.command(b"b UID FETCH 2 (RFC822.SIZE BODY.PEEK[])"), b"")
+        function, args, d = self.store.calls.pop()
+        self.assertEqual((function, args), (index.read_messages, ("/nonexistent", "INBOX", ["m2"])))
+        d.callback({"m2": self.raw})
+        self.assertEqual(self.server.transport.value(), b"* 2 FETCH (UID 2 RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n"
+                         b"b OK Fetch completed\r\n" % (len(self.raw), len(self.raw), self.raw))
+        self.assertEqual(self.command(b'c LIST "" *'), b"")
+        self.store.calls.pop()[2].callback([("INBOX", True)])
+        self.assertIn(b"c OK LIST completed", self.server.transport.value())
+        self.assertIn(b"d OK LIST completed", self.command(b'd LIST "" *'))
+        self.assertEqual(self.store.calls, [])
 
 
 class SharedStoreTests(unittest.TestCase):

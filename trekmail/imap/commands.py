@@ -18,6 +18,7 @@ from trekmail.imap.store import SYSTEM_FLAGS, write_and_parse
 READ_CHUNK = 128
 """Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+_SYSTEM_FLAGS = {f.lower(): f for f in SYSTEM_FLAGS}
 _FLAG = re.compile(r"^\\?[!#$&'+\-./0-9:;<=>?@A-Z^_`a-z|}~]+$")
 
 
@@ -44,10 +45,9 @@ def _flags_arg(value):
         if not isinstance(item, Atom) or not _FLAG.match(item):
             raise ProtocolError("Invalid flag")
         if item.startswith("\\"):
-            known = {f.lower(): f for f in SYSTEM_FLAGS}
-            if item.lower() not in known:
+            if item.lower() not in _SYSTEM_FLAGS:
                 raise ProtocolError("Invalid system flag %s" % (item[:20],))
-            item = known[item.lower()]
+            item = _SYSTEM_FLAGS[item.lower()]
         flags.add(str(item))
     return flags
 
@@ -80,7 +80,6 @@ class MailboxCommands:
     def do_EXAMINE(self, tag, reader, uid):
         return self._select(tag, reader, readonly=True)
 
-    @defer.inlineCallbacks
     def _select(self, tag, reader, readonly):
         name = mailbox_name(reader.astring())
         params = reader.rest()
@@ -96,10 +95,11 @@ class MailboxCommands:
             self.view = None
             self.state = "auth"
             out.append(b"* OK [CLOSED] Previous mailbox closed\r\n")
-        folder = yield self.account.folder(name)
+        return self._with_folder(name, lambda folder: self._open(tag, folder, readonly, condstore, out))
+
+    def _open(self, tag, folder, readonly, condstore, out):
         if folder is None:
             return b"".join(out) + self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
-        yield folder.poll()
         if self.state != "auth":
             return None
         if condstore:
@@ -118,6 +118,25 @@ class MailboxCommands:
         out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
         out.append(self._tagged(tag, "OK [%s] Select completed" % ("READ-ONLY" if readonly else "READ-WRITE")))
         return b"".join(out)
+
+    def _with_folder(self, name, then):
+        """
+        C{then(folder)} (C{None} if there is no such folder) once the folder
+        is loaded and polled: at once when it is loaded and not due a poll,
+        as most are under load, else through a Deferred.  Each Deferred
+        costs the reactor about as much as a small command's own work.
+        """
+        folder = self.account.loaded(name)
+        if folder is not None and not folder.poll_due():
+            return then(folder)
+        return self._load_and_poll(name).addCallback(then)
+
+    @defer.inlineCallbacks
+    def _load_and_poll(self, name):
+        folder = yield self.account.folder(name)
+        if folder is not None:
+            yield folder.poll()
+        return folder
 
     def _close_view(self):
         self.view.close()
@@ -142,6 +161,8 @@ class MailboxCommands:
 
     def do_CHECK(self, tag, reader, uid):
         self._no_args(reader)
+        if not self.view.folder.poll_due():
+            return self.updates() + self._tagged(tag, "OK Check completed")
         return self.view.folder.poll().addCallback(
             lambda _: self.updates() + self._tagged(tag, "OK Check completed"))
 
@@ -211,14 +232,19 @@ class MailboxCommands:
     def do_LSUB(self, tag, reader, uid):
         return self._list(tag, reader, "LSUB", subscribed_only=True)
 
-    @defer.inlineCallbacks
     def _list(self, tag, reader, verb, subscribed_only):
         reference = reader.astring().decode("utf-8", "replace")
         pattern = reader.astring().decode("utf-8", "replace")
         self._no_args(reader)
         if not pattern:
             return b'* %s (\\Noselect) "." ""\r\n' % verb.encode() + self._tagged(tag, "OK %s completed" % verb)
-        folders = yield self.account.folder_list()
+        folders = self.account.known_folder_list()
+        if folders is None:
+            return self.account.folder_list().addCallback(
+                lambda folders: self._list_lines(tag, verb, subscribed_only, reference, pattern, folders))
+        return self._list_lines(tag, verb, subscribed_only, reference, pattern, folders)
+
+    def _list_lines(self, tag, verb, subscribed_only, reference, pattern, folders):
         names = {name for name, _ in folders}
         matcher = _pattern(reference, pattern)
         out = []
@@ -234,17 +260,17 @@ class MailboxCommands:
         out.append(self._tagged(tag, "OK %s completed" % verb))
         return b"".join(out)
 
-    @defer.inlineCallbacks
     def do_STATUS(self, tag, reader, uid):
         name = mailbox_name(reader.astring())
         items = reader.token()
         self._no_args(reader)
         if not isinstance(items, list) or not items or any(str(i).upper() not in STATUS_ITEMS for i in items):
             raise ProtocolError("Invalid STATUS items")
-        folder = yield self.account.folder(name)
+        return self._with_folder(name, lambda folder: self._status(tag, name, items, folder))
+
+    def _status(self, tag, name, items, folder):
         if folder is None:
             return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
-        yield folder.poll()
         values = {"MESSAGES": len(folder.uids), "RECENT": len(folder.recent), "UIDNEXT": folder.uidnext,
                   "UIDVALIDITY": folder.uidvalidity, "UNSEEN": folder.unseen(),
                   "HIGHESTMODSEQ": folder.highestmodseq}
@@ -283,10 +309,16 @@ class MailboxCommands:
         for part in text.replace(":", ",").split(","):
             if part != "*" and int(part) > len(self.view.uids):
                 raise ProtocolError("Invalid message sequence number")
+        if seqs and seqs[-1] - seqs[0] == len(seqs) - 1:
+            return self.view.uids[seqs[0] - 1:seqs[-1]]
         return [self.view.uids[s - 1] for s in seqs]
 
-    @defer.inlineCallbacks
     def do_FETCH(self, tag, reader, uid):
+        """
+        Answered at once, without a Deferred, when the structures and
+        messages it needs are in memory (most FETCHes under load): the
+        Deferreds of the general path cost as much as the rendering.
+        """
         view = self.view
         uids = self._targets(reader, uid)
         args = reader.rest()
@@ -305,6 +337,22 @@ class MailboxCommands:
                 folder.store(view, unseen, "+", {"\\Seen"})
                 if "FLAGS" not in request.items:
                     request.items.append("FLAGS")
+        render = fetch.renderer(request, uid)
+        structures = folder.known_structures(uids) if request.wants_structure else {}
+        raws = {}
+        if request.wants_raw:
+            raws = folder.cached(uids) if len(uids) <= READ_CHUNK else None
+        if structures is None or raws is None:
+            return self._fetch_reading(tag, view, request, render, uids, uid)
+        out = self._fetch_lines(view, request, render, uids, structures, raws)
+        out.append(self.updates(allow_expunge=uid))
+        out.append(self._tagged(tag, "OK Fetch completed"))
+        return b"".join(out)
+
+    @defer.inlineCallbacks
+    def _fetch_reading(self, tag, view, request, render, uids, uid):
+        """FETCH when structures must be computed or messages read from disk first."""
+        folder = view.folder
         structures = (yield folder.structure(uids)) if request.wants_structure else {}
         if self.view is not view:
             return None
@@ -315,25 +363,30 @@ class MailboxCommands:
             raws = (yield folder.read(chunk, keep=len(uids) <= READ_CHUNK)) if request.wants_raw else {}
             if self.view is not view:
                 return None
-            if view.keywords != len(folder.keywords):
-                # Another session may have stored a new keyword while we
-                # waited: announce it before any FETCH shows it (RFC 3501 7.2.6).
-                out.append(view.flags_lines())
-            for u in chunk:
-                msg = folder.get(u)
-                seq = view.seq_of(u)
-                raw = raws.get(u) if request.wants_raw else None
-                structure = structures.get(u) if request.wants_structure else None
-                if (msg is None or seq is None or (request.wants_raw and raw is None)
-                        or (request.wants_structure and structure is None)):
-                    continue
-                out.append(fetch.render(request, seq, u, msg, view.flags_of(u), structure, raw, uid))
+            out.extend(self._fetch_lines(view, request, render, chunk, structures, raws))
             if request.wants_raw and start + step < len(uids):
                 self.transport.write(b"".join(out))
                 out = []
         out.append(self.updates(allow_expunge=uid))
         out.append(self._tagged(tag, "OK Fetch completed"))
         return b"".join(out)
+
+    def _fetch_lines(self, view, request, render, uids, structures, raws):
+        out = []
+        if not uids:
+            return out
+        if view.keywords != len(view.folder.keywords):
+            # Another session may have stored a new keyword while we
+            # waited: announce it before any FETCH shows it (RFC 3501 7.2.6).
+            out.append(view.flags_lines())
+        wants_raw, wants_structure = request.wants_raw, request.wants_structure
+        for seq, u, msg, flags in view.numbered(uids):
+            raw = raws.get(u) if wants_raw else None
+            structure = structures.get(u) if wants_structure else None
+            if (wants_raw and raw is None) or (wants_structure and structure is None):
+                continue
+            out.append(render(seq, u, msg, flags, structure, raw))
+        return out
 
     def do_STORE(self, tag, reader, uid):
         view = self.view

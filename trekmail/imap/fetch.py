@@ -45,12 +45,12 @@ class Request:
 
     def __init__(self, items):
         self.items = items
-        self.wants_structure = any(i in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items)
-        self.wants_raw = any(isinstance(i, Section) or i in ("RFC822", "RFC822.HEADER", "RFC822.TEXT")
-                             for i in items)
-        self.sets_seen = any((isinstance(i, Section) and not i.peek) or i in ("RFC822", "RFC822.TEXT")
-                             for i in items)
-        self.wants_modseq = "MODSEQ" in items
+        sections = [i for i in items if isinstance(i, Section)]
+        names = {i for i in items if not isinstance(i, Section)}
+        self.wants_structure = not names.isdisjoint(("ENVELOPE", "BODYSTRUCTURE", "BODY"))
+        self.wants_raw = bool(sections) or not names.isdisjoint(("RFC822", "RFC822.HEADER", "RFC822.TEXT"))
+        self.sets_seen = any(not s.peek for s in sections) or not names.isdisjoint(("RFC822", "RFC822.TEXT"))
+        self.wants_modseq = "MODSEQ" in names
 
 
 def _section(spec):
@@ -80,6 +80,11 @@ def _section(spec):
                    int(length) if length else None, kind.upper().endswith(".PEEK"))
 
 
+_short_section = functools.lru_cache(maxsize=512)(_section)
+"""Clients send the same few sections over and over (a L{Section} is never changed); long ones are not kept."""
+SHORT_SECTION = 256
+
+
 def parse(args):
     """The arguments after the sequence set -> L{Request}."""
     if len(args) != 1:
@@ -101,7 +106,7 @@ def parse(args):
         elif upper in SIMPLE:
             items.append(upper)
         else:
-            items.append(_section(name))
+            items.append(_short_section(name) if len(name) <= SHORT_SECTION else _section(name))
     return Request(items)
 
 
@@ -124,7 +129,9 @@ def flag_list(flags):
     return b"(" + " ".join(sorted(flags)).encode() + b")"
 
 
+@functools.lru_cache(maxsize=32768)
 def internaldate(seconds):
+    """Cached: a message's date is asked for on every FETCH of it, and C{gmtime} costs more than a lookup."""
     t = time.gmtime(seconds)
     return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (t.tm_mday, _MONTHS[t.tm_mon - 1].encode(), t.tm_year,
                                                      t.tm_hour, t.tm_min, t.tm_sec)
@@ -134,46 +141,51 @@ def _literal(data):
     return b"{%d}\r\n" % len(data) + data
 
 
-def _section_bytes(raw, section):
-    try:
-        data = message.section(raw, section.path, section.text, section.names)
-    except message.SectionError as e:
-        raise ProtocolError(str(e)) from None
+def _section_item(section):
     label = b"BODY[" + section.label.encode() + b"]"
     if section.start is not None:
-        data = data[section.start:section.start + section.length]
         label += b"<%d>" % section.start
-    return label + b" " + _literal(data)
+    label += b" "
+
+    def item(uid, msg, flags, structure, raw):
+        try:
+            data = message.section(raw, section.path, section.text, section.names)
+        except message.SectionError as e:
+            raise ProtocolError(str(e)) from None
+        if section.start is not None:
+            data = data[section.start:section.start + section.length]
+        return label + _literal(data)
+    return item
 
 
-def render(request, seq, uid, msg, flags, structure, raw, add_uid):
-    """One message's C{* n FETCH (...)} line; C{raw} is C{None} if the file vanished."""
-    out = []
-    if add_uid and "UID" not in request.items:
-        out.append(b"UID %d" % uid)
-    for item in request.items:
-        if item == "UID":
-            out.append(b"UID %d" % uid)
-        elif item == "FLAGS":
-            out.append(b"FLAGS " + flag_list(flags))
-        elif item == "INTERNALDATE":
-            out.append(b"INTERNALDATE " + internaldate(msg.date))
-        elif item == "RFC822.SIZE":
-            out.append(b"RFC822.SIZE %d" % msg.size)
-        elif item == "MODSEQ":
-            out.append(b"MODSEQ (%d)" % msg.modseq)
-        elif item == "ENVELOPE":
-            out.append(b"ENVELOPE " + structure[0])
-        elif item == "BODYSTRUCTURE":
-            out.append(b"BODYSTRUCTURE " + structure[1])
-        elif item == "BODY":
-            out.append(b"BODY " + structure[2])
-        elif item == "RFC822":
-            out.append(b"RFC822 " + _literal(raw))
-        elif item == "RFC822.HEADER":
-            out.append(b"RFC822.HEADER " + _literal(message.section(raw, (), "HEADER")))
-        elif item == "RFC822.TEXT":
-            out.append(b"RFC822.TEXT " + _literal(message.section(raw, (), "TEXT")))
-        else:
-            out.append(_section_bytes(raw, item))
-    return b"* %d FETCH (" % seq + b" ".join(out) + b")\r\n"
+_ITEMS = {
+    "UID": lambda uid, msg, flags, structure, raw: b"UID %d" % uid,
+    "FLAGS": lambda uid, msg, flags, structure, raw: b"FLAGS " + flag_list(flags),
+    "INTERNALDATE": lambda uid, msg, flags, structure, raw: b"INTERNALDATE " + internaldate(msg.date),
+    "RFC822.SIZE": lambda uid, msg, flags, structure, raw: b"RFC822.SIZE %d" % msg.size,
+    "MODSEQ": lambda uid, msg, flags, structure, raw: b"MODSEQ (%d)" % msg.modseq,
+    "ENVELOPE": lambda uid, msg, flags, structure, raw: b"ENVELOPE " + structure[0],
+    "BODYSTRUCTURE": lambda uid, msg, flags, structure, raw: b"BODYSTRUCTURE " + structure[1],
+    "BODY": lambda uid, msg, flags, structure, raw: b"BODY " + structure[2],
+    "RFC822": lambda uid, msg, flags, structure, raw: b"RFC822 " + _literal(raw),
+    "RFC822.HEADER": lambda uid, msg, flags, structure, raw: (
+        b"RFC822.HEADER " + _literal(message.section(raw, (), "HEADER"))),
+    "RFC822.TEXT": lambda uid, msg, flags, structure, raw: b"RFC822.TEXT " + _literal(message.section(raw, (), "TEXT")),
+}
+
+
+def renderer(request, add_uid):
+    """
+    C{render(seq, uid, msg, flags, structure, raw)}: one message's
+    C{* n FETCH (...)} line (C{raw} is C{None} if the file vanished).
+    What each item needs is looked up once per command, not once per
+    message and item.
+    """
+    names = request.items
+    if add_uid and "UID" not in names:
+        names = ["UID"] + names
+    items = [_section_item(i) if isinstance(i, Section) else _ITEMS[i] for i in names]
+
+    def render(seq, uid, msg, flags, structure, raw):
+        return b"* %d FETCH (" % seq + b" ".join([i(uid, msg, flags, structure, raw) for i in items]) + b")\r\n"
+    return render

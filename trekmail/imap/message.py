@@ -11,6 +11,7 @@ the raw bytes so that what a client reads is exactly what was stored.
 """
 
 import email.utils
+import functools
 import re
 
 MAX_DEPTH = 20
@@ -27,15 +28,13 @@ class Part:
         self.start = start
         self.body_start = body_start
         self.end = end
-        self.fields = fields
+        # The first of each name: ENVELOPE and BODYSTRUCTURE look up a score of names per part.
+        self.fields = dict(reversed(fields))
         self.children = ()
         self.message = None
 
     def field(self, name):
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return None
+        return self.fields.get(name)
 
 
 def _header_end(raw, start, end):
@@ -157,10 +156,47 @@ def _plist(params):
     return b"(" + b" ".join(_n(k.upper()) + b" " + _n(v) for k, v in params) + b")"
 
 
+_ATEXT = r"[^()<>@,:;.\"\[\]\\\s]+"
+_DOT_ATOM = _ATEXT + r"(?:\." + _ATEXT + r")*"
+_ADDRESS = re.compile(
+    r'[ \t]*(?:({0}@{0})|(?:"([^"\\\r\n]*)"|([^()<>@,:;"\[\]\\\s]+(?:[ \t]+[^()<>@,:;"\[\]\\\s]+)*))'
+    r'[ \t]*<({0}@{0})>)[ \t]*'.format(_DOT_ATOM))
+"""
+One address in the forms nearly all mail uses: C{a@b.example}, C{Name
+<a@b.example>}, C{"Name, Jr." <a@b.example>}.  C{getaddresses} costs a
+Python loop per character; anything else (comments, groups, escapes,
+quoted local parts, routes, domain literals) still goes to it.
+"""
+
+
+def _simple_addresses(value):
+    """C{getaddresses([value])} for a list of L{_ADDRESS} forms, or C{None} if it is not one."""
+    out = []
+    position = 0
+    while True:
+        match = _ADDRESS.match(value, position)
+        if match is None:
+            return None
+        bare, quoted, words, routed = match.groups()
+        if bare is not None:
+            out.append(("", bare))
+        else:
+            out.append((quoted if quoted is not None else " ".join(words.split()), routed))
+        position = match.end()
+        if position == len(value):
+            return out
+        if value[position] != ",":
+            return None
+        position += 1
+
+
 def _addresses(value):
     if value is None:
         return b"NIL"
-    parsed = [(n, a) for n, a in email.utils.getaddresses([value]) if a or n]
+    parsed = _simple_addresses(value)
+    if parsed is None:
+        parsed = email.utils.getaddresses([value])
+    parsed = [(n, a) for n, a in parsed if a or n]
     if not parsed:
         return b"NIL"
     out = []
@@ -246,24 +282,76 @@ class SectionError(ValueError):
     pass
 
 
-def _header_fields(raw, part, names, negate):
-    # Field names are ASCII (RFC 5322 2.2) and match without regard to ASCII case: compare lowered bytes.
+_BLANK_LINE = re.compile(rb"\n\r*(?:\n|\Z)")
+_BLANK_START = re.compile(rb"\r*(?:\n|\Z)")
+
+
+@functools.lru_cache(maxsize=256)
+def _field_pattern(names, negate):
+    """
+    A field (its first line and any continuation lines) whose name is, or
+    with C{negate} is not, one of C{names}: the name is what precedes the
+    first colon (the whole line if none), stripped of ASCII white space,
+    and compared without regard to ASCII case.  A regular expression
+    finds the fields in one pass in C; a loop over the lines in Python
+    was the costliest part of C{BODY.PEEK[HEADER.FIELDS (...)]}.
+    """
+    # Field names are ASCII (RFC 5322 2.2); a name with a colon or white space at its ends can never match.
     wanted = {n.encode("latin-1", "replace").lower() for n in names}
-    out = []
-    keep = False
-    for line in raw[part.start:part.body_start].split(b"\n"):
-        if not line.strip(b"\r"):
-            break
-        if line[0] in b" \t":
-            if keep:
-                out.append(line)
-            continue
-        keep = (line.partition(b":")[0].strip().lower() in wanted) != negate
-        if keep:
-            out.append(line)
+    wanted = sorted(n for n in wanted if b":" not in n and b"\n" not in n and n == n.strip())
+    space = rb"[ \t\r\x0b\x0c]*"
+    if wanted:
+        name = rb"(?![ \t])" + space + rb"(?:" + b"|".join(_caseless(n) for n in wanted) + rb")" + space + rb"(?::|$)"
+    else:
+        name = rb"(?!)"
+    start = (rb"(?!" + name + rb")(?![ \t])" if negate else rb"(?=" + name + rb")") + rb"[^\n]*"
+    # Each field is sought after a newline (one is put before the first): a literal first character lets the
+    # regex engine skip from line to line instead of trying every position.
+    return re.compile(rb"\n(" + start + rb"(?:\n[ \t][^\n]*)*)", re.M)
+
+
+def _caseless(name):
+    """C{b"to"} -> C{b"[tT][oO]"}: faster than IGNORECASE, and only ASCII letters fold, as with C{bytes.lower}."""
+    return b"".join(b"[%c%c]" % (c, c - 32) if 0x61 <= c <= 0x7A else re.escape(bytes([c])) for c in name)
+
+
+def _header_fields(raw, part, names, negate):
+    header = raw[part.start:part.body_start]
+    if _BLANK_START.match(header):
+        return b"\r\n"
+    blank = _BLANK_LINE.search(header)
+    if blank is not None:
+        header = header[:blank.start()]
+    out = _field_pattern(tuple(names), negate).findall(b"\n" + header)
     if not out:
         return b"\r\n"
     return b"\n".join(out) + b"\n\r\n"
+
+
+MEMO_LIMIT = 8 * 1024
+
+
+class Kept(bytes):
+    """
+    A message's bytes while the store keeps them in memory, with the last
+    top-level C{HEADER.FIELDS} answer given from them: clients ask the
+    same fields of the same messages on every resync, and finding them
+    was the costliest step of such a FETCH.  One answer of at most
+    L{MEMO_LIMIT} bytes (and never more than the header) is kept, so a
+    kept message costs at most twice its size.
+    """
+
+    memo = None
+
+
+def _top_header_fields(raw, names, negate):
+    kept = type(raw) is Kept
+    if kept and raw.memo is not None and raw.memo[0] == (names, negate):
+        return raw.memo[1]
+    out = _header_fields(raw, Part(0, _header_end(raw, 0, len(raw)), len(raw), ()), names, negate)
+    if kept and len(out) <= MEMO_LIMIT:
+        raw.memo = ((names, negate), out)
+    return out
 
 
 def section(raw, path, text, names=()):
@@ -276,12 +364,12 @@ def section(raw, path, text, names=()):
         # The top level needs only where the header ends, not the MIME tree (most FETCHes of a section).
         if text == "":
             return raw
+        if text.startswith("HEADER.FIELDS"):
+            return _top_header_fields(raw, names, text == "HEADER.FIELDS.NOT")
         body_start = _header_end(raw, 0, len(raw))
         if text == "HEADER":
             return raw[:body_start]
-        if text == "TEXT":
-            return raw[body_start:]
-        return _header_fields(raw, Part(0, body_start, len(raw), ()), names, text == "HEADER.FIELDS.NOT")
+        return raw[body_start:]
     part = parse(raw)
     for number in path:
         if part.message is not None:

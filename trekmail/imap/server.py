@@ -17,12 +17,14 @@ still fits is reused: C{twisted.cred} for login, and the TLS transports.
 import base64
 import errno
 import ipaddress
+import re
 import sqlite3
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
+from twisted.python import failure
 from twisted.cred.portal import IRealm
 from zope.interface import Interface, implementer
 
@@ -37,6 +39,7 @@ PRE_LOGIN_TIMEOUT = 60
 LOGGED_IN_TIMEOUT = 30 * 60
 BASE_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE"
 SESSION_CAPABILITIES = "UIDPLUS MOVE UNSELECT SPECIAL-USE CONDSTORE CHILDREN"
+_TAG_SPECIALS = re.compile(r'[(){%*"\\]')
 
 
 class IMailUser(Interface):
@@ -180,7 +183,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         if self.idle_tag is not None:
             return self._end_idle(segments[0])
         tag, name, rest = parser.split_tag(segments[0])
-        if not tag or tag == "*" or tag == "+" or any(c in tag for c in '(){%*"\\'):
+        if not tag or tag == "*" or tag == "+" or _TAG_SPECIALS.search(tag):
             return self._send(b"* BAD Invalid tag\r\n")
         if not name:
             return self._send(b"%s BAD Missing command\r\n" % tag.encode())
@@ -210,11 +213,20 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self.busy = False
             return
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(lambda r: self._finished(r), lambda f: self._failed(tag, f.value, f))
-            result.addBoth(self._resume)
+            result.addBoth(self._settle, tag)
         else:
             self._finished(result)
             self.busy = False
+
+    def _settle(self, result, tag):
+        """A command's Deferred result, in one callback: each one added costs a pass through the chain."""
+        try:
+            if isinstance(result, failure.Failure):
+                self._failed(tag, result.value, result)
+            else:
+                self._finished(result)
+        finally:
+            self._resume(None)
 
     def _finished(self, output):
         if output and self.state != "logout":
@@ -264,6 +276,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self._no_args(reader)
         if self.view is None:
             return b"%s OK NOOP completed\r\n" % tag.encode()
+        if not self.view.folder.poll_due():
+            return self.updates() + b"%s OK NOOP completed\r\n" % tag.encode()
         return self.view.folder.poll().addCallback(
             lambda _: self.updates() + b"%s OK NOOP completed\r\n" % tag.encode())
 
