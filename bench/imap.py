@@ -181,7 +181,7 @@ class TrekMailImap:
 
 
 def run_imaptest(imaptest, port, tls, mbox, logout, clients, secs, users):
-    argv = [imaptest, "host=127.0.0.1", "port=%d" % port, "user=user0@d%%d.example.com", "users=%d" % users,
+    argv = [imaptest, "host=127.0.0.1", "port=%d" % port, "user=user0@d%d.example.com", "users=%d" % users,
             "pass=%s" % PASSWORD, "mbox=%s" % mbox, "clients=%d" % clients, "secs=%d" % secs]
     if tls:
         argv.append("ssl=any-cert")
