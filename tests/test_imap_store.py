@@ -138,6 +138,22 @@ class InMemoryAnswerTests(unittest.TestCase):
         self.assertEqual(self.command(b"d NOOP"), b"d OK NOOP completed\r\n")
         self.assertEqual(self.store.calls, [])
 
+    def test_flags_resync(self):
+        """FETCH of FLAGS alone, a client's resync, over runs of the view's numbering and over gaps."""
+        self.command(b"a SELECT INBOX")
+        expected = b"* 1 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS ())\r\n"
+        self.assertEqual(self.command(b"b FETCH 1:* (FLAGS)"), expected + b"b OK Fetch completed\r\n")
+        self.assertEqual(self.command(b"c UID FETCH 2,1 (FLAGS)"),
+                         b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n* 2 FETCH (UID 2 FLAGS ())\r\n"
+                         b"c OK Fetch completed\r\n")
+        self.assertEqual(self.command(b"d UID FETCH 2:9 (UID FLAGS)"),
+                         b"* 2 FETCH (UID 2 FLAGS ())\r\nd OK Fetch completed\r\n")
+        self.assertEqual(self.command(b"e FETCH 2 (FLAGS UID)"),
+                         b"* 2 FETCH (FLAGS () UID 2)\r\ne OK Fetch completed\r\n")
+        self.server.view.recent = frozenset([2])
+        self.assertEqual(self.command(b"f FETCH 2 (FLAGS)"),
+                         b"* 2 FETCH (FLAGS (\\Recent))\r\nf OK Fetch completed\r\n")
+
     def test_no_deferred_when_nothing_waits(self):
         self.command(b"a SELECT INBOX")
         for handler, arguments in ((self.server.do_FETCH, b"1:2 (FLAGS ENVELOPE BODYSTRUCTURE)"),

@@ -179,11 +179,17 @@ def renderer(request, add_uid):
     C{render(seq, uid, msg, flags, structure, raw)}: one message's
     C{* n FETCH (...)} line (C{raw} is C{None} if the file vanished).
     What each item needs is looked up once per command, not once per
-    message and item.
+    message and item; FLAGS alone (with UID), what a client's resync asks
+    of every message, is one formatting step.
     """
     names = request.items
     if add_uid and "UID" not in names:
         names = ["UID"] + names
+    if names == ["FLAGS"]:
+        return lambda seq, uid, msg, flags, structure, raw: b"* %d FETCH (FLAGS %s)\r\n" % (seq, flag_list(flags))
+    if names == ["UID", "FLAGS"]:
+        return lambda seq, uid, msg, flags, structure, raw: (
+            b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, uid, flag_list(flags)))
     items = [_section_item(i) if isinstance(i, Section) else _ITEMS[i] for i in names]
 
     def render(seq, uid, msg, flags, structure, raw):

@@ -184,6 +184,16 @@ class View:
         """
         get, recent, own = self.folder.get, self.recent, self.uids
         count = len(own)
+        if uids:
+            # 1:* and other runs of this view's own numbering (the usual
+            # FETCH of a mail client's resync) need no search per message.
+            first = bisect.bisect_left(own, uids[0])
+            if own[first:first + len(uids)] == uids:
+                for seq, uid in enumerate(uids, first + 1):
+                    msg = get(uid)
+                    if msg is not None:
+                        yield seq, uid, msg, (msg.flags | RECENT) if uid in recent else msg.flags
+                return
         for uid in uids:
             msg = get(uid)
             position = bisect.bisect_left(own, uid)
