@@ -442,15 +442,15 @@ class MailboxCommands:
             raws = (yield folder.read(chunk, keep=False)) if query.needs_raw else {}
             if self.view is not view:
                 return None
-            for seq, u in enumerate(chunk, start + 1):
-                msg = folder.get(u)
+            for seq, u, msg, flags in view.numbered(chunk):
                 raw = raws.get(u) if query.needs_raw else None
-                if msg is None or (query.needs_raw and raw is None):
+                if query.needs_raw and raw is None:
                     continue
-                if query.matches(search.Item(seq, u, msg, view.flags_of(u), raw)):
+                if query.matches(search.Item(seq, u, msg, flags, raw)):
                     hits.append(u if uid else seq)
-                    top = max(top, msg.modseq)
-        line = b"* SEARCH" + b"".join(b" %d" % h for h in hits)
+                    if msg.modseq > top:
+                        top = msg.modseq
+        line = b"* SEARCH " + " ".join(map(str, hits)).encode() if hits else b"* SEARCH"
         if query.uses_modseq and hits:
             line += b" (MODSEQ %d)" % top
         return line + b"\r\n" + self.updates(allow_expunge=uid) + self._tagged(tag, "OK Search completed")
