@@ -3,6 +3,7 @@ The whole server as an operator runs it: a real C{twistd -n trekmail}
 with every listener configured, reached over real sockets.
 """
 
+import base64
 import http.client
 import imaplib
 import smtplib
@@ -16,7 +17,7 @@ from twisted.trial import unittest
 from tests.server_process import ServerProcess, free_port
 from tests.support import REPO, client_context, write_config
 
-DOORS = ("submissions", "submission", "mx", "imaps", "imap", "admin")
+DOORS = ("submissions", "submission", "mx", "imaps", "imap", "admin", "https")
 IMPLICIT_TLS = ("submissions", "imaps")
 
 
@@ -62,6 +63,24 @@ class RunningServerTests(unittest.TestCase):
             self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
         status = yield threads.deferToThread(self._admin_status)
         self.assertEqual(status, 401)
+        dav = yield threads.deferToThread(self._dav_answers)
+        self.assertEqual(dav, [(301, "/dav/"), (401, None), (207, None)])
+
+    def _dav_answers(self):
+        """The well-known redirect, then /dav/ without and with the mailbox password, over TLS."""
+        answers = []
+        for path, headers in (("/.well-known/caldav", {}), ("/dav/", {}),
+                              ("/dav/", {"Authorization": "Basic " + base64.b64encode(
+                                  b"alice@example.com:first password").decode()})):
+            connection = http.client.HTTPSConnection("127.0.0.1", self.ports["https"], timeout=10,
+                                                     context=client_context())
+            try:
+                connection.request("PROPFIND", path, headers=dict(headers, Depth="0"))
+                response = connection.getresponse()
+                answers.append((response.status, response.getheader("Location")))
+            finally:
+                connection.close()
+        return answers
 
     def _admin_status(self):
         connection = http.client.HTTPConnection("127.0.0.1", self.ports["admin"], timeout=10)

@@ -39,9 +39,6 @@ class RefusedConfigurationTests(unittest.TestCase):
             f.write("not a key\n")
         self.assertRefused(path, "[tls] certificate")
 
-    def test_unserved_listener(self):
-        self.assertRefused(write_config(self.mktemp(), https="tcp:0"), "[listen] https", "CalDAV")
-
     def test_port_in_use(self):
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))

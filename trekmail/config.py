@@ -149,6 +149,9 @@ SCHEMA = {
         "token": Key(""),
         "token_file": Key(""),
     },
+    "dav": {
+        "threads": Key("10", _integer),
+    },
     "imap": {
         "append_limit": Key("52428800", _integer),
         "max_connections": Key("25000", _integer),

@@ -28,6 +28,7 @@ from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
+from trekmail.dav.site import ThreadPoolService, dav_site
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
 from trekmail import tls
@@ -90,10 +91,6 @@ def build_realm(config, reactor, database):
     return directory, checker
 
 
-NOT_YET_SERVED = {"https": "CalDAV/CardDAV is not part of this release; leave this key empty"}
-"""Listener keys of the design that nothing serves yet: refused, never silently ignored."""
-
-
 def _parse_endpoints(config, reactor):
     """
     Parse every configured listener up front, wired or not, so a typo in
@@ -104,8 +101,6 @@ def _parse_endpoints(config, reactor):
         description = config.get("listen", name)
         if not description:
             continue
-        if name in NOT_YET_SERVED:
-            raise ConfigError("listen", name, NOT_YET_SERVED[name])
         try:
             parsed[name] = endpoints.serverFromString(reactor, description)
         except (ValueError, TypeError, KeyError) as e:
@@ -263,6 +258,17 @@ def sending_services(components):
     return listener(components, "admin", api.site(ops, api.load_token(config)))
 
 
+def dav_services(components):
+    """
+    The C{[listen] https} listener serving CalDAV/CardDAV (always behind
+    TLS) and the worker threads its WSGI application runs on, or nothing.
+    """
+    if components.endpoints.get("https") is None:
+        return []
+    site, pool = dav_site(components.config, components.checker, components.reactor)
+    return [ThreadPoolService(pool), listener(components, "https", site, implicit_tls=True)]
+
+
 def make_service(config, reactor):
     components = Components(config, reactor)
     top = service.MultiService()
@@ -277,6 +283,8 @@ def make_service(config, reactor):
         DatabaseService(components.directory).setServiceParent(top)
     for imap in imap_services(components):
         imap.setServiceParent(top)
+    for dav in dav_services(components):
+        dav.setServiceParent(top)
     admin = sending_services(components)
     if admin is not None:
         admin.setServiceParent(top)

@@ -1,0 +1,94 @@
+"""
+CalDAV and CardDAV at C{/dav/}: Radicale (the maintained Python DAV
+server, a WSGI application) mounted in the twistd service through
+twisted.web's C{WSGIResource}, on a bounded thread pool so that its file
+work never runs on the reactor thread.
+
+A mailbox's calendars and address books live under
+C{<data_dir>/dav/collections}, and Radicale's C{owner_only} rights give
+each mailbox its own principal (C{/dav/<address>/}) and nothing else.
+C{/.well-known/caldav} and C{/.well-known/carddav} answer 301 to C{/dav/}
+for clients that discover the service (RFC 6764); a 301 keeps a PROPFIND
+a PROPFIND, where many HTTP clients turn a 302 into a GET.
+
+The site is only ever served behind TLS: C{[listen] https} is an
+implicit-TLS listener and nothing serves it in the clear.
+"""
+
+import os
+
+import radicale
+import radicale.config
+from twisted.application import service
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.wsgi import WSGIResource
+
+from trekmail.dav.auth import Door, Logins
+
+MOUNT = b"dav"
+
+
+def radicale_application(collections):
+    """Radicale's WSGI application, configured for TrekMail: our auth plugin, owner-only rights."""
+    configuration = radicale.config.load()
+    configuration.update({
+        "auth": {"type": "trekmail.dav.auth", "delay": "0"},
+        "rights": {"type": "owner_only"},
+        "storage": {"filesystem_folder": collections},
+        "web": {"type": "none"},
+        "logging": {"mask_passwords": "True"},
+    }, "trekmail")
+    return radicale.Application(configuration)
+
+
+class MovedTo(Resource):
+    """A 301 to C{location} for every method (PROPFIND included)."""
+
+    isLeaf = True
+
+    def __init__(self, location):
+        super().__init__()
+        self._location = location
+
+    def render(self, request):
+        request.setResponseCode(301)
+        request.setHeader(b"location", self._location)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Moved to " + self._location + b"\n"
+
+
+def site(application, pool, reactor):
+    """The twisted.web site: Radicale at /dav/, the two well-known redirects, 404 elsewhere."""
+    root = Resource()
+    root.putChild(MOUNT, WSGIResource(reactor, pool, application))
+    known = Resource()
+    for name in (b"caldav", b"carddav"):
+        known.putChild(name, MovedTo(b"/" + MOUNT + b"/"))
+    root.putChild(b".well-known", known)
+    return Site(root)
+
+
+class ThreadPoolService(service.Service):
+    """Starts and stops the DAV worker threads with the server."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+def dav_site(config, checker, reactor):
+    """C{(site, pool)}: the HTTPS site for C{[listen] https} and the thread pool it needs started."""
+    collections = os.path.join(config.data_dir, "dav", "collections")
+    os.makedirs(collections, mode=0o700, exist_ok=True)
+    pool = ThreadPool(minthreads=1, maxthreads=config.get("dav", "threads"), name="trekmail-dav")
+    door = Door(radicale_application(collections), Logins(checker, reactor), reactor)
+    return site(door, pool, reactor), pool
