@@ -28,14 +28,14 @@ from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
-from trekmail.dav.site import ThreadPoolService, dav_site
+from trekmail.dav.site import dav_site
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
 from trekmail import tls
 
 
-class DatabaseService(service.Service):
-    """Starts and stops a worker thread pool (sqlite's, LDAP's) with the server."""
+class WorkersService(service.Service):
+    """Starts and stops a worker thread pool (sqlite's, LDAP's, Radicale's) with the server."""
 
     def __init__(self, threaded):
         self.threaded = threaded
@@ -266,13 +266,13 @@ def dav_services(components):
     if components.endpoints.get("https") is None:
         return []
     site, pool = dav_site(components.config, components.checker, components.reactor)
-    return [ThreadPoolService(pool), listener(components, "https", site, implicit_tls=True)]
+    return [WorkersService(pool), listener(components, "https", site, implicit_tls=True)]
 
 
 def make_service(config, reactor):
     components = Components(config, reactor)
     top = service.MultiService()
-    DatabaseService(components.database).setServiceParent(top)
+    WorkersService(components.database).setServiceParent(top)
     components.queue_service = queue_service(components)
     components.queue_service.setServiceParent(top)
     queue = components.queue_service.queue
@@ -280,7 +280,7 @@ def make_service(config, reactor):
         if door is not None:
             door.setServiceParent(top)
     if isinstance(components.directory, ldapdirectory.LdapDirectory):
-        DatabaseService(components.directory).setServiceParent(top)
+        WorkersService(components.directory).setServiceParent(top)
     for imap in imap_services(components):
         imap.setServiceParent(top)
     for dav in dav_services(components):

@@ -19,7 +19,6 @@ import os
 
 import radicale
 import radicale.config
-from twisted.application import service
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -68,21 +67,6 @@ def site(application, pool, reactor):
         known.putChild(name, MovedTo(b"/" + MOUNT + b"/"))
     root.putChild(b".well-known", known)
     return Site(root)
-
-
-class ThreadPoolService(service.Service):
-    """Starts and stops the DAV worker threads with the server."""
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def startService(self):
-        super().startService()
-        self.pool.start()
-
-    def stopService(self):
-        super().stopService()
-        self.pool.stop()
 
 
 def dav_site(config, checker, reactor):
