@@ -8,6 +8,7 @@ import base64
 import functools
 import http.client
 import imaplib
+import os
 import socket
 import threading
 import urllib.parse
@@ -67,7 +68,7 @@ class Server:
 
     def __init__(self, testcase):
         self.ports = {"https": free_port(), "imaps": free_port()}
-        path = write_config(testcase.mktemp(), "[dns]\nnameservers = 127.0.0.1:9\n", **{
+        path = write_config(testcase.mktemp(), "[dns]\nnameservers = 127.0.0.1:9\n[dav]\nmax_body = 65536\n", **{
             name: "tcp:%d:interface=127.0.0.1" % port for name, port in self.ports.items()})
         self.config = Config.from_file(path)
         db = database.connect(self.config.database_path)
@@ -206,6 +207,37 @@ class DavTests(unittest.TestCase):
                 return received
 
         self.assertNotIn(b"HTTP/1.1", (yield self.in_thread(work)))
+
+    @defer.inlineCallbacks
+    def test_oversized_bodies_are_refused_before_they_are_stored(self):
+        credentials = base64.b64encode(b"alice@example.com:" + PASSWORD.encode())
+
+        def send(head, body_chunks):
+            raw = socket.create_connection(("127.0.0.1", self.server.ports["https"]), timeout=10)
+            with client_context().wrap_socket(raw) as tls:
+                tls.sendall(head)
+                try:
+                    for chunk in body_chunks:
+                        tls.sendall(chunk)
+                except OSError:
+                    pass
+                try:
+                    return tls.recv(4096)
+                except OSError:
+                    return b""
+
+        announced = yield self.in_thread(send, b"PUT /dav/alice@example.com/big.ics HTTP/1.1\r\nHost: x\r\n"
+                                         b"Authorization: Basic " + credentials + b"\r\n"
+                                         b"Content-Length: 2147483648\r\n\r\n", [b"x" * 1024])
+        self.assertTrue(announced.startswith(b"HTTP/1.1 413 "), announced)
+        chunked = yield self.in_thread(send, b"PUT /dav/alice@example.com/big.ics HTTP/1.1\r\nHost: x\r\n"
+                                       b"Authorization: Basic " + credentials + b"\r\n"
+                                       b"Transfer-Encoding: chunked\r\n\r\n",
+                                       [b"4000\r\n" + b"x" * 0x4000 + b"\r\n"] * 8 + [b"0\r\n\r\n"])
+        self.assertTrue(chunked.startswith(b"HTTP/1.1 413 "), chunked)
+        collections = os.path.join(self.server.config.data_dir, "dav", "collections")
+        stored = [name for _, _, names in os.walk(collections) for name in names if name.startswith("big")]
+        self.assertEqual(stored, [])
 
     @defer.inlineCallbacks
     def test_imap_answers_while_a_propfind_is_in_progress(self):

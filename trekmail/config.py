@@ -151,6 +151,7 @@ SCHEMA = {
     },
     "dav": {
         "threads": Key("10", _integer),
+        "max_body": Key("26214400", _integer),
     },
     "imap": {
         "append_limit": Key("52428800", _integer),

@@ -12,16 +12,20 @@ for clients that discover the service (RFC 6764); a 301 keeps a PROPFIND
 a PROPFIND, where many HTTP clients turn a 302 into a GET.
 
 The site is only ever served behind TLS: C{[listen] https} is an
-implicit-TLS listener and nothing serves it in the clear.
+implicit-TLS listener and nothing serves it in the clear.  A request body
+longer than C{[dav] max_body} is refused with 413 as soon as its length
+is known (L{BoundedRequest}): twisted.web would otherwise keep any upload,
+on disk past 100 KB, before Radicale could look at it.
 """
 
+import io
 import os
 
 import radicale
 import radicale.config
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from twisted.web.wsgi import WSGIResource
 
 from trekmail.dav.auth import Door, Logins
@@ -58,7 +62,41 @@ class MovedTo(Resource):
         return b"Moved to " + self._location + b"\n"
 
 
-def site(application, pool, reactor):
+class BoundedRequest(Request):
+    """A request whose body may hold at most C{limit} bytes; a longer one gets 413 and the connection closes."""
+
+    limit = 26214400
+    _refused = False
+    _stored = 0
+
+    def gotLength(self, length):
+        if length is not None and length > self.limit:
+            self._refuse()
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._stored += len(data)
+        if self._stored > self.limit:
+            self._refuse()
+        else:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self):
+        self._refused = True
+        self.content = io.BytesIO()
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        transport.loseConnection()
+
+
+def site(application, pool, reactor, max_body=BoundedRequest.limit):
     """The twisted.web site: Radicale at /dav/, the two well-known redirects, 404 elsewhere."""
     root = Resource()
     root.putChild(MOUNT, WSGIResource(reactor, pool, application))
@@ -66,7 +104,7 @@ def site(application, pool, reactor):
     for name in (b"caldav", b"carddav"):
         known.putChild(name, MovedTo(b"/" + MOUNT + b"/"))
     root.putChild(b".well-known", known)
-    return Site(root)
+    return Site(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
 
 
 def dav_site(config, checker, reactor):
@@ -75,4 +113,4 @@ def dav_site(config, checker, reactor):
     os.makedirs(collections, mode=0o700, exist_ok=True)
     pool = ThreadPool(minthreads=1, maxthreads=config.get("dav", "threads"), name="trekmail-dav")
     door = Door(radicale_application(collections), Logins(checker, reactor), reactor)
-    return site(door, pool, reactor), pool
+    return site(door, pool, reactor, config.get("dav", "max_body")), pool
