@@ -139,17 +139,21 @@ class DavTests(unittest.TestCase):
                         found["calendars"] = [
                             (c.get_display_name(), [e.icalendar_component["SUMMARY"] for e in c.events()])
                             for c in principal.calendars()]
-            contact = client.request(book + "bob.vcf").raw
-            listing = client.propfind(book, depth=1).raw
-            return home, found, contact, listing
+                    else:
+                        found["home listing"] = discovering.propfind(str(principal.url), depth=1).raw
+                        found["book listing"] = discovering.propfind(str(principal.url) + "contacts/", depth=1).raw
+                        found["contact"] = discovering.request(str(principal.url) + "contacts/bob.vcf").raw
+            return home, found
 
-        home, found, contact, listing = yield self.in_thread(work)
+        home, found = yield self.in_thread(work)
         self.assertTrue(urllib.parse.unquote(home).endswith("/dav/alice@example.com/"), home)
         self.assertEqual(found["caldav"], home)
         self.assertEqual(found["carddav"], home)
         self.assertEqual(found["calendars"], [("Work", ["Planning meeting"])])
-        self.assertIn("FN:Bob Example", contact)
-        self.assertIn("bob.vcf", listing)
+        self.assertIn("contacts/", found["home listing"])
+        self.assertIn("addressbook", found["home listing"])
+        self.assertIn("bob.vcf", found["book listing"])
+        self.assertIn("FN:Bob Example", found["contact"])
 
     @defer.inlineCallbacks
     def test_well_known_is_a_permanent_redirect(self):

@@ -4,9 +4,11 @@ against a real slapd loaded with the shipped LDIF: directory users log in
 over SMTP submission (465 implicit TLS, 587 STARTTLS) and IMAPS with
 smtplib and imaplib, in every password scheme; filter injection logs in
 nowhere; stopping slapd gives C{454 4.7.0} and C{NO [UNAVAILABLE]}, and
-logins work again once it is back.
+logins work again once it is back (CalDAV too: 503, then 207).
 """
 
+import base64
+import http.client
 import imaplib
 import os
 import smtplib
@@ -52,6 +54,19 @@ def imap_login(port, address, password):
         client.logout()
 
 
+def dav_status(port, address, password):
+    """The status of a PROPFIND of /dav/ with Basic credentials over HTTPS; blocking."""
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=client_context())
+    credentials = base64.b64encode(("%s:%s" % (address, password)).encode()).decode()
+    try:
+        connection.request("PROPFIND", "/dav/", headers={"Depth": "0", "Authorization": "Basic " + credentials})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
 class LdapServerMixin:
     auth = None
 
@@ -65,7 +80,7 @@ class LdapServerMixin:
         password_file = os.path.join(directory, "ldap-password")
         with open(password_file, "w") as f:
             f.write(SERVICE_PASSWORD + "\n")
-        self.ports = {name: free_port() for name in ("submissions", "submission", "imaps")}
+        self.ports = {name: free_port() for name in ("submissions", "submission", "imaps", "https")}
         lines = [
             "[server]",
             "hostname = mail.test",
@@ -106,6 +121,9 @@ class LdapServerMixin:
     def imap(self, address, password):
         return self.in_thread(imap_login, self.ports["imaps"], address, password)
 
+    def dav(self, address, password):
+        return self.in_thread(dav_status, self.ports["https"], address, password)
+
     @defer.inlineCallbacks
     def test_every_scheme_logs_in(self):
         """A paused mailbox reads mail but may not submit (DESIGN.md: 535 5.7.8)."""
@@ -138,11 +156,14 @@ class LdapServerMixin:
         kind, text = yield self.imap(address, password)
         self.assertEqual(kind, "NO")
         self.assertIn("[UNAVAILABLE]", text)
+        self.assertEqual((yield self.dav(address, password)), 503)
         self.slapd.start()
         code, text = yield self.smtp(address, password)
         self.assertEqual(code, 235, text)
         kind, text = yield self.imap(address, password)
         self.assertEqual(kind, "OK", text)
+        self.assertEqual((yield self.dav(address, password)), 207)
+        self.assertEqual((yield self.dav(address, "wrong")), 401)
 
 
 class BindModeTests(LdapServerMixin, unittest.TestCase):
