@@ -8,6 +8,7 @@ import base64
 import functools
 import http.client
 import imaplib
+import logging
 import os
 import socket
 import threading
@@ -19,12 +20,14 @@ from radicale.app.propfind import ApplicationPartPropfind
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from tests.server_process import free_port
 from tests.support import NOON, client_context, write_config
 from trekmail.config import Config
 from trekmail.dav.auth import Door, LoginRefused, Logins, LoginThrottled
+from trekmail.dav.site import radicale_application
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
 from trekmail.realm.errors import DirectoryUnavailable
@@ -366,3 +369,16 @@ class DoorTests(unittest.TestCase):
         self.door = Door(self.door._application, Throttled(), reactor)
         self.assertEqual((yield self.call(self.basic("alice@example.com", PASSWORD))), "429 Too Many Requests")
 
+
+
+class RadicaleLogTests(unittest.TestCase):
+    def test_warnings_reach_twisted_logger(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        radicale_application(self.mktemp())
+        logging.getLogger("radicale").warning("storage %s is slow", "x")
+        logging.getLogger("radicale").info("a request")
+        mine = [(e["log_level"], formatEvent(e)) for e in events if e.get("log_namespace") == "radicale"]
+        self.assertIn((LogLevel.warn, "storage x is slow"), mine)
+        self.assertNotIn("a request", [text for _, text in mine])

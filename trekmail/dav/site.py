@@ -19,10 +19,12 @@ on disk past 100 KB, before Radicale could look at it.
 """
 
 import io
+import logging
 import os
 
 import radicale
 import radicale.config
+from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -33,8 +35,36 @@ from trekmail.dav.auth import Door, Logins
 MOUNT = b"dav"
 
 
+class TwistedLogHandler(logging.Handler):
+    """
+    Radicale's log records (stdlib logging) as twisted.logger events, so
+    its warnings reach the server's log with everything else instead of
+    raw stderr.  Radicale never sees a password: the door removes them.
+    """
+
+    _LEVELS = ((logging.ERROR, LogLevel.error), (logging.WARNING, LogLevel.warn), (logging.INFO, LogLevel.info))
+
+    def __init__(self, log):
+        super().__init__()
+        self._log = log
+
+    def emit(self, record):
+        level = next((level for floor, level in self._LEVELS if record.levelno >= floor), LogLevel.debug)
+        self._log.emit(level, "{text}", text=record.getMessage())
+
+
+def route_radicale_log():
+    """Send the C{radicale} logger's warnings and errors to twisted.logger (once per process)."""
+    radicale_log = logging.getLogger("radicale")
+    if not any(isinstance(handler, TwistedLogHandler) for handler in radicale_log.handlers):
+        radicale_log.addHandler(TwistedLogHandler(Logger(namespace="radicale")))
+        radicale_log.propagate = False
+        radicale_log.setLevel(logging.WARNING)
+
+
 def radicale_application(collections):
     """Radicale's WSGI application, configured for TrekMail: our auth plugin, owner-only rights."""
+    route_radicale_log()
     configuration = radicale.config.load()
     configuration.update({
         "auth": {"type": "trekmail.dav.auth", "delay": "0"},
