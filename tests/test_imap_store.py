@@ -187,16 +187,21 @@ class SharedStoreTests(unittest.TestCase):
     def sessions(self):
         return [server for server, lost in self.site.factories["imaps"].connections if not lost.called]
 
+    def two_sessions_on_three_messages(self):
+        """Blocking: two clients with INBOX selected after one of them appended three messages."""
+        a, b = self.site.connect(), self.site.connect()
+        for n in range(3):
+            a.append("INBOX", None, None, message("m%d" % n))
+        a.select("INBOX")
+        b.select("INBOX")
+        return a, b
+
     @defer.inlineCallbacks
     def test_flags_from_several_sessions_survive_a_restart(self):
         site = self.site
 
         def work():
-            a, b = site.connect(), site.connect()
-            for n in range(3):
-                a.append("INBOX", None, None, message("m%d" % n))
-            a.select("INBOX")
-            b.select("INBOX")
+            a, b = self.two_sessions_on_three_messages()
             a.store("1", "+FLAGS", "(\\Seen)")
             b.store("2", "+FLAGS", "(\\Flagged $Work)")
             a.store("3", "+FLAGS", "(\\Answered)")
@@ -216,11 +221,7 @@ class SharedStoreTests(unittest.TestCase):
         site = self.site
 
         def work():
-            a, b = site.connect(), site.connect()
-            for n in range(3):
-                a.append("INBOX", None, None, message("m%d" % n))
-            a.select("INBOX")
-            b.select("INBOX")
+            a, b = self.two_sessions_on_three_messages()
             a.append("INBOX", None, None, message("new"))
             a.store("1", "+FLAGS", "(\\Deleted)")
             a.expunge()

@@ -68,8 +68,7 @@ def feed(protocol, transport, *lines):
 class ClientTests(unittest.TestCase):
     def test_per_recipient_outcomes(self):
         job = client.Job("a@s.test", ("ok@r.test", "gone@r.test", "later@r.test"), b"Subject: x\r\n\r\n.\r\n")
-        results = []
-        job.done.addCallback(results.extend)
+        results = collect(job)
         p, t = session([job])
         feed(p, t, b"220 sink")
         self.assertEqual(feed(p, t, b"250 sink"), b"MAIL FROM:<a@s.test>\r\n")
@@ -102,8 +101,7 @@ class ClientTests(unittest.TestCase):
 
     def test_mail_from_refused(self):
         job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
-        results = []
-        job.done.addCallback(results.extend)
+        results = collect(job)
         p, t = session([job])
         feed(p, t, b"220 sink")
         feed(p, t, b"250 sink")
@@ -112,8 +110,7 @@ class ClientTests(unittest.TestCase):
 
     def test_connection_lost_mid_transaction_is_temporary(self):
         job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
-        results = []
-        job.done.addCallback(results.extend)
+        results = collect(job)
         p, t = session([job])
         feed(p, t, b"220 sink")
         feed(p, t, b"250 sink")

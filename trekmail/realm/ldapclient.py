@@ -188,18 +188,14 @@ class LdapClient:
             self._give_back(connection)
             return result, response
 
+    def _search(self, connection, base, search_filter, attributes, **limits):
+        return connection.search(base, search_filter, search_scope=ldap3.SUBTREE, attributes=attributes,
+                                 time_limit=self._settings.timeout, **limits)
+
     def find(self, base, search_filter, attributes):
         """Blocking: at most two matching L{Entry} (two means ambiguous)."""
         result, response = self._attempt(
-            lambda connection: connection.search(
-                base,
-                search_filter,
-                search_scope=ldap3.SUBTREE,
-                attributes=attributes,
-                size_limit=2,
-                time_limit=self._settings.timeout,
-            )
-        )
+            lambda connection: self._search(connection, base, search_filter, attributes, size_limit=2))
         return self._entries(base, result, response, truncated_ok=True)
 
     def find_all(self, base, search_filter, attributes, page_size=500):
@@ -208,16 +204,8 @@ class LdapClient:
         cookie = None
         while True:
             result, response = self._attempt(
-                lambda connection: connection.search(
-                    base,
-                    search_filter,
-                    search_scope=ldap3.SUBTREE,
-                    attributes=attributes,
-                    paged_size=page_size,
-                    paged_cookie=cookie,
-                    time_limit=self._settings.timeout,
-                )
-            )
+                lambda connection: self._search(connection, base, search_filter, attributes,
+                                                paged_size=page_size, paged_cookie=cookie))
             entries += self._entries(base, result, response, truncated_ok=False)
             control = (result.get("controls") or {}).get(_PAGED_RESULTS, {})
             cookie = control.get("value", {}).get("cookie")
