@@ -4,6 +4,8 @@ runs "thread" work at once, a database double, an ESMTP sink that records
 what it receives (and can refuse), and a DNS server answering from a dict.
 """
 
+import os
+
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import ISSLTransport
@@ -12,7 +14,24 @@ from twisted.names import common, dns, error, server
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from trekmail.mailstore import maildir_path
 from trekmail.realm.model import Account, Domain
+
+
+def delivered(root, address):
+    """
+    The messages in C{address}'s C{new/}, in delivery order: by the
+    per-process counter of their names (C{Q<n>}), since the microseconds
+    field is not zero-padded and sorts wrongly as text.
+    """
+    new = os.path.join(maildir_path(root, address), "new")
+    if not os.path.isdir(new):
+        return []
+    contents = []
+    for name in sorted(os.listdir(new), key=lambda name: int(name.split("Q", 1)[1].split(".", 1)[0])):
+        with open(os.path.join(new, name), "rb") as f:
+            contents.append(f.read())
+    return contents
 
 
 class SyncReactor:

@@ -10,17 +10,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
+from tests.delivery_support import delivered
 from trekmail.mailstore import maildir_path
 from trekmail.queue.maildir import MaildirWriter, deliver_batch
-
-
-def read_new(root, address):
-    new = os.path.join(maildir_path(root, address), "new")
-    contents = []
-    for name in sorted(os.listdir(new)):
-        with open(os.path.join(new, name), "rb") as f:
-            contents.append(f.read())
-    return contents
 
 
 class DeliverBatchTests(unittest.TestCase):
@@ -30,11 +22,11 @@ class DeliverBatchTests(unittest.TestCase):
                  ("a@example.com", "s@x.test", b"three\r\n")]
         with ThreadPoolExecutor(4) as syncers:
             self.assertEqual(deliver_batch(root, "mail.test", items, syncers), [None, None, None])
-        self.assertEqual(sorted(read_new(root, "a@example.com")), [
+        self.assertEqual(sorted(delivered(root, "a@example.com")), [
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\none\r\n",
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\nthree\r\n",
         ])
-        self.assertEqual(read_new(root, "b@example.com"), [b"Return-Path: <>\r\nDelivered-To: b@example.com\r\ntwo\r\n"])
+        self.assertEqual(delivered(root, "b@example.com"), [b"Return-Path: <>\r\nDelivered-To: b@example.com\r\ntwo\r\n"])
         for address in ("a@example.com", "b@example.com"):
             self.assertEqual(os.listdir(os.path.join(maildir_path(root, address), "tmp")), [])
             self.assertTrue(os.path.isdir(os.path.join(maildir_path(root, address), "cur")))
@@ -63,5 +55,5 @@ class MaildirWriterTests(unittest.TestCase):
             writer.deliver("s@x.test", b"m%d\r\n" % i, ["a@example.com", "b@example.com"]) for i in range(50)
         ])
         self.assertEqual(results, [{"a@example.com": None, "b@example.com": None}] * 50)
-        self.assertEqual(len(read_new(root, "a@example.com")), 50)
-        self.assertEqual(len(read_new(root, "b@example.com")), 50)
+        self.assertEqual(len(delivered(root, "a@example.com")), 50)
+        self.assertEqual(len(delivered(root, "b@example.com")), 50)

@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor
+from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor, delivered
 from trekmail.config import Config, ConfigError
 from trekmail.mailstore import maildir_path
 from trekmail.queue import admin as queue_admin
@@ -106,14 +106,7 @@ class Harness:
         return ids[0]
 
     def inbox(self, address):
-        new = os.path.join(maildir_path(self.root, address), "new")
-        if not os.path.isdir(new):
-            return []
-        result = []
-        for name in sorted(os.listdir(new)):
-            with open(os.path.join(new, name), "rb") as f:
-                result.append(f.read())
-        return result
+        return delivered(self.root, address)
 
 
 def parse_report(data):
