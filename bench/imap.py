@@ -158,12 +158,12 @@ class TrekMailImap:
     like-for-like peer of Dovecot's plain figures in PEERS.md.
     """
 
-    def __init__(self, cleanup, realm_base, port, tls=True):
+    def __init__(self, cleanup, realm_base, port, tls=True, processes="auto"):
         base = cleanup.tempdir("trekmail")
         shutil.copytree(realm_base / "var", base / "var")
         # the idle test opens 100 connections at once from one address,
         # where an operator's 10,000 clients would come from many
-        imap = {"max_unauthenticated_per_ip": "1000"}
+        imap = {"max_unauthenticated_per_ip": "1000", "processes": processes}
         if not tls:
             imap["trusted_networks"] = "127.0.0.0/8"
         config = b.trekmail_config(base, {"imaps" if tls else "imap": "tcp:%d:interface=127.0.0.1:backlog=1024" % port},
@@ -174,7 +174,7 @@ class TrekMailImap:
         self.tls = tls
 
     def pids(self):
-        return [self.server.pid]
+        return b.descendants(self.server.pid)
 
 
 # ---------------------------------------------------------------- parts
@@ -261,6 +261,7 @@ def main():
     p.add_argument("--servers", default="dovecot,dovecot-perf,dovecot-plain,trekmail,trekmail-plain")
     p.add_argument("--parts", default="imaptest,latency,oversize,idle")
     p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--processes", default="auto", help="TrekMail's [imap] processes")
     p.add_argument("--users", type=int, default=100, help="imaptest users the clients pick from")
     p.add_argument("--secs", type=int, default=20)
     p.add_argument("--big", type=int, default=10000, help="messages in the latency mailbox")
@@ -294,7 +295,7 @@ def main():
         def start(server, c, port):
             if server.startswith("dovecot"):
                 return Dovecot(c, port, None if server == "dovecot-plain" else tls, performance=server == "dovecot-perf")
-            return TrekMailImap(c, realm_base, port, tls=server != "trekmail-plain")
+            return TrekMailImap(c, realm_base, port, tls=server != "trekmail-plain", processes=o.processes)
 
         for server in servers:
             r = results[server] = {}

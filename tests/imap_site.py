@@ -34,9 +34,15 @@ class TrackingFactory(TrackingFactoryMixin, IMAPFactory):
 
 class Site:
     def __init__(self, testcase, per_address=20, total=25000, appendlimit=1024 * 1024, watch=True,
-                 trusted_networks=()):
+                 trusted_networks=(), make_cluster=None, realm=None):
+        """
+        C{make_cluster(limits)} gives this site a role among several IMAP
+        processes (L{trekmail.imap.cluster}); C{realm} (another site's
+        C{(config, admin, clock)}) makes it one more process of that site.
+        """
         self.testcase = testcase
-        self.config, self.admin, _ = support.realm(testcase)
+        self.realm = realm or support.realm(testcase)
+        self.config, self.admin, _ = self.realm
         self.clock = Clock()
         self.clock.advance(support.NOON)
         db = database.connect(self.config.database_path)
@@ -55,12 +61,14 @@ class Site:
         self.store.start()
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(per_address, total)
+        self.cluster = make_cluster(self.limits) if make_cluster is not None else None
         options = tls.server_options(self.config)
         self.ports = {}
         self.factories = {}
         for name, implicit in (("imaps", True), ("imap", False)):
             factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
-                                      "mail.test", options, implicit, appendlimit, trusted_networks)
+                                      "mail.test", options, implicit, appendlimit, trusted_networks,
+                                      self.cluster)
             self.factories[name] = factory
             testcase.addCleanup(factory.close_all)
             if implicit:
@@ -68,6 +76,8 @@ class Site:
             port = reactor.listenTCP(0, factory, interface="127.0.0.1")
             testcase.addCleanup(port.stopListening)
             self.ports[name] = port.getHost().port
+        if self.cluster is not None:
+            self.cluster.factory = self.factories["imap"]
 
     def account(self, plan="starter", owner="owner@example.net", domain="example.com", mailboxes=("alice",)):
         record = self.admin.account_add(owner, plan, verified=True)

@@ -37,6 +37,14 @@ def _integer(value):
     return int(value.strip())
 
 
+def _processes(value):
+    value = value.strip()
+    count = (os.cpu_count() or 1) if value == "auto" else int(value)
+    if not 1 <= count <= 64:
+        raise ValueError("expected auto or 1 to 64, not %r" % (value,))
+    return count
+
+
 def _boolean(value):
     lowered = value.strip().lower()
     if lowered in ("1", "yes", "true", "on"):
@@ -159,6 +167,7 @@ SCHEMA = {
         "max_unauthenticated_per_ip": Key("20", _integer),
         "trusted_networks": Key("", _networks),
         "message_cache": Key("33554432", _integer),
+        "processes": Key("1", _processes),
     },
     "realm": {
         "backend": Key("sqlite", _choice("sqlite", "ldap")),

@@ -4,6 +4,8 @@ L{MultiService} that C{twistd} runs.  Everything else receives its
 reactor, clock, database and endpoints from here.
 """
 
+import os
+import socket
 import sys
 
 from twisted.application import service
@@ -16,9 +18,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 
 from trekmail.config import LISTENERS, ConfigError
+from trekmail.imap.cluster import Coordinator, Member, Solo
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
+from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.service import QueueService
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm import database, ldapdirectory, schema
@@ -111,16 +115,23 @@ def _parse_endpoints(config, reactor):
 def listener(components, name, factory, implicit_tls=False):
     """
     A service listening on the endpoint configured as C{[listen] name}, or
-    C{None} when that key is empty.  Implicit-TLS listeners given a plain
-    C{tcp:} description are wrapped in our certificate; an C{ssl:}
-    description brings its own.
+    C{None} when that key is empty.
     """
     endpoint = components.endpoints.get(name)
     if endpoint is None:
         return None
+    return ListenerService(name, components.config.get("listen", name), endpoint,
+                           _served(components, name, factory, implicit_tls))
+
+
+def _served(components, name, factory, implicit_tls):
+    """
+    Implicit-TLS listeners given a plain C{tcp:} description are wrapped
+    in our certificate; an C{ssl:} description brings its own.
+    """
     if implicit_tls and not components.config.get("listen", name).startswith("ssl:"):
-        factory = TLSMemoryBIOFactory(components.tls_options, False, factory)
-    return ListenerService(name, components.config.get("listen", name), endpoint, factory)
+        return TLSMemoryBIOFactory(components.tls_options, False, factory)
+    return factory
 
 
 class ListenerService(StreamServerEndpointService):
@@ -136,6 +147,7 @@ class ListenerService(StreamServerEndpointService):
         super().__init__(endpoint, factory)
         self.name = name
         self.description = description
+        self.port = None
 
     def privilegedStartService(self):
         try:
@@ -146,6 +158,34 @@ class ListenerService(StreamServerEndpointService):
                 % (self.name, self.description, e.socketError)
             )
             raise SystemExit(78)
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port):
+        """Kept so that other IMAP processes can be given the listening socket."""
+        self.port = port
+        return port
+
+
+class AdoptedListener(service.Service):
+    """A listening socket another process bound and passed down (see L{trekmail.imapprocesses})."""
+
+    def __init__(self, reactor, descriptor, factory):
+        self.reactor = reactor
+        self.descriptor = descriptor
+        self.factory = factory
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        probe = socket.socket(fileno=self.descriptor)
+        family = probe.family
+        probe.detach()
+        self.port = self.reactor.adoptStreamPort(self.descriptor, family, self.factory)
+        os.close(self.descriptor)
+
+    def stopService(self):
+        super().stopService()
+        return self.port.stopListening()
 
 
 def submission_services(components, queue):
@@ -211,11 +251,15 @@ class MailStoreService(service.Service):
             self.notifier.loseConnection()
 
 
-def imap_services(components):
+IMAP_LISTENERS = (("imaps", True), ("imap", False))
+"""The IMAP listener names, and whether each is implicit TLS."""
+
+
+def _imap_parts(components, make_cluster):
     """
-    The C{imaps} (implicit TLS) and C{imap} (STARTTLS) listeners that are
-    configured, and the mail store they share (first in the list, so it
-    starts before them).
+    What one IMAP process serves with: its mail store's service, its
+    L{trekmail.imap.cluster} role (from C{make_cluster(limits)}), and an
+    L{IMAPFactory} per listener name.
     """
     config = components.config
     try:
@@ -225,19 +269,56 @@ def imap_services(components):
     store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"))
     portal = Portal(MailUserRealm(), [components.checker])
     limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"), config.get("imap", "max_connections"))
-
-    def factory(implicit_tls):
-        return IMAPFactory(
+    cluster = make_cluster(limits)
+    factories = {
+        name: IMAPFactory(
             portal, components.directory, store, limits, components.reactor,
             config.get("server", "hostname"), components.tls_options, implicit_tls,
-            config.get("imap", "append_limit"), config.get("imap", "trusted_networks"),
+            config.get("imap", "append_limit"), config.get("imap", "trusted_networks"), cluster,
         )
+        for name, implicit_tls in IMAP_LISTENERS
+    }
+    cluster.factory = factories["imap"]
+    return MailStoreService(store, notifier), cluster, factories
 
-    services = (
-        listener(components, "imaps", factory(True), implicit_tls=True),
-        listener(components, "imap", factory(False)),
-    )
-    return [MailStoreService(store, notifier)] + [s for s in services if s is not None]
+
+def imap_services(components):
+    """
+    The C{imaps} (implicit TLS) and C{imap} (STARTTLS) listeners that are
+    configured, the mail store they share (first in the list, so it
+    starts before them) and, with C{[imap] processes} above 1, the
+    service that runs the other processes (last, once the listeners are
+    bound).
+    """
+    size = components.config.get("imap", "processes")
+    reactor = components.reactor
+    store_service, cluster, factories = _imap_parts(
+        components, lambda limits: Coordinator(limits, reactor, size) if size > 1 else Solo(limits, reactor))
+    listeners = [listener(components, name, factories[name], implicit_tls) for name, implicit_tls in IMAP_LISTENERS]
+    listeners = [s for s in listeners if s is not None]
+    if size == 1 or not listeners:
+        return [store_service] + listeners
+    return [store_service] + listeners + [IMAPProcesses(components.config, reactor, cluster, listeners)]
+
+
+def imap_process_service(config, reactor, index, size, descriptors, orphaned):
+    """
+    Everything one of the other IMAP processes runs: the realm, its mail
+    store, and the listening sockets the first process passed down
+    (C{descriptors}, by listener name).
+    """
+    components = Components(config, reactor)
+    top = service.MultiService()
+    for realm in realm_services(components):
+        realm.setServiceParent(top)
+    store_service, _, factories = _imap_parts(
+        components, lambda limits: Member(limits, reactor, index, size, orphaned))
+    store_service.setServiceParent(top)
+    for name, implicit_tls in IMAP_LISTENERS:
+        if name in descriptors:
+            factory = _served(components, name, factories[name], implicit_tls)
+            AdoptedListener(reactor, descriptors[name], factory).setServiceParent(top)
+    return top, factories["imap"].cluster
 
 
 def sending_services(components):
@@ -269,18 +350,43 @@ def dav_services(components):
     return [WorkersService(pool), listener(components, "https", site, implicit_tls=True)]
 
 
+def realm_services(components):
+    """The worker threads of the realm's database and, with that backend, of LDAP."""
+    services = [WorkersService(components.database)]
+    if isinstance(components.directory, ldapdirectory.LdapDirectory):
+        services.append(WorkersService(components.directory))
+    return services
+
+
+def _check_processes(config):
+    """
+    Other IMAP processes read the same file and are given the bound TCP
+    sockets, to be wrapped in the [tls] certificate as here: an C{ssl:}
+    (own certificate), C{unix:} or other description cannot be shared so.
+    """
+    if config.get("imap", "processes") == 1:
+        return
+    if config.path is None:
+        raise ConfigError("imap", "processes", "other processes need the configuration from a file")
+    for name, _ in IMAP_LISTENERS:
+        description = config.get("listen", name)
+        if description and not description.startswith(("tcp:", "tcp6:")):
+            raise ConfigError("imap", "processes", "above 1 needs tcp: IMAP listeners, not [listen] %s = %s"
+                              % (name, description))
+
+
 def make_service(config, reactor):
+    _check_processes(config)
     components = Components(config, reactor)
     top = service.MultiService()
-    WorkersService(components.database).setServiceParent(top)
+    for realm in realm_services(components):
+        realm.setServiceParent(top)
     components.queue_service = queue_service(components)
     components.queue_service.setServiceParent(top)
     queue = components.queue_service.queue
     for door in submission_services(components, queue) + [mx_service(components, queue)]:
         if door is not None:
             door.setServiceParent(top)
-    if isinstance(components.directory, ldapdirectory.LdapDirectory):
-        WorkersService(components.directory).setServiceParent(top)
     for imap in imap_services(components):
         imap.setServiceParent(top)
     for dav in dav_services(components):

@@ -4,11 +4,16 @@ logged-in connections per account from one client address, and per
 account in total), a server-wide total, and a cap on connections from one
 address that have not logged in yet.
 
-Counting lives in one object per listener group so that a closed
-connection frees its slot at once (the slot is a token the connection
-hands back in C{connectionLost}).
+Counting lives in one object per process so that a closed connection
+frees its slot at once (the slot is a token the connection hands back in
+C{connectionLost}).  With several IMAP processes (C{[imap] processes}) the
+first process's object also counts every process's logins, as Dovecot's
+anvil does: a login is an I{admission}, a plain integer so that it can
+cross to another process, and each remembers which process holds it so
+that a process that dies gives its admissions back.
 """
 
+import itertools
 from collections import Counter
 
 MAXIMUM_EXCEEDED = "Maximum connections exceeded"
@@ -26,6 +31,8 @@ class ConnectionLimits:
         self.unauthenticated_per_address = unauthenticated_per_address
         self.total = total
         self.counts = Counter()
+        self.admissions = {}
+        self._numbers = itertools.count(1)
 
     def _take(self, keys):
         for key in keys:
@@ -50,18 +57,38 @@ class ConnectionLimits:
             return None
         return self._take((("pre", address), ("all",)))
 
-    def login(self, slot, account_id, address, plan):
-        """
-        Turns a connection's slot into a logged-in one of C{account_id}
-        (an account's mailboxes share the plan's caps); returns C{False},
-        leaving the slot as it was, past either cap.
-        """
-        if self.counts[("account", account_id)] >= plan.imap_total:
-            return False
-        if self.counts[("account-address", account_id, address)] >= plan.imap_per_ip:
-            return False
+    def adopted(self):
+        """The slot of a logged-in connection another process accepted and handed over: it counts, whatever the total."""
+        return self._take((("all",),))
+
+    def logged_in(self, slot):
+        """The connection has logged in: it no longer counts against its address's unauthenticated cap."""
         pre = [key for key in slot.keys if key[0] == "pre"]
         self.release(Slot(pre))
-        rest = tuple(key for key in slot.keys if key not in pre)
-        slot.keys = rest + self._take((("account", account_id), ("account-address", account_id, address))).keys
-        return True
+        slot.keys = tuple(key for key in slot.keys if key[0] != "pre")
+
+    def admit(self, account_id, address, plan, holder=0):
+        """
+        A login of C{account_id} (an account's mailboxes share the plan's
+        caps) from C{address}, held by process C{holder}: its admission
+        number, or C{None} past either cap.
+        """
+        if self.counts[("account", account_id)] >= plan.imap_total:
+            return None
+        if self.counts[("account-address", account_id, address)] >= plan.imap_per_ip:
+            return None
+        number = next(self._numbers)
+        self.admissions[number] = (self._take((("account", account_id), ("account-address", account_id, address))),
+                                   holder)
+        return number
+
+    def dismiss(self, number):
+        """Ends an admission; ending one twice, or one never given, is harmless."""
+        entry = self.admissions.pop(number, None)
+        if entry is not None:
+            self.release(entry[0])
+
+    def dismiss_holder(self, holder):
+        """Ends every admission process C{holder} held (it has died)."""
+        for number in [n for n, (_, h) in self.admissions.items() if h == holder]:
+            self.dismiss(number)

@@ -29,6 +29,7 @@ from twisted.cred.portal import IRealm
 from zope.interface import Interface, implementer
 
 from trekmail.imap import parser
+from trekmail.imap.cluster import Handoff, Solo, Unavailable
 from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
@@ -59,12 +60,16 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
 
     def __init__(self, factory):
         self.factory = factory
+        self.handoff = None
+        """Set, before the connection is made, on a session another process handed over."""
         self.framer = parser.Framer(self)
         self.state = "new"
         self.tls = factory.implicit_tls
         self.secure = self.tls
         self.peer = None
         self.slot = None
+        self.admission = None
+        self.splice = None
         self.account = None
         self.view = None
         self.busy = False
@@ -76,6 +81,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
 
     # -- connection ---------------------------------------------------
     def connectionMade(self):
+        if self.handoff is not None:
+            return self._arrived(self.handoff)
         self.peer = getattr(self.transport.getPeer(), "host", "?")
         self.secure = self.tls or self.factory.trusts(self.peer)
         self.slot = self.factory.limits.connect(self.peer)
@@ -90,6 +97,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     def connectionLost(self, reason=None):
         self.state = "logout"
         self._release()
+        if self.splice is not None:
+            self.splice.transport.loseConnection()
         if self.timeout is not None and self.timeout.active():
             self.timeout.cancel()
         self.timeout = None
@@ -103,6 +112,9 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self.account = None
         self.factory.limits.release(self.slot)
         self.slot = None
+        if self.admission is not None:
+            self.factory.cluster.dismiss(self.admission)
+            self.admission = None
 
     def _close(self, farewell):
         self.transport.write(farewell)
@@ -147,6 +159,9 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         return True
 
     def dataReceived(self, data):
+        if self.splice is not None:
+            self.splice.transport.write(data)
+            return
         if self.state == "logout":
             return
         self.framer.feed(data)
@@ -244,6 +259,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self._send(b"%s BAD %s\r\n" % (tag.encode(), str(error).encode()))
         elif isinstance(error, DirectoryUnavailable):
             self._send(b"%s NO [UNAVAILABLE] Directory temporarily unavailable\r\n" % tag.encode())
+        elif isinstance(error, Unavailable):
+            self._send(b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % tag.encode())
         elif _out_of_resources(error):
             self.log.error("IMAP command failed for want of resources: {error}", error=error, peer=self.peer)
             self._send(b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % tag.encode())
@@ -344,11 +361,24 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             return None
         if context is None:
             return b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
-        if not self.factory.limits.login(self.slot, context.account.id, self.peer,
-                                         plan_named(context.account.plan)):
+        cluster = self.factory.cluster
+        owner = cluster.owner_of(address)
+        admission = yield cluster.admit(context.account.id, self.peer, plan_named(context.account.plan), owner)
+        if self.state != "nonauth":
+            cluster.dismiss(admission)
+            return None
+        if admission is None:
             self._close(b"%s NO [LIMIT] %s\r\n" % (tag.encode(), MAXIMUM_EXCEEDED.encode()))
             return None
-        account = yield self.factory.store.open_account(address)
+        self.admission = admission
+        self.factory.limits.logged_in(self.slot)
+        if owner != cluster.index:
+            return (yield self._hand_off(Handoff(owner, admission, tag, address, self.peer, self.tls,
+                                                 bytes(self.framer.buffer))))
+        account = yield self.factory.store.open_account(address).addErrback(self._not_entered)
+        return self._enter(account, tag)
+
+    def _enter(self, account, tag):
         if self.state != "nonauth":
             self.factory.store.release(account)
             return None
@@ -356,6 +386,60 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.state = "auth"
         self._touch()
         return b"%s OK [CAPABILITY %s] Logged in\r\n" % (tag.encode(), self.capabilities().encode())
+
+    def _not_entered(self, failure):
+        """The account could not be opened: the login did not happen, and its admission goes back."""
+        self.factory.cluster.dismiss(self.admission)
+        self.admission = None
+        return failure
+
+    @defer.inlineCallbacks
+    def _hand_off(self, handoff):
+        """
+        Another process owns this mailbox (see L{trekmail.imap.cluster}):
+        the session moves there, and the owner sends the tagged reply.
+        The input stays held (C{busy}) until it has gone; if it cannot go,
+        the login is refused and the client may simply try again.
+        """
+        if self.timeout is not None and self.timeout.active():
+            self.timeout.cancel()
+        try:
+            splice = yield self.factory.cluster.hand_off(self, handoff)
+        except Exception as e:
+            self.log.warn("IMAP session could not move to process {owner}: {error}", owner=handoff.owner, error=e)
+            self.factory.cluster.dismiss(self.admission)
+            self.admission = None
+            self.timeout = self.factory.clock.callLater(PRE_LOGIN_TIMEOUT, self._timed_out)
+            return b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % handoff.tag.encode()
+        self.admission = None
+        unparsed = bytes(self.framer.buffer)
+        del self.framer.buffer[:]
+        if splice is None:
+            self.state = "logout"
+            self._release()
+            return None
+        self.splice = splice
+        if unparsed:
+            splice.transport.write(unparsed)
+        self.state = "spliced"
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+        return None
+
+    def _arrived(self, handoff):
+        """A session another process accepted and logged in, handed to us because we own its mailbox."""
+        self.peer = handoff.peer
+        self.tls = handoff.tls
+        self.secure = True
+        self.slot = self.factory.limits.adopted()
+        self.admission = handoff.admission
+        self.state = "nonauth"
+        self.timeout = self.factory.clock.callLater(LOGGED_IN_TIMEOUT, self._timed_out)
+        self.framer.feed(handoff.pending)
+        self.busy = True
+        d = self.factory.store.open_account(handoff.address).addErrback(self._not_entered)
+        d.addCallback(self._enter, handoff.tag).addBoth(self._settle, handoff.tag)
 
     # -- IDLE (RFC 2177) ----------------------------------------------
     def do_IDLE(self, tag, reader, uid):
@@ -431,11 +515,12 @@ class IMAPFactory(protocol.ServerFactory):
     """Everything sessions share: login portal, directory, mail store, caps and the clock."""
 
     def __init__(self, portal, directory, store, limits, clock, hostname, tls_options=None,
-                 implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=()):
+                 implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=(), cluster=None):
         self.portal = portal
         self.directory = directory
         self.store = store
         self.limits = limits
+        self.cluster = cluster if cluster is not None else Solo(limits)
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options
@@ -462,3 +547,18 @@ class IMAPFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr):
         return IMAPServer(self)
+
+    def adoption(self, handoff):
+        """A factory for the one session C{handoff} brings from another process."""
+        return _Adoption(self, handoff)
+
+
+class _Adoption(protocol.Factory):
+    def __init__(self, factory, handoff):
+        self.factory = factory
+        self.handoff = handoff
+
+    def buildProtocol(self, addr):
+        session = self.factory.buildProtocol(addr)
+        session.handoff = self.handoff
+        return session

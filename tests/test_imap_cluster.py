@@ -1,0 +1,202 @@
+"""
+Two IMAP "processes" in one test process (L{trekmail.imap.cluster}): each
+a site with its own listeners, mail store and counts over the same realm
+and Maildirs, joined by a real AMP socketpair, so that a session really
+moves (its socket crosses by SCM_RIGHTS) or is really spliced (TLS).
+"""
+
+import imaplib
+import ipaddress
+import socket
+import zlib
+
+from twisted.internet import defer, protocol, reactor, task
+from twisted.trial import unittest
+
+from tests.imap_site import PASSWORD, Site, message
+from tests.support import client_context
+from trekmail.imap.cluster import Coordinator, Member
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def owned_by(index, count=3):
+    """Local parts whose mailbox at example.com the process C{index} of two owns."""
+    found = []
+    for n in range(1000):
+        local = "user%d" % n
+        if zlib.crc32(("%s@example.com" % local).encode()) % 2 == index:
+            found.append(local)
+            if len(found) == count:
+                return found
+
+
+FIRST_OWNS = owned_by(0)
+OTHER_OWNS = owned_by(1)
+
+
+def converse(port, lines, tls=False):
+    """Sends C{lines} in one write and returns everything the server says until it closes."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = client_context().wrap_socket(raw) if tls else raw
+    with sock:
+        sock.recv(4096)
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+
+
+class ClusterTests(unittest.TestCase):
+    timeout = 30
+
+    def setUp(self):
+        self.first = Site(self, trusted_networks=LOOPBACK,
+                          make_cluster=lambda limits: Coordinator(limits, reactor, 2))
+        self.other = Site(self, trusted_networks=LOOPBACK, realm=self.first.realm,
+                          make_cluster=lambda limits: Member(limits, reactor, 1, 2))
+        self.account = self.first.account(plan="nano", mailboxes=FIRST_OWNS + OTHER_OWNS)
+        self.links = []
+        self.unlinked = []
+        self.link()
+        self.addCleanup(self.unlink)
+
+    def link(self):
+        ours, theirs = socket.socketpair()
+        for sock, make in ((ours, lambda: self.first.cluster.link(1)), (theirs, self.other.cluster.link)):
+            reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX,
+                                          protocol.Factory.forProtocol(self._tracked(make)))
+            sock.close()
+
+    def _tracked(self, make):
+        def build():
+            link = make()
+            lost = defer.Deferred()
+            original = link.connectionLost
+
+            def connection_lost(reason):
+                original(reason)
+                lost.callback(None)
+
+            link.connectionLost = connection_lost
+            self.links.append(link)
+            self.unlinked.append(lost)
+            return link
+        return build
+
+    def unlink(self):
+        for link in self.links:
+            if link.transport is not None:
+                link.transport.loseConnection()
+        return defer.gatherResults(self.unlinked)
+
+    def login(self, site, local, port="imap"):
+        """An imaplib client logged in to C{local}@example.com through C{site}; call in a thread."""
+        if port == "imaps":
+            client = imaplib.IMAP4_SSL("127.0.0.1", site.ports[port], ssl_context=client_context(), timeout=10)
+        else:
+            client = imaplib.IMAP4("127.0.0.1", site.ports[port], timeout=10)
+        client.login("%s@example.com" % local, PASSWORD)
+        return client
+
+    def use(self, client):
+        """A few commands that need the session's folder state: what a moved session must still do."""
+        self.assertEqual(client.select("INBOX")[0], "OK")
+        self.assertEqual(client.append("INBOX", None, None, message())[0], "OK")
+        self.assertEqual(client.store("1", "+FLAGS", "(\\Flagged)")[0], "OK")
+        return client.fetch("1", "(FLAGS)")[1]
+
+    def until(self, condition):
+        """Waits (on the real reactor) until C{condition()} holds: a client's close does not wait for the server."""
+        def check():
+            if condition():
+                loop.stop()
+        loop = task.LoopingCall(check)
+        return loop.start(0.01)
+
+    def serving(self, site, local):
+        return "%s@example.com" % local in site.store._accounts
+
+    @defer.inlineCallbacks
+    def check_moved(self, port, kept):
+        local = FIRST_OWNS[0]
+        client = yield self.first.in_thread(self.login, self.other, local, port)
+        flags = yield self.first.in_thread(self.use, client)
+        self.assertIn(b"\\Flagged", flags[0])
+        self.assertTrue(self.serving(self.first, local), "the owner serves the session")
+        self.assertFalse(self.serving(self.other, local))
+        self.assertEqual(self.other.limits.counts, kept, "what the accepting process still holds")
+        self.assertEqual(self.first.limits.counts[("account", self.account.id)], 1)
+        self.assertEqual(dict(self.first.limits.counts)[("all",)], 1)
+        yield self.first.in_thread(client.logout)
+        yield self.until(lambda: not self.first.limits.counts and not self.other.limits.counts)
+        self.assertEqual(self.first.limits.admissions, {})
+
+    def test_plain_session_moves_its_socket_to_the_owner(self):
+        return self.check_moved("imap", {})
+
+    def test_tls_session_is_spliced_to_the_owner(self):
+        return self.check_moved("imaps", {("all",): 1})
+
+    @defer.inlineCallbacks
+    def test_commands_pipelined_behind_login_follow_the_session(self):
+        lines = [b"a LOGIN %s@example.com \"%s\"" % (FIRST_OWNS[1].encode(), PASSWORD.encode()),
+                 b"b SELECT INBOX", b"c NOOP", b"d LOGOUT"]
+        for tls in (False, True):
+            port = self.other.ports["imaps" if tls else "imap"]
+            said = yield self.first.in_thread(converse, port, lines, tls)
+            tagged = [line.split(b" ")[:2] for line in said.split(b"\r\n") if line[:1] in b"abcd" and line]
+            self.assertEqual(tagged, [[b"a", b"OK"], [b"b", b"OK"], [b"c", b"OK"], [b"d", b"OK"]], (tls, said))
+
+    @defer.inlineCallbacks
+    def test_each_process_serves_the_mailboxes_it_owns(self):
+        local = OTHER_OWNS[0]
+        held = yield self.first.in_thread(self.login, self.other, local)
+        self.assertTrue(self.serving(self.other, local), "no move when the accepting process owns it")
+        moved = yield self.first.in_thread(self.login, self.first, local, "imaps")
+        self.assertFalse(self.serving(self.first, local), "the first process hands it over too")
+        yield self.first.in_thread(self.use, moved)
+        flags = yield self.first.in_thread(lambda: (held.select("INBOX"), held.fetch("1", "(FLAGS)"))[1][1])
+        self.assertIn(b"\\Flagged", flags[0], "both sessions share one folder state")
+        yield self.first.in_thread(lambda: (held.logout(), moved.logout()))
+
+    @defer.inlineCallbacks
+    def test_owner_out_of_reach_refuses_the_login_and_keeps_the_session(self):
+        yield self.unlink()
+        client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
+
+        def attempt():
+            try:
+                client.login("%s@example.com" % OTHER_OWNS[0], PASSWORD)
+            except imaplib.IMAP4.error as e:
+                return str(e)
+        refusal = yield self.first.in_thread(attempt)
+        self.assertIn("[UNAVAILABLE]", refusal)
+        self.assertEqual(self.first.limits.admissions, {}, "the refused login's admission went back")
+        ok = yield self.first.in_thread(client.login, "%s@example.com" % FIRST_OWNS[0], PASSWORD)
+        self.assertEqual(ok[0], "OK", "the same connection logs in to a mailbox this process owns")
+        yield self.first.in_thread(client.logout)
+
+    @defer.inlineCallbacks
+    def test_plan_caps_count_every_process_and_a_lost_process_gives_its_back(self):
+        total = 10  # nano's cap per client address, and every client here is 127.0.0.1
+        held = []
+        for n in range(total):
+            site = (self.first, self.other)[n % 2]
+            local = (FIRST_OWNS + OTHER_OWNS)[n % 6]
+            held.append((yield self.first.in_thread(self.login, site, local, ("imap", "imaps")[n % 3 == 0])))
+
+        def refused():
+            try:
+                self.login(self.other, FIRST_OWNS[0])
+            except imaplib.IMAP4.error as e:
+                return str(e)
+        self.assertIn("Maximum connections exceeded", (yield self.first.in_thread(refused)))
+        by_member = sum(1 for _, holder in self.first.limits.admissions.values() if holder == 1)
+        self.assertEqual(by_member, sum(1 for n in range(total) if n % 6 >= 3))
+        yield self.unlink()
+        self.assertEqual(self.first.limits.counts[("account", self.account.id)], total - by_member)
+        yield self.first.in_thread(lambda: [client.logout() for client in held])

@@ -1,0 +1,164 @@
+"""
+The other IMAP processes of C{[imap] processes}.  The first process
+starts them, passes each the listening IMAP sockets and one end of an
+AMP socketpair (see L{trekmail.imap.cluster}), writes their log events
+into its own log, and starts another when one dies.  Run as
+C{python -m trekmail.imapprocesses}, this module is such a process: it
+serves IMAP until told to stop or until its link to the first process
+closes.
+
+Processes rather than threads because one Python process uses one core
+(imaptest's C{logout=0} profile kept one at 100 % while Dovecot's
+processes used both).
+"""
+
+import os
+import socket
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessExitedAlready
+from twisted.logger import Logger, eventFromJSON, globalLogBeginner, globalLogPublisher, jsonFileLogObserver
+
+LINK_DESCRIPTOR = 3
+FIRST_LISTENER_DESCRIPTOR = 4
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+STABLE_AFTER = 30.0
+"""A process that ran this long before dying is restarted at once; one dying sooner waits longer each time."""
+STOP_TIMEOUT = 10.0
+
+
+class IMAPProcesses(service.Service):
+    log = Logger()
+
+    def __init__(self, config, reactor, coordinator, listeners):
+        self.config = config
+        self.reactor = reactor
+        self.coordinator = coordinator
+        self.listeners = listeners
+        self.children = {}
+        self.delays = {}
+
+    def startService(self):
+        super().startService()
+        for index in range(1, self.coordinator.size):
+            self._spawn(index)
+
+    def _spawn(self, index):
+        if not self.running:
+            return
+        ours, theirs = socket.socketpair()
+        descriptors = {0: "w", 1: "r", 2: "r", LINK_DESCRIPTOR: theirs.fileno()}
+        args = [sys.executable, "-m", __name__, os.path.abspath(self.config.path),
+                str(index), str(self.coordinator.size)]
+        for offset, listener in enumerate(self.listeners):
+            descriptors[FIRST_LISTENER_DESCRIPTOR + offset] = listener.port.fileno()
+            args.append("%s=%d" % (listener.name, FIRST_LISTENER_DESCRIPTOR + offset))
+        child = _Child(self, index)
+        try:
+            self.reactor.spawnProcess(child, sys.executable, args, env=os.environ.copy(), childFDs=descriptors)
+            self.reactor.adoptStreamConnection(
+                ours.fileno(), socket.AF_UNIX,
+                protocol.Factory.forProtocol(lambda: self.coordinator.link(index)))
+        finally:
+            ours.close()
+            theirs.close()
+        self.children[index] = child
+        self.log.info("IMAP process {index} started (pid {pid})", index=index, pid=child.transport.pid)
+
+    def ended(self, child, reason):
+        if self.children.get(child.index) is child:
+            del self.children[child.index]
+        if not self.running:
+            return
+        delay = self.delays.get(child.index, 0.0)
+        if self.reactor.seconds() - child.started < STABLE_AFTER:
+            delay = min(MAX_RESTART_DELAY, max(FIRST_RESTART_DELAY, delay * 2))
+        else:
+            delay = 0.0
+        self.delays[child.index] = delay
+        self.log.error("IMAP process {index} ended ({reason}); another starts in {delay} s",
+                       index=child.index, reason=reason.getErrorMessage(), delay=delay)
+        self.reactor.callLater(delay, self._spawn, child.index)
+
+    def stopService(self):
+        super().stopService()
+        children = list(self.children.values())
+        for child in children:
+            child.signal("TERM")
+        killer = self.reactor.callLater(STOP_TIMEOUT, lambda: [c.signal("KILL") for c in children])
+        done = defer.gatherResults([c.finished for c in children])
+        return done.addBoth(lambda _: killer.active() and killer.cancel())
+
+
+class _Child(protocol.ProcessProtocol):
+    """One other IMAP process: its JSON log events on stdout join ours; stray stderr lines are logged as errors."""
+
+    log = Logger()
+
+    def __init__(self, processes, index):
+        self.processes = processes
+        self.index = index
+        self.started = processes.reactor.seconds()
+        self.finished = defer.Deferred()
+        self.lines = {1: b"", 2: b""}
+
+    def signal(self, name):
+        try:
+            self.transport.signalProcess(name)
+        except ProcessExitedAlready:
+            pass
+
+    def childDataReceived(self, fd, data):
+        lines = (self.lines.get(fd, b"") + data).split(b"\n")
+        self.lines[fd] = lines.pop()
+        for line in lines:
+            self._line(fd, line)
+
+    def _line(self, fd, line):
+        text = line.decode("utf-8", "replace").strip("\x1e").strip()
+        if not text:
+            return
+        if fd == 1:
+            try:
+                event = eventFromJSON(text)
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                event["log_system"] = "imap-%d" % self.index
+                globalLogPublisher(event)
+                return
+        self.log.error("IMAP process {index}: {line}", index=self.index, line=text)
+
+    def processEnded(self, reason):
+        self.processes.ended(self, reason)
+        self.finished.callback(None)
+
+
+def main(argv):
+    """C{python -m trekmail.imapprocesses CONFIG INDEX SIZE NAME=DESCRIPTOR...}"""
+    from twisted.internet import reactor
+
+    from trekmail.config import Config
+    from trekmail.service import imap_process_service
+
+    path, index, size = argv[0], int(argv[1]), int(argv[2])
+    descriptors = {name: int(fd) for name, _, fd in (item.partition("=") for item in argv[3:])}
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
+
+    def orphaned():
+        if reactor.running:
+            reactor.stop()
+
+    top, member = imap_process_service(Config.from_file(path), reactor, index, size, descriptors, orphaned)
+    top.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.adoptStreamConnection(LINK_DESCRIPTOR, socket.AF_UNIX, protocol.Factory.forProtocol(member.link))
+    os.close(LINK_DESCRIPTOR)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
