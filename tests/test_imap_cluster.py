@@ -7,6 +7,7 @@ moves (its socket crosses by SCM_RIGHTS) or is really spliced (TLS).
 
 import imaplib
 import ipaddress
+import os
 import socket
 import zlib
 
@@ -15,6 +16,7 @@ from twisted.trial import unittest
 
 from tests.imap_site import PASSWORD, Site, message
 from tests.support import client_context
+from trekmail.imap import cluster
 from trekmail.imap.cluster import Coordinator, Member
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -139,7 +141,7 @@ class ClusterTests(unittest.TestCase):
         return self.check_moved("imap", {})
 
     def test_tls_session_is_spliced_to_the_owner(self):
-        return self.check_moved("imaps", {("all",): 1})
+        return self.check_moved("imaps", {("all",): 2})
 
     @defer.inlineCallbacks
     def test_commands_pipelined_behind_login_follow_the_session(self):
@@ -179,6 +181,34 @@ class ClusterTests(unittest.TestCase):
         ok = yield self.first.in_thread(client.login, "%s@example.com" % FIRST_OWNS[0], PASSWORD)
         self.assertEqual(ok[0], "OK", "the same connection logs in to a mailbox this process owns")
         yield self.first.in_thread(client.logout)
+
+    @defer.inlineCallbacks
+    def test_owner_at_its_connection_total_refuses_the_session(self):
+        self.first.limits.total = 0
+        client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.other.ports["imap"], timeout=10)
+
+        def attempt():
+            try:
+                client.login("%s@example.com" % FIRST_OWNS[0], PASSWORD)
+            except imaplib.IMAP4.error as e:
+                return str(e)
+        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(attempt)))
+        self.assertEqual(self.first.limits.admissions, {})
+        ok = yield self.first.in_thread(client.login, "%s@example.com" % OTHER_OWNS[0], PASSWORD)
+        self.assertEqual(ok[0], "OK", "the socket stayed with the accepting process, whole")
+        yield self.first.in_thread(client.logout)
+
+    def test_a_socket_other_than_the_one_sent_closes_the_link(self):
+        """If AMP ever paired a message with the wrong descriptor, no session may get it."""
+        link = self.links[0]
+        sent, other = socket.socketpair()
+        self.addCleanup(sent.close)
+        self.addCleanup(other.close)
+        fields = cluster._arguments(cluster.Handoff(0, 1, "a", "x@example.com", "127.0.0.1", False, b""),
+                                    sent.fileno(), socket.AF_UNIX)
+        fields["descriptor"] = os.dup(other.fileno())
+        self.assertRaises(cluster.Unavailable, cluster._received, link, fields)
+        return self.unlinked[0]
 
     @defer.inlineCallbacks
     def test_plan_caps_count_every_process_and_a_lost_process_gives_its_back(self):

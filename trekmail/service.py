@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from trekmail.config import LISTENERS, ConfigError
 from trekmail.imap.cluster import Coordinator, Member, Solo
-from trekmail.imap.limits import ConnectionLimits
+from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
@@ -268,7 +268,8 @@ def _imap_parts(components, make_cluster):
         notifier = None
     store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"))
     portal = Portal(MailUserRealm(), [components.checker])
-    limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"), config.get("imap", "max_connections"))
+    limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"),
+                              connection_ceiling(config.get("imap", "max_connections")))
     cluster = make_cluster(limits)
     factories = {
         name: IMAPFactory(

@@ -32,6 +32,8 @@ from twisted.protocols import amp
 
 from trekmail.plans import plan_named
 
+_log = Logger()
+
 MAX_CARRIED = 60000
 """Bytes already read that may ride along in the hand-off message (AMP values stop at 64 KiB); more goes through a splice."""
 
@@ -58,6 +60,7 @@ class Adopt(amp.Command):
         (b"descriptor", amp.Descriptor()), (b"family", amp.Integer()), (b"owner", amp.Integer()),
         (b"admission", amp.Integer()), (b"tag", amp.Unicode()), (b"address", amp.Unicode()),
         (b"peer", amp.Unicode()), (b"tls", amp.Boolean()), (b"pending", amp.String()),
+        (b"inode", amp.Integer()),
     ]
     response = []
     errors = {Unavailable: b"UNAVAILABLE"}
@@ -76,8 +79,25 @@ class Dismiss(amp.Command):
 
 def _arguments(handoff, descriptor, family):
     fields = dict(vars(handoff))
-    fields.update(descriptor=descriptor, family=family)
+    fields.update(descriptor=descriptor, family=family, inode=os.fstat(descriptor).st_ino)
     return fields
+
+
+def _received(link, fields):
+    """
+    The descriptor of an L{Adopt}, checked against the socket the sender
+    meant: if the kernel ever dropped one in transit, AMP would pair each
+    later message with the wrong socket, and a session could be handed
+    someone else's connection.  The link is closed instead (the other
+    process then restarts and the pairing starts afresh).
+    """
+    descriptor = fields["descriptor"]
+    if os.fstat(descriptor).st_ino != fields["inode"]:
+        os.close(descriptor)
+        _log.critical("IMAP hand-off received the wrong socket; closing the link to resynchronise")
+        link.transport.loseConnection()
+        raise Unavailable()
+    return _handoff(fields), descriptor, fields["family"]
 
 
 def _handoff(fields):
@@ -117,8 +137,6 @@ class Solo:
     counted here.  The base of the several-process roles, which add how a
     session moves.
     """
-
-    log = Logger()
 
     def __init__(self, limits, reactor=None, index=0, size=1):
         self.limits = limits
@@ -193,6 +211,8 @@ class Solo:
 
     def adopt(self, handoff, descriptor, family):
         """A session handed to us joins our IMAP factory (C{descriptor} stays the caller's to close)."""
+        if self.limits.full():
+            raise Unavailable()
         self.reactor.adoptStreamConnection(descriptor, family, self.factory.adoption(handoff))
 
 
@@ -225,8 +245,7 @@ class Coordinator(Solo):
 
     def _deliver(self, handoff, descriptor, family):
         if handoff.owner == self.index:
-            self.adopt(handoff, descriptor, family)
-            return defer.succeed(None)
+            return defer.maybeDeferred(self.adopt, handoff, descriptor, family)
         link = self.links.get(handoff.owner)
         if link is None:
             return defer.fail(Unavailable())
@@ -259,8 +278,9 @@ class CoordinatorLink(amp.AMP):
 
     @Adopt.responder
     def adopt(self, **fields):
-        d = self.coordinator._deliver(_handoff(fields), fields["descriptor"], fields["family"])
-        return d.addBoth(self.coordinator._closing, fields["descriptor"]).addCallback(lambda _: {})
+        handoff, descriptor, family = _received(self, fields)
+        d = self.coordinator._deliver(handoff, descriptor, family)
+        return d.addBoth(self.coordinator._closing, descriptor).addCallback(lambda _: {})
 
 
 class Member(Solo):
@@ -312,8 +332,9 @@ class MemberLink(amp.AMP):
 
     @Adopt.responder
     def adopt(self, **fields):
+        handoff, descriptor, family = _received(self, fields)
         try:
-            self.member.adopt(_handoff(fields), fields["descriptor"], fields["family"])
+            self.member.adopt(handoff, descriptor, family)
         finally:
-            os.close(fields["descriptor"])
+            os.close(descriptor)
         return {}

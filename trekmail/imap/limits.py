@@ -14,9 +14,23 @@ that a process that dies gives its admissions back.
 """
 
 import itertools
+import resource
 from collections import Counter
 
 MAXIMUM_EXCEEDED = "Maximum connections exceeded"
+
+
+def connection_ceiling(configured):
+    """
+    C{[imap] max_connections}, lowered to leave this process descriptors
+    to spare (index files, message files, sockets arriving from another
+    IMAP process): a process at its descriptor limit cannot even receive
+    a socket handed to it, and the kernel drops it silently.
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    return max(1, min(configured, soft - min(1024, soft // 8)))
 
 
 class Slot:
@@ -57,9 +71,16 @@ class ConnectionLimits:
             return None
         return self._take((("pre", address), ("all",)))
 
+    def full(self):
+        return self.counts[("all",)] >= self.total
+
     def adopted(self):
-        """The slot of a logged-in connection another process accepted and handed over: it counts, whatever the total."""
+        """The slot of a logged-in connection another process accepted and handed over (ask L{full} first)."""
         return self._take((("all",),))
+
+    def spliced(self, slot):
+        """A connection now relayed to another process holds a second descriptor here, and counts twice."""
+        slot.keys = slot.keys + self._take((("all",),)).keys
 
     def logged_in(self, slot):
         """The connection has logged in: it no longer counts against its address's unauthenticated cap."""

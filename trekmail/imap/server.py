@@ -419,6 +419,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self._release()
             return None
         self.splice = splice
+        self.factory.limits.spliced(self.slot)
         if unparsed:
             splice.transport.write(unparsed)
         self.state = "spliced"
