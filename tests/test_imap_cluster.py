@@ -193,7 +193,7 @@ class ClusterTests(unittest.TestCase):
             except imaplib.IMAP4.error as e:
                 return str(e)
         self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(attempt)))
-        self.assertEqual(self.first.limits.admissions, {})
+        yield self.until(lambda: self.first.limits.admissions == {})
         ok = yield self.first.in_thread(client.login, "%s@example.com" % OTHER_OWNS[0], PASSWORD)
         self.assertEqual(ok[0], "OK", "the socket stayed with the accepting process, whole")
         yield self.first.in_thread(client.logout)
@@ -209,6 +209,30 @@ class ClusterTests(unittest.TestCase):
         fields["descriptor"] = os.dup(other.fileno())
         self.assertRaises(cluster.Unavailable, cluster._received, link, fields)
         return self.unlinked[0]
+
+    @defer.inlineCallbacks
+    def test_failed_logins_count_across_processes(self):
+        def fail(site):
+            client = imaplib.IMAP4("127.0.0.1", site.ports["imap"], timeout=10)
+            try:
+                client.login("%s@example.com" % FIRST_OWNS[0], "wrong")
+            except imaplib.IMAP4.error as e:
+                return str(e)
+            finally:
+                client.shutdown()
+        for site in (self.other, self.first, self.other):
+            self.assertIn("[AUTHENTICATIONFAILED]", (yield self.first.in_thread(fail, site)))
+        self.assertEqual(self.first.cluster.throttle._records["127.0.0.1"].failures, 3, "one count for all")
+        now = self.first.clock.seconds()
+        self.first.cluster.throttle.block("127.0.0.1", now)
+        self.assertFalse(self.other.cluster.blocked("127.0.0.1", now), "not known there yet")
+        attempt = self.first.in_thread(fail, self.other)
+        clock = self.other.clock
+        yield self.until(lambda: any(call.getTime() == clock.seconds() + 8 for call in clock.getDelayedCalls()))
+        clock.advance(8)
+        self.assertIn("[AUTHENTICATIONFAILED]", (yield attempt))
+        self.assertTrue(self.other.cluster.blocked("127.0.0.1", now),
+                        "the first process's verdict is remembered where the login was tried")
 
     @defer.inlineCallbacks
     def test_plan_caps_count_every_process_and_a_lost_process_gives_its_back(self):

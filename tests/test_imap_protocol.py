@@ -123,6 +123,36 @@ class ProtocolTests(unittest.TestCase):
         server.dataReceived(b"b LOGIN alice@example.com wrong\r\n")
         self.assertEqual(self.lines(transport)[-1], b"b NO [AUTHENTICATIONFAILED] Authentication failed")
 
+    def test_failed_logins_are_slowed_then_refused_per_address(self):
+        server, transport = self.connect()
+        self.lines(transport)
+        for n in range(3):
+            server.dataReceived(b"f%d LOGIN alice@example.com wrong\r\n" % n)
+            self.assertEqual(self.lines(transport), [b"f%d NO [AUTHENTICATIONFAILED] Authentication failed" % n])
+        server.dataReceived(b"g LOGIN alice@example.com wrong\r\n")
+        self.assertEqual(self.lines(transport), [], "the fourth failure is held back")
+        self.clock.advance(1)
+        self.assertEqual(self.lines(transport), [b"g NO [AUTHENTICATIONFAILED] Authentication failed"])
+        other, other_transport = self.connect(host="127.0.0.9")
+        self.lines(other_transport)
+        other.dataReceived(b"h LOGIN alice@example.com pw\r\n")
+        self.assertTrue(self.lines(other_transport)[-1].startswith(b"h OK"), "another address is not slowed")
+        for n in range(6):
+            server.dataReceived(b"k%d LOGIN alice@example.com wrong\r\n" % n)
+            self.clock.advance(8)
+        self.assertEqual(self.lines(transport)[-1], b"* BYE Too many failed logins")
+        self.assertTrue(transport.disconnecting)
+        again, again_transport = self.connect()
+        again.dataReceived(b"m LOGIN alice@example.com pw\r\n")
+        self.assertEqual(self.lines(again_transport)[-1],
+                         b"m NO [UNAVAILABLE] Too many failed logins from your address, try again later",
+                         "refused before the password is even checked")
+        self.assertTrue(again_transport.disconnecting)
+        self.clock.advance(900)
+        later, later_transport = self.connect()
+        later.dataReceived(b"n LOGIN alice@example.com pw\r\n")
+        self.assertTrue(self.lines(later_transport)[-1].startswith(b"n OK"), "a quiet address is let back in")
+
     def test_out_of_descriptors_is_a_temporary_refusal(self):
         for error, reply in [
             (OSError(errno.EMFILE, "Too many open files"), b"a NO [UNAVAILABLE] Server busy, try again later"),

@@ -14,8 +14,9 @@ keeps the TLS side and passes plaintext both ways through a socketpair
 whose other end the owner serves.
 
 The first process coordinates: it holds the per-account connection caps
-for all (L{ConnectionLimits.admit}), and the others reach it, and each
-other through it, over AMP on a socketpair made when it spawned them, so
+for all (L{ConnectionLimits.admit}) and counts every process's failed
+logins (L{AuthThrottle}; the others also remember locally which addresses
+it has refused), and the others reach it, and each other through it, over AMP on a socketpair made when it spawned them, so
 no one else can connect.  The caps of a process that dies are released
 when its link closes.
 """
@@ -31,6 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from trekmail.plans import plan_named
+from trekmail.policy.throttle import AuthThrottle, Verdict
 
 _log = Logger()
 
@@ -70,6 +72,11 @@ class Admit(amp.Command):
     arguments = [(b"account", amp.Unicode()), (b"peer", amp.Unicode()), (b"plan", amp.Unicode()),
                  (b"holder", amp.Integer())]
     response = [(b"admission", amp.Integer())]
+
+
+class LoginFailed(amp.Command):
+    arguments = [(b"peer", amp.Unicode()), (b"now", amp.Float())]
+    response = [(b"delay", amp.Float()), (b"disconnect", amp.Boolean())]
 
 
 class Dismiss(amp.Command):
@@ -140,6 +147,7 @@ class Solo:
 
     def __init__(self, limits, reactor=None, index=0, size=1):
         self.limits = limits
+        self.throttle = AuthThrottle()
         self.reactor = reactor
         self.index = index
         self.size = size
@@ -155,6 +163,14 @@ class Solo:
 
     def dismiss(self, admission):
         self.limits.dismiss(admission)
+
+    def blocked(self, peer, now):
+        """Whether C{peer} has failed to log in too often to be let try."""
+        return self.throttle.blocked(peer, now)
+
+    def failed(self, peer, now):
+        """Counts a failed login from C{peer}: the L{Verdict} (may be a Deferred)."""
+        return self.throttle.failed(peer, now)
 
     def hand_off(self, session, handoff):
         """
@@ -276,6 +292,11 @@ class CoordinatorLink(amp.AMP):
         self.coordinator.dismiss(admission)
         return {}
 
+    @LoginFailed.responder
+    def login_failed(self, peer, now):
+        verdict = self.coordinator.failed(peer, now)
+        return {"delay": verdict.delay, "disconnect": verdict.disconnect}
+
     @Adopt.responder
     def adopt(self, **fields):
         handoff, descriptor, family = _received(self, fields)
@@ -309,6 +330,16 @@ class Member(Solo):
     def dismiss(self, admission):
         if admission is not None and self.coordinator is not None:
             self.coordinator.callRemote(Dismiss, admission=admission)
+
+    def failed(self, peer, now):
+        if self.coordinator is None:
+            return defer.fail(Unavailable())
+
+        def verdict(answer):
+            if answer["disconnect"]:
+                self.throttle.block(peer, now)
+            return Verdict(answer["delay"], answer["disconnect"])
+        return self.coordinator.callRemote(LoginFailed, peer=peer, now=now).addCallback(verdict)
 
     def _deliver(self, handoff, descriptor, family):
         if self.coordinator is None:

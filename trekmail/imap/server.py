@@ -22,7 +22,7 @@ import sqlite3
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.python import failure
 from twisted.cred.portal import IRealm
@@ -352,16 +352,20 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     def _login(self, tag, user, password):
         if not self.secure:
             return b"%s NO [PRIVACYREQUIRED] Plaintext login needs TLS (use STARTTLS)\r\n" % tag.encode()
+        cluster = self.factory.cluster
+        if cluster.blocked(self.peer, self.factory.clock.seconds()):
+            self._close(b"%s NO [UNAVAILABLE] Too many failed logins from your address, try again later\r\n"
+                        % tag.encode())
+            return None
         try:
             _, address, _ = yield self.factory.portal.login(UsernamePassword(user, password), None, IMailUser)
         except (UnauthorizedLogin, UnhandledCredentials):
-            return b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
+            return (yield self._login_failed(tag))
         context = yield self.factory.directory.mailbox(address)
         if self.state != "nonauth":
             return None
         if context is None:
             return b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
-        cluster = self.factory.cluster
         owner = cluster.owner_of(address)
         admission = yield cluster.admit(context.account.id, self.peer, plan_named(context.account.plan), owner)
         if self.state != "nonauth":
@@ -377,6 +381,23 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
                                                  bytes(self.framer.buffer))))
         account = yield self.factory.store.open_account(address).addErrback(self._not_entered)
         return self._enter(account, tag)
+
+    @defer.inlineCallbacks
+    def _login_failed(self, tag):
+        """
+        Failures are counted per client address across every IMAP process
+        (L{AuthThrottle}): past the first few the answer is held back,
+        and past many the connection is closed.
+        """
+        verdict = yield self.factory.cluster.failed(self.peer, self.factory.clock.seconds())
+        self.log.info("IMAP login failed from {peer}", peer=self.peer)
+        if verdict.delay > 0:
+            yield task.deferLater(self.factory.clock, verdict.delay, lambda: None)
+        answer = b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
+        if verdict.disconnect:
+            self._close(answer + b"* BYE Too many failed logins\r\n")
+            return None
+        return answer
 
     def _enter(self, account, tag):
         if self.state != "nonauth":

@@ -56,6 +56,11 @@ class AuthThrottle:
         record = self._current(address, now)
         return record is not None and record.failures >= self.disconnect_after
 
+    def block(self, address, now):
+        """Refuse C{address} from now on, as if it had failed C{disconnect_after} times (another process's verdict)."""
+        while not self.blocked(address, now):
+            self.failed(address, now)
+
     def failed(self, address, now):
         """Record one failed login from C{address}; returns the L{Verdict}."""
         record = self._current(address, now)
