@@ -66,3 +66,16 @@ class ConfigTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             Config.from_text("[relay]\nsource_pools = 127.0.0.2\n")
         self.assertIn("[relay] source_pools", str(caught.exception))
+
+    def test_imap_processes(self):
+        self.assertEqual(Config.defaults().get("imap", "processes"), 1)
+        self.assertEqual(Config.from_text("[imap]\nprocesses = 64\n").get("imap", "processes"), 64)
+        self.assertEqual(Config.from_text("[imap]\nprocesses = auto\n").get("imap", "processes"),
+                         len(os.sched_getaffinity(0)))
+        self.patch(os, "sched_getaffinity", lambda pid: set(range(96)))
+        self.assertEqual(Config.from_text("[imap]\nprocesses = auto\n").get("imap", "processes"), 64,
+                         "auto on a host with more cores than allowed takes the most allowed")
+        for bad in ("0", "65", "x"):
+            with self.assertRaises(ConfigError) as caught:
+                Config.from_text("[imap]\nprocesses = %s\n" % bad)
+            self.assertIn("[imap] processes:", str(caught.exception))

@@ -37,9 +37,17 @@ def _integer(value):
     return int(value.strip())
 
 
+def _usable_cores():
+    """The cores this process may run on (a container or CPU pinning may allow fewer than the host has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _processes(value):
     value = value.strip()
-    count = (os.cpu_count() or 1) if value == "auto" else int(value)
+    count = min(_usable_cores(), 64) if value == "auto" else int(value)
     if not 1 <= count <= 64:
         raise ValueError("expected auto or 1 to 64, not %r" % (value,))
     return count

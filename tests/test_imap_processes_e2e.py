@@ -1,0 +1,290 @@
+"""
+IMAP in two real processes (C{[imap] processes = 2}): a real C{twistd -n
+trekmail} and the process it spawns (L{trekmail.imapprocesses}), reached
+with imaplib over real loopback sockets.  What the in-process
+L{tests.test_imap_cluster} cannot show: the spawn itself, a killed
+process restarted with its caps given back, the stop, the exit of a
+process whose first process died, and the refusal of a listener that
+cannot be shared.
+"""
+
+import imaplib
+import os
+import re
+import signal
+import socket
+import time
+import zlib
+
+from twisted.internet import defer, reactor, task, threads
+from twisted.trial import unittest
+
+from tests.imap_site import message
+from tests.server_process import ServerProcess, free_port, run_twistd
+from tests.support import client_context, write_config
+from trekmail.cli import WallClock
+from trekmail.config import Config
+from trekmail.plans import plan_named
+from trekmail.queue.maildir import deliver_batch
+from trekmail.realm import database, schema
+from trekmail.realm.admin import Administration
+
+PASSWORD = "correct horse"
+SIZE = 2
+SESSIONS = 8
+STARTED = re.compile(r"IMAP process 1 started \(pid (\d+)\)")
+
+
+def owned_by(index, domain, count):
+    """Addresses at C{domain} whose mailboxes process C{index} of L{SIZE} owns."""
+    found = []
+    n = 0
+    while len(found) < count:
+        address = "user%d@%s" % (n, domain)
+        if zlib.crc32(address.encode()) % SIZE == index:
+            found.append(address)
+        n += 1
+    return found
+
+
+OWNED = {index: owned_by(index, "example.com", 2) for index in range(SIZE)}
+CAPPED = owned_by(1, "example.org", 1)[0]
+"""On a nano account: the process that dies holds its cap's worth of sessions."""
+
+
+def exited(pid):
+    """Whether C{pid} has ended (a zombie has, even if whoever adopted it has not reaped it yet)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@defer.inlineCallbacks
+def until(condition, why, timeout=10):
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError("%s: not within %s s" % (why, timeout))
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+def connect(port, tls):
+    if tls:
+        return imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_context(), timeout=10)
+    return imaplib.IMAP4("127.0.0.1", port, timeout=10)
+
+
+def untagged(client, *names):
+    """Pops the untagged responses C{names} imaplib has collected: {name: [data, ...]}, empty ones left out."""
+    found = {}
+    for name in names:
+        data = client.response(name)[1]
+        if data != [None]:
+            found[name] = data
+    return found
+
+
+def noop(client):
+    """NOOP, and the changes it reported (what earlier commands left is dropped first)."""
+    untagged(client, "EXISTS", "EXPUNGE", "FETCH")
+    ok, _ = client.noop()
+    assert ok == "OK", ok
+    return untagged(client, "EXISTS", "EXPUNGE", "FETCH")
+
+
+class TwoProcessesTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.ports = {"imaps": free_port(), "imap": free_port()}
+        self.config_path = write_config(
+            self.mktemp(), "[imap]\nprocesses = %d\ntrusted_networks = 127.0.0.0/8\n" % SIZE,
+            **{name: "tcp:%d:interface=127.0.0.1" % port for name, port in self.ports.items()})
+        self.config = Config.from_file(self.config_path)
+        db = database.connect(self.config.database_path)
+        try:
+            database.upgrade(db, schema.SCHEMAS)
+            admin = Administration(db, self.config, WallClock())
+            agency = admin.account_add("owner@example.net", "agency", verified=True)
+            admin.domain_add("example.com", agency.id)
+            for address in OWNED[0] + OWNED[1]:
+                admin.mailbox_add(address, PASSWORD)
+            nano = admin.account_add("small@example.net", "nano", verified=True)
+            admin.domain_add("example.org", nano.id)
+            admin.mailbox_add(CAPPED, PASSWORD)
+        finally:
+            db.close()
+        self.children = []
+        self.addCleanup(self.end_children)
+        self.server = ServerProcess(self, self.config_path)
+        yield self.server.start(self.ports.values())
+        self.child = yield self.started(1)
+
+    def end_children(self):
+        """Runs after the server's stop: a process of ours still there (the test failed) must not outlive it."""
+        for pid in self.children:
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    ours = b"trekmail.imapprocesses" in f.read()
+            except FileNotFoundError:
+                continue
+            if ours and not exited(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    @defer.inlineCallbacks
+    def started(self, count):
+        """The pid of the C{count}th start of IMAP process 1 in the log."""
+        yield until(lambda: len(STARTED.findall(self.server.log())) >= count,
+                    "IMAP process 1 started %d times\n%s" % (count, self.server.log()))
+        pid = int(STARTED.findall(self.server.log())[count - 1])
+        self.children.append(pid)
+        return pid
+
+    def login(self, address, tls, attempts=1):
+        """
+        A client logged in to C{address}; call in a thread.  With
+        C{attempts}, a login answered C{NO [UNAVAILABLE]} (the owner is
+        restarting) is tried again on a new connection.
+        """
+        for attempt in range(attempts):
+            client = connect(self.ports["imaps" if tls else "imap"], tls)
+            try:
+                client.login(address, PASSWORD)
+                return client
+            except imaplib.IMAP4.error as e:
+                client.shutdown()
+                if "[UNAVAILABLE]" not in str(e) or attempt == attempts - 1:
+                    raise
+            time.sleep(0.1)
+
+    def accepted_by_each(self):
+        """
+        L{SESSIONS} connections, half accepted by each process, half of
+        those over TLS: while one process accepts, the other is stopped
+        (SIGSTOP), and a connection is accepted once its greeting came.
+        """
+        clients = []
+        for stopped in (self.server.process.pid, self.child):
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                for n in range(SESSIONS // 2):
+                    tls = n % 2 == 0
+                    clients.append(connect(self.ports["imaps" if tls else "imap"], tls))
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+        return clients
+
+    def share(self, address):
+        """Eight sessions of one mailbox accepted by both processes: each sees what the others did; call in a thread."""
+        clients = self.accepted_by_each()
+        try:
+            for client in clients:
+                client.login(address, PASSWORD)
+                self.assertEqual(client.select("INBOX"), ("OK", [b"0"]))
+            appender, flagger, expunger = clients[:3]
+            for subject in ("kept", "expunged"):
+                self.assertEqual(appender.append("INBOX", None, None, message(subject=subject))[0], "OK")
+            for client in clients[1:]:
+                self.assertEqual(noop(client).get("EXISTS"), [b"2"], "the APPEND reached every session")
+
+            self.assertEqual(flagger.store("1", "+FLAGS", "(\\Flagged)")[0], "OK")
+            self.assertEqual(expunger.store("2", "+FLAGS", "(\\Deleted)")[0], "OK")
+            self.assertEqual(expunger.expunge(), ("OK", [b"2"]))
+            for client in clients:
+                if client is not expunger:
+                    self.assertEqual(noop(client).get("EXPUNGE"), [b"2"])
+                ok, data = client.fetch("1:*", "(FLAGS)")
+                self.assertEqual(ok, "OK")
+                self.assertEqual(len(data), 1, data)
+                self.assertIn(b"\\Flagged", data[0])
+
+            self.assertEqual(deliver_batch(self.config.data_dir, "mail.test",
+                                           [(address, "bob@remote.test", message(subject="delivered"))]), [None])
+            deadline = time.monotonic() + 10
+            while noop(clients[-1]).get("EXISTS") != [b"2"]:
+                self.assertLess(time.monotonic(), deadline, "the delivery never showed up")
+                time.sleep(0.05)
+            for client in clients:
+                if client is not clients[-1]:
+                    self.assertEqual(noop(client).get("EXISTS"), [b"2"])
+                ok, data = client.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                self.assertEqual(ok, "OK")
+                self.assertEqual(data[0][1].strip(), b"Subject: delivered")
+        finally:
+            for client in clients:
+                client.logout()
+
+    @defer.inlineCallbacks
+    def test_sessions_of_one_mailbox_share_its_state(self):
+        for index in range(SIZE):
+            yield threads.deferToThread(self.share, OWNED[index][0])
+
+    def fill_cap(self):
+        """The nano account's sessions from 127.0.0.1, all held by process 1; the next is refused."""
+        held = [self.login(CAPPED, tls=False) for _ in range(plan_named("nano").imap_per_ip)]
+        with self.assertRaises(imaplib.IMAP4.error) as caught:
+            self.login(CAPPED, tls=False)
+        self.assertIn("Maximum connections exceeded", str(caught.exception))
+        return held
+
+    def log_in_everywhere(self):
+        """Mailboxes of both owners, over both listeners, retried while process 1 is not back yet."""
+        for address in OWNED[0] + OWNED[1] + [CAPPED]:
+            for tls in (False, True):
+                client = self.login(address, tls, attempts=50)
+                self.assertEqual(client.select("INBOX")[0], "OK")
+                client.logout()
+
+    @defer.inlineCallbacks
+    def test_killed_process_is_restarted_and_gives_its_caps_back(self):
+        held = yield threads.deferToThread(self.fill_cap)
+        os.kill(self.child, signal.SIGKILL)
+        replacement = yield self.started(2)
+        self.assertNotEqual(replacement, self.child)
+        ended = [line for line in self.server.log().splitlines() if "IMAP process 1 ended" in line]
+        self.assertEqual(len(ended), 1, self.server.log())
+        self.assertIn("signal 9", ended[0])
+        self.assertIn("another starts in", ended[0])
+        self.assertTrue(exited(self.child))
+        yield threads.deferToThread(self.log_in_everywhere)
+        self.assertFalse(exited(replacement))
+        for client in held:
+            client.shutdown()
+
+    @defer.inlineCallbacks
+    def test_stop_ends_the_other_process(self):
+        held = yield threads.deferToThread(self.login, OWNED[1][0], False)
+        began = reactor.seconds()
+        yield threads.deferToThread(self.server.stop)
+        self.assertIn(self.server.process.returncode, (0, -signal.SIGTERM), self.server.log())
+        self.assertLess(reactor.seconds() - began, 5, "a process that ignores TERM is killed only after 10 s")
+        yield until(lambda: exited(self.child), "process 1 (pid %d) ended" % self.child, timeout=2)
+        log = self.server.log()
+        self.assertNotIn("IMAP process 1 ended", log, "no restart announced while stopping")
+        self.assertNotIn("Traceback", log)
+        held.shutdown()
+
+    @defer.inlineCallbacks
+    def test_other_process_exits_when_the_first_dies(self):
+        held = yield threads.deferToThread(self.login, OWNED[1][0], False)
+        self.server.kill()
+        yield until(lambda: exited(self.child), "process 1 (pid %d) ended on its own" % self.child, timeout=5)
+        for port in self.ports.values():
+            with self.assertRaises(ConnectionRefusedError, msg="nobody serves port %d" % port):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        held.shutdown()
+
+
+class RefusedTests(unittest.TestCase):
+    def test_ssl_listener_is_refused(self):
+        path = write_config(self.mktemp(), "[imap]\nprocesses = 2\n",
+                            imaps="ssl:%d:interface=127.0.0.1:privateKey=key.pem" % free_port())
+        process = run_twistd(path)
+        self.assertEqual(process.returncode, 78, process.stdout + process.stderr)
+        lines = process.stderr.splitlines()
+        self.assertEqual(len(lines), 1, process.stderr)
+        self.assertTrue(lines[0].startswith("trekmail: configuration error: [imap] processes: "), lines[0])
+        self.assertIn("[listen] imaps = ssl:", lines[0])
