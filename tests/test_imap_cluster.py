@@ -52,6 +52,15 @@ def converse(port, lines, tls=False):
             received += chunk
 
 
+def refusal(client, local, password=PASSWORD):
+    """The server's text refusing C{client}'s login as C{local}@example.com, or C{None} if it logged in."""
+    try:
+        client.login("%s@example.com" % local, password)
+    except imaplib.IMAP4.error as e:
+        return str(e)
+    return None
+
+
 class ClusterTests(unittest.TestCase):
     timeout = 30
 
@@ -169,14 +178,7 @@ class ClusterTests(unittest.TestCase):
     def test_owner_out_of_reach_refuses_the_login_and_keeps_the_session(self):
         yield self.unlink()
         client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
-
-        def attempt():
-            try:
-                client.login("%s@example.com" % OTHER_OWNS[0], PASSWORD)
-            except imaplib.IMAP4.error as e:
-                return str(e)
-        refusal = yield self.first.in_thread(attempt)
-        self.assertIn("[UNAVAILABLE]", refusal)
+        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, OTHER_OWNS[0])))
         self.assertEqual(self.first.limits.admissions, {}, "the refused login's admission went back")
         ok = yield self.first.in_thread(client.login, "%s@example.com" % FIRST_OWNS[0], PASSWORD)
         self.assertEqual(ok[0], "OK", "the same connection logs in to a mailbox this process owns")
@@ -186,13 +188,7 @@ class ClusterTests(unittest.TestCase):
     def test_owner_at_its_connection_total_refuses_the_session(self):
         self.first.limits.total = 0
         client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.other.ports["imap"], timeout=10)
-
-        def attempt():
-            try:
-                client.login("%s@example.com" % FIRST_OWNS[0], PASSWORD)
-            except imaplib.IMAP4.error as e:
-                return str(e)
-        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(attempt)))
+        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, FIRST_OWNS[0])))
         yield self.until(lambda: self.first.limits.admissions == {})
         ok = yield self.first.in_thread(client.login, "%s@example.com" % OTHER_OWNS[0], PASSWORD)
         self.assertEqual(ok[0], "OK", "the socket stayed with the accepting process, whole")
@@ -215,9 +211,7 @@ class ClusterTests(unittest.TestCase):
         def fail(site):
             client = imaplib.IMAP4("127.0.0.1", site.ports["imap"], timeout=10)
             try:
-                client.login("%s@example.com" % FIRST_OWNS[0], "wrong")
-            except imaplib.IMAP4.error as e:
-                return str(e)
+                return refusal(client, FIRST_OWNS[0], "wrong")
             finally:
                 client.shutdown()
         for site in (self.other, self.first, self.other):
@@ -243,12 +237,8 @@ class ClusterTests(unittest.TestCase):
             local = (FIRST_OWNS + OTHER_OWNS)[n % 6]
             held.append((yield self.first.in_thread(self.login, site, local, ("imap", "imaps")[n % 3 == 0])))
 
-        def refused():
-            try:
-                self.login(self.other, FIRST_OWNS[0])
-            except imaplib.IMAP4.error as e:
-                return str(e)
-        self.assertIn("Maximum connections exceeded", (yield self.first.in_thread(refused)))
+        client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.other.ports["imap"], timeout=10)
+        self.assertIn("Maximum connections exceeded", (yield self.first.in_thread(refusal, client, FIRST_OWNS[0])))
         by_member = sum(1 for _, holder in self.first.limits.admissions.values() if holder == 1)
         self.assertEqual(by_member, sum(1 for n in range(total) if n % 6 >= 3))
         yield self.unlink()
