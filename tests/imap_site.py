@@ -62,6 +62,8 @@ class Site:
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(per_address, total)
         self.cluster = make_cluster(self.limits) if make_cluster is not None else None
+        if self.cluster is not None:
+            self.store.closed = self.cluster.released
         options = tls.server_options(self.config)
         self.ports = {}
         self.factories = {}

@@ -9,7 +9,6 @@ import imaplib
 import ipaddress
 import os
 import socket
-import zlib
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
@@ -17,24 +16,12 @@ from twisted.trial import unittest
 from tests.imap_site import PASSWORD, Site, message
 from tests.support import client_context
 from trekmail.imap import cluster
-from trekmail.imap.cluster import Coordinator, Member
+from trekmail.imap.cluster import Coordinator, Leases, Member
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
-def owned_by(index, count=3):
-    """Local parts whose mailbox at example.com the process C{index} of two owns."""
-    found = []
-    for n in range(1000):
-        local = "user%d" % n
-        if zlib.crc32(("%s@example.com" % local).encode()) % 2 == index:
-            found.append(local)
-            if len(found) == count:
-                return found
-
-
-FIRST_OWNS = owned_by(0)
-OTHER_OWNS = owned_by(1)
+LOCALS = ["user%d" % n for n in range(6)]
 
 
 def converse(port, lines, tls=False):
@@ -69,7 +56,7 @@ class ClusterTests(unittest.TestCase):
                           make_cluster=lambda limits: Coordinator(limits, reactor, 2))
         self.other = Site(self, trusted_networks=LOOPBACK, realm=self.first.realm,
                           make_cluster=lambda limits: Member(limits, reactor, 1, 2))
-        self.account = self.first.account(plan="nano", mailboxes=FIRST_OWNS + OTHER_OWNS)
+        self.account = self.first.account(plan="nano", mailboxes=LOCALS)
         self.links = []
         self.unlinked = []
         self.link()
@@ -131,18 +118,25 @@ class ClusterTests(unittest.TestCase):
     def serving(self, site, local):
         return "%s@example.com" % local in site.store._accounts
 
+    def owned(self, site, local):
+        """C{local}'s first session, logged in through C{site}, which makes it the mailbox's owner; call in a thread."""
+        client = self.login(site, local)
+        self.assertTrue(self.serving(site, local), "the first login's process owns the mailbox")
+        return client
+
     @defer.inlineCallbacks
     def check_moved(self, port, kept):
-        local = FIRST_OWNS[0]
+        local = LOCALS[0]
+        holder = yield self.first.in_thread(self.owned, self.first, local)
         client = yield self.first.in_thread(self.login, self.other, local, port)
         flags = yield self.first.in_thread(self.use, client)
         self.assertIn(b"\\Flagged", flags[0])
         self.assertTrue(self.serving(self.first, local), "the owner serves the session")
         self.assertFalse(self.serving(self.other, local))
         self.assertEqual(self.other.limits.counts, kept, "what the accepting process still holds")
-        self.assertEqual(self.first.limits.counts[("account", self.account.id)], 1)
-        self.assertEqual(dict(self.first.limits.counts)[("all",)], 1)
-        yield self.first.in_thread(client.logout)
+        self.assertEqual(self.first.limits.counts[("account", self.account.id)], 2)
+        self.assertEqual(dict(self.first.limits.counts)[("all",)], 2)
+        yield self.first.in_thread(lambda: (client.logout(), holder.logout()))
         yield self.until(lambda: not self.first.limits.counts and not self.other.limits.counts)
         self.assertEqual(self.first.limits.admissions, {})
 
@@ -154,45 +148,61 @@ class ClusterTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_commands_pipelined_behind_login_follow_the_session(self):
-        lines = [b"a LOGIN %s@example.com \"%s\"" % (FIRST_OWNS[1].encode(), PASSWORD.encode()),
+        holder = yield self.first.in_thread(self.owned, self.first, LOCALS[1])
+        lines = [b"a LOGIN %s@example.com \"%s\"" % (LOCALS[1].encode(), PASSWORD.encode()),
                  b"b SELECT INBOX", b"c NOOP", b"d LOGOUT"]
         for tls in (False, True):
             port = self.other.ports["imaps" if tls else "imap"]
             said = yield self.first.in_thread(converse, port, lines, tls)
             tagged = [line.split(b" ")[:2] for line in said.split(b"\r\n") if line[:1] in b"abcd" and line]
             self.assertEqual(tagged, [[b"a", b"OK"], [b"b", b"OK"], [b"c", b"OK"], [b"d", b"OK"]], (tls, said))
+        self.assertFalse(self.serving(self.other, LOCALS[1]), "they were served by the owner")
+        yield self.first.in_thread(holder.logout)
 
     @defer.inlineCallbacks
-    def test_each_process_serves_the_mailboxes_it_owns(self):
-        local = OTHER_OWNS[0]
-        held = yield self.first.in_thread(self.login, self.other, local)
-        self.assertTrue(self.serving(self.other, local), "no move when the accepting process owns it")
+    def test_the_first_login_picks_the_owner_until_the_mailbox_is_closed(self):
+        local = LOCALS[0]
+        held = yield self.first.in_thread(self.owned, self.other, local)
         moved = yield self.first.in_thread(self.login, self.first, local, "imaps")
         self.assertFalse(self.serving(self.first, local), "the first process hands it over too")
         yield self.first.in_thread(self.use, moved)
         flags = yield self.first.in_thread(lambda: (held.select("INBOX"), held.fetch("1", "(FLAGS)"))[1][1])
         self.assertIn(b"\\Flagged", flags[0], "both sessions share one folder state")
+        address = "%s@example.com" % local
+        self.assertEqual(self.first.cluster.leases.owner(address, 0), 1)
         yield self.first.in_thread(lambda: (held.logout(), moved.logout()))
+        yield self.until(lambda: self.first.cluster.leases.owner(address, 0) == 0)
+        self.assertFalse(self.serving(self.other, local), "the lease ended once the owner had closed it")
+        again = yield self.first.in_thread(self.owned, self.first, local)
+        flags = yield self.first.in_thread(lambda: (again.select("INBOX"), again.fetch("1", "(FLAGS)"))[1][1])
+        self.assertIn(b"\\Flagged", flags[0], "the new owner loaded what the last one wrote back")
+        yield self.first.in_thread(again.logout)
 
     @defer.inlineCallbacks
     def test_owner_out_of_reach_refuses_the_login_and_keeps_the_session(self):
+        held = yield self.first.in_thread(self.owned, self.other, LOCALS[3])
         yield self.unlink()
         client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
-        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, OTHER_OWNS[0])))
+        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, LOCALS[3])))
         self.assertEqual(self.first.limits.admissions, {}, "the refused login's admission went back")
-        ok = yield self.first.in_thread(client.login, "%s@example.com" % FIRST_OWNS[0], PASSWORD)
-        self.assertEqual(ok[0], "OK", "the same connection logs in to a mailbox this process owns")
+        ok = yield self.first.in_thread(client.login, "%s@example.com" % LOCALS[0], PASSWORD)
+        self.assertEqual(ok[0], "OK", "the same connection logs in to a mailbox no other process has open")
         yield self.first.in_thread(client.logout)
+        self.first.cluster.ended(1)
+        again = yield self.first.in_thread(self.owned, self.first, LOCALS[3])
+        yield self.first.in_thread(lambda: (again.logout(), held.shutdown()))
 
     @defer.inlineCallbacks
     def test_owner_at_its_connection_total_refuses_the_session(self):
+        holder = yield self.first.in_thread(self.owned, self.first, LOCALS[0])
         self.first.limits.total = 0
         client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.other.ports["imap"], timeout=10)
-        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, FIRST_OWNS[0])))
-        yield self.until(lambda: self.first.limits.admissions == {})
-        ok = yield self.first.in_thread(client.login, "%s@example.com" % OTHER_OWNS[0], PASSWORD)
+        self.assertIn("[UNAVAILABLE]", (yield self.first.in_thread(refusal, client, LOCALS[0])))
+        yield self.until(lambda: len(self.first.limits.admissions) == 1)
+        ok = yield self.first.in_thread(client.login, "%s@example.com" % LOCALS[3], PASSWORD)
         self.assertEqual(ok[0], "OK", "the socket stayed with the accepting process, whole")
-        yield self.first.in_thread(client.logout)
+        self.assertTrue(self.serving(self.other, LOCALS[3]))
+        yield self.first.in_thread(lambda: (client.logout(), holder.logout()))
 
     def test_a_socket_other_than_the_one_sent_closes_the_link(self):
         """If AMP ever paired a message with the wrong descriptor, no session may get it."""
@@ -211,7 +221,7 @@ class ClusterTests(unittest.TestCase):
         def fail(site):
             client = imaplib.IMAP4("127.0.0.1", site.ports["imap"], timeout=10)
             try:
-                return refusal(client, FIRST_OWNS[0], "wrong")
+                return refusal(client, LOCALS[0], "wrong")
             finally:
                 client.shutdown()
         for site in (self.other, self.first, self.other):
@@ -234,13 +244,42 @@ class ClusterTests(unittest.TestCase):
         held = []
         for n in range(total):
             site = (self.first, self.other)[n % 2]
-            local = (FIRST_OWNS + OTHER_OWNS)[n % 6]
+            local = LOCALS[n % 6]
             held.append((yield self.first.in_thread(self.login, site, local, ("imap", "imaps")[n % 3 == 0])))
 
         client = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.other.ports["imap"], timeout=10)
-        self.assertIn("Maximum connections exceeded", (yield self.first.in_thread(refusal, client, FIRST_OWNS[0])))
+        self.assertIn("Maximum connections exceeded", (yield self.first.in_thread(refusal, client, LOCALS[0])))
         by_member = sum(1 for _, holder in self.first.limits.admissions.values() if holder == 1)
-        self.assertEqual(by_member, sum(1 for n in range(total) if n % 6 >= 3))
+        self.assertEqual(by_member, sum(1 for n in range(total) if n % 2 == 1), "user1, 3 and 5 first logged in there")
         yield self.unlink()
         self.assertEqual(self.first.limits.counts[("account", self.account.id)], total - by_member)
         yield self.first.in_thread(lambda: [client.logout() for client in held])
+
+
+class LeaseTests(unittest.TestCase):
+    def test_first_asker_owns_until_released_with_no_session_on_its_way(self):
+        leases = Leases()
+        self.assertEqual(leases.take("a@x", 1, 10), 1)
+        self.assertEqual(leases.take("a@x", 0, 11), 1, "later logins go to the owner")
+        self.assertEqual(leases.owner("b@x", 0), 0, "a mailbox no one has open goes to whoever asks")
+        leases.drop(10)
+        leases.release("a@x", 1)
+        self.assertEqual(leases.owner("a@x", 0), 1, "a session is still on its way: the owner keeps it")
+        leases.release("a@x", 0)
+        leases.drop(11)
+        leases.drop(11)
+        self.assertEqual(leases.owner("a@x", 0), 1, "only the owner's release ends the lease")
+        leases.release("a@x", 1)
+        self.assertEqual(leases.owner("a@x", 0), 0)
+
+    def test_an_ended_process_gives_back_its_leases_and_late_dismissals_are_harmless(self):
+        leases = Leases()
+        leases.take("a@x", 1, 10)
+        leases.take("b@x", 0, 11)
+        leases.ended(1)
+        self.assertEqual(leases.owner("a@x", 0), 0)
+        self.assertEqual(leases.take("a@x", 0, 12), 0)
+        leases.drop(10)
+        leases.release("a@x", 0)
+        self.assertEqual(leases.owner("a@x", 1), 0, "the late dismissal did not count against the new lease")
+        self.assertEqual(leases.owner("b@x", 1), 0)

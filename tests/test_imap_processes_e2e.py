@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import time
-import zlib
 
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
@@ -35,20 +34,8 @@ SESSIONS = 8
 STARTED = re.compile(r"IMAP process 1 started \(pid (\d+)\)")
 
 
-def owned_by(index, domain, count):
-    """Addresses at C{domain} whose mailboxes process C{index} of L{SIZE} owns."""
-    found = []
-    n = 0
-    while len(found) < count:
-        address = "user%d@%s" % (n, domain)
-        if zlib.crc32(address.encode()) % SIZE == index:
-            found.append(address)
-        n += 1
-    return found
-
-
-OWNED = {index: owned_by(index, "example.com", 2) for index in range(SIZE)}
-CAPPED = owned_by(1, "example.org", 1)[0]
+ADDRESSES = ["user%d@example.com" % n for n in range(4)]
+CAPPED = "user0@example.org"
 """On a nano account: the process that dies holds its cap's worth of sessions."""
 
 
@@ -110,7 +97,7 @@ class TwoProcessesTests(unittest.TestCase):
             admin = Administration(db, self.config, WallClock())
             agency = admin.account_add("owner@example.net", "agency", verified=True)
             admin.domain_add("example.com", agency.id)
-            for address in OWNED[0] + OWNED[1]:
+            for address in ADDRESSES:
                 admin.mailbox_add(address, PASSWORD)
             nano = admin.account_add("small@example.net", "nano", verified=True)
             admin.domain_add("example.org", nano.id)
@@ -160,26 +147,30 @@ class TwoProcessesTests(unittest.TestCase):
                     raise
             time.sleep(0.1)
 
-    def accepted_by_each(self):
+    def accepted_by(self, index, count=1, tls=False):
         """
-        L{SESSIONS} connections, half accepted by each process, half of
-        those over TLS: while one process accepts, the other is stopped
-        (SIGSTOP), and a connection is accepted once its greeting came.
+        C{count} connections accepted by process C{index}: the other is
+        stopped (SIGSTOP) meanwhile, and a connection is accepted once its
+        greeting came.  Its first login makes that process the mailbox's
+        owner.
+        """
+        stopped = self.child if index == 0 else self.server.process.pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            return [connect(self.ports["imaps" if tls else "imap"], tls) for _ in range(count)]
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+
+    def share(self, address, owner):
+        """
+        Eight sessions of one mailbox, half accepted by each process (half
+        of those over TLS), the first login on process C{owner}: each sees
+        what the others did; call in a thread.
         """
         clients = []
-        for stopped in (self.server.process.pid, self.child):
-            os.kill(stopped, signal.SIGSTOP)
-            try:
-                for n in range(SESSIONS // 2):
-                    tls = n % 2 == 0
-                    clients.append(connect(self.ports["imaps" if tls else "imap"], tls))
-            finally:
-                os.kill(stopped, signal.SIGCONT)
-        return clients
-
-    def share(self, address):
-        """Eight sessions of one mailbox accepted by both processes: each sees what the others did; call in a thread."""
-        clients = self.accepted_by_each()
+        for index in (owner, 1 - owner):
+            for n in range(SESSIONS // 2):
+                clients += self.accepted_by(index, tls=n % 2 == 0)
         try:
             for client in clients:
                 client.login(address, PASSWORD)
@@ -219,20 +210,27 @@ class TwoProcessesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_sessions_of_one_mailbox_share_its_state(self):
-        for index in range(SIZE):
-            yield threads.deferToThread(self.share, OWNED[index][0])
+        for owner in range(SIZE):
+            yield threads.deferToThread(self.share, ADDRESSES[owner], owner)
+
+    def held_by_process_1(self):
+        client = self.accepted_by(1)[0]
+        client.login(ADDRESSES[0], PASSWORD)
+        return client
 
     def fill_cap(self):
         """The nano account's sessions from 127.0.0.1, all held by process 1; the next is refused."""
-        held = [self.login(CAPPED, tls=False) for _ in range(plan_named("nano").imap_per_ip)]
+        held = self.accepted_by(1)
+        held[0].login(CAPPED, PASSWORD)
+        held += [self.login(CAPPED, tls=False) for _ in range(plan_named("nano").imap_per_ip - 1)]
         with self.assertRaises(imaplib.IMAP4.error) as caught:
             self.login(CAPPED, tls=False)
         self.assertIn("Maximum connections exceeded", str(caught.exception))
         return held
 
     def log_in_everywhere(self):
-        """Mailboxes of both owners, over both listeners, retried while process 1 is not back yet."""
-        for address in OWNED[0] + OWNED[1] + [CAPPED]:
+        """Every mailbox, over both listeners, retried while process 1 is not back yet."""
+        for address in ADDRESSES + [CAPPED]:
             for tls in (False, True):
                 client = self.login(address, tls, attempts=50)
                 self.assertEqual(client.select("INBOX")[0], "OK")
@@ -256,7 +254,7 @@ class TwoProcessesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_stop_ends_the_other_process(self):
-        held = yield threads.deferToThread(self.login, OWNED[1][0], False)
+        held = yield threads.deferToThread(self.held_by_process_1)
         began = reactor.seconds()
         yield threads.deferToThread(self.server.stop)
         self.assertIn(self.server.process.returncode, (0, -signal.SIGTERM), self.server.log())
@@ -269,7 +267,7 @@ class TwoProcessesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_other_process_exits_when_the_first_dies(self):
-        held = yield threads.deferToThread(self.login, OWNED[1][0], False)
+        held = yield threads.deferToThread(self.held_by_process_1)
         self.server.kill()
         yield until(lambda: exited(self.child), "process 1 (pid %d) ended on its own" % self.child, timeout=5)
         for port in self.ports.values():

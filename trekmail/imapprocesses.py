@@ -71,6 +71,7 @@ class IMAPProcesses(service.Service):
     def ended(self, child, reason):
         if self.children.get(child.index) is child:
             del self.children[child.index]
+        self.coordinator.ended(child.index)
         if not self.running:
             return
         delay = self.delays.get(child.index, 0.0)

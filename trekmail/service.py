@@ -266,11 +266,12 @@ def _imap_parts(components, make_cluster):
         notifier = inotify.INotify(components.reactor)
     except inotify.INotifyError:
         notifier = None
-    store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"))
     portal = Portal(MailUserRealm(), [components.checker])
     limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"),
                               connection_ceiling(config.get("imap", "max_connections")))
     cluster = make_cluster(limits)
+    store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"),
+                      cluster.released)
     factories = {
         name: IMAPFactory(
             portal, components.directory, store, limits, components.reactor,

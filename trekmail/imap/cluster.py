@@ -4,9 +4,11 @@ the same listening sockets.
 
 A L{trekmail.imap.store.Folder} is the authority for its folder only
 within one process, so every session of one mailbox must live in the
-same process: its I{owner}, picked by hashing the address.  A session
-that logs in on another process is handed to the owner, the way
-Dovecot's imap-login hands a client to an imap process.  A plain
+same process: its I{owner}.  The owner is whichever process logged in
+the mailbox's first session (L{Leases}), so a client usually stays where
+the kernel handed it; a session that logs in on another process while
+the mailbox is open elsewhere is handed to the owner, the way Dovecot's
+imap-login hands a client to an imap process.  A plain
 connection moves whole: its socket crosses on a UNIX socket
 (C{SCM_RIGHTS}) with the bytes already read.  A TLS connection cannot (its
 keys live in this process's OpenSSL), so it is I{spliced}: this process
@@ -24,7 +26,6 @@ when its link closes.
 import json
 import os
 import socket
-import zlib
 from dataclasses import dataclass, replace
 
 from twisted.internet import defer, protocol
@@ -53,6 +54,57 @@ class Handoff:
     pending: bytes
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A login let in under the plan's caps (C{number}, to give back), and the process that must serve it."""
+
+    number: int
+    owner: int
+
+
+class Leases:
+    """
+    Which process has each mailbox open.  The first admission of a
+    mailbox makes the process that asked its owner; the lease outlives
+    the last session until the owner says it has written back its flags
+    and closed the index (L{release}), so the next owner never loads a
+    state older than the last one's.  A process that ends gives all its
+    leases back (L{ended}).
+    """
+
+    def __init__(self):
+        self._owners = {}
+        self._held = {}
+
+    def take(self, address, asking, number):
+        """Counts admission C{number} against C{address}'s lease, made C{asking}'s if there is none: the owner."""
+        lease = self._owners.get(address)
+        if lease is None:
+            lease = self._owners[address] = [asking, 0]
+        lease[1] += 1
+        self._held[number] = lease
+        return lease[0]
+
+    def owner(self, address, asking):
+        lease = self._owners.get(address)
+        return asking if lease is None else lease[0]
+
+    def drop(self, number):
+        lease = self._held.pop(number, None)
+        if lease is not None:
+            lease[1] -= 1
+
+    def release(self, address, owner):
+        """The owner has closed C{address}: the lease ends, unless a session is on its way to it again."""
+        lease = self._owners.get(address)
+        if lease is not None and lease[0] == owner and lease[1] <= 0:
+            del self._owners[address]
+
+    def ended(self, owner):
+        for address in [a for a, lease in self._owners.items() if lease[0] == owner]:
+            del self._owners[address]
+
+
 class Unavailable(Exception):
     """The owning process cannot take the session now (it is restarting)."""
 
@@ -69,9 +121,14 @@ class Adopt(amp.Command):
 
 
 class Admit(amp.Command):
-    arguments = [(b"account", amp.Unicode()), (b"peer", amp.Unicode()), (b"plan", amp.Unicode()),
-                 (b"holder", amp.Integer())]
-    response = [(b"admission", amp.Integer())]
+    arguments = [(b"account", amp.Unicode()), (b"address", amp.Unicode()), (b"peer", amp.Unicode()),
+                 (b"plan", amp.Unicode())]
+    response = [(b"admission", amp.Integer()), (b"owner", amp.Integer())]
+
+
+class Release(amp.Command):
+    arguments = [(b"address", amp.Unicode())]
+    requiresAnswer = False
 
 
 class LoginFailed(amp.Command):
@@ -148,21 +205,33 @@ class Solo:
     def __init__(self, limits, reactor=None, index=0, size=1):
         self.limits = limits
         self.throttle = AuthThrottle()
+        self.leases = Leases()
         self.reactor = reactor
         self.index = index
         self.size = size
         self.factory = None
         """The L{IMAPFactory} that adopted sessions join; set when the service is wired."""
 
-    def owner_of(self, address):
-        return zlib.crc32(address.encode("utf-8")) % self.size
-
-    def admit(self, account_id, peer, plan, holder):
-        """An admission number, or C{None} past the plan's caps (may be a Deferred)."""
-        return self.limits.admit(account_id, peer, plan, holder)
+    def admit(self, account_id, address, peer, plan, asking=None):
+        """
+        The L{Admission} of a login to mailbox C{address} of account
+        C{account_id} from C{peer}, asked by process C{asking} (this one
+        by default), or C{None} past the plan's caps (may be a Deferred).
+        """
+        asking = self.index if asking is None else asking
+        owner = self.leases.owner(address, asking)
+        number = self.limits.admit(account_id, peer, plan, owner)
+        if number is None:
+            return None
+        return Admission(number, self.leases.take(address, asking, number))
 
     def dismiss(self, admission):
+        self.leases.drop(admission)
         self.limits.dismiss(admission)
+
+    def released(self, address):
+        """This process has closed mailbox C{address} (its flags are written back)."""
+        self.leases.release(address, self.index)
 
     def blocked(self, peer, now):
         """Whether C{peer} has failed to log in too often to be let try."""
@@ -255,9 +324,17 @@ class Coordinator(Solo):
         self.links[index] = link
 
     def left(self, index, link):
+        """
+        Process C{index}'s link has closed: its caps go back at once, but
+        its mailboxes stay its own (logins to them are refused) until it
+        has ended, as it may still be writing them back.
+        """
         if self.links.get(index) is link:
             del self.links[index]
         self.limits.dismiss_holder(index)
+
+    def ended(self, index):
+        self.leases.ended(index)
 
     def _deliver(self, handoff, descriptor, family):
         if handoff.owner == self.index:
@@ -283,9 +360,16 @@ class CoordinatorLink(amp.AMP):
         self.coordinator.left(self.index, self)
 
     @Admit.responder
-    def admit(self, account, peer, plan, holder):
-        admission = self.coordinator.admit(json.loads(account), peer, plan_named(plan), holder)
-        return {"admission": admission or 0}
+    def admit(self, account, address, peer, plan):
+        admission = self.coordinator.admit(json.loads(account), address, peer, plan_named(plan), self.index)
+        if admission is None:
+            return {"admission": 0, "owner": -1}
+        return {"admission": admission.number, "owner": admission.owner}
+
+    @Release.responder
+    def release(self, address):
+        self.coordinator.leases.release(address, self.index)
+        return {}
 
     @Dismiss.responder
     def dismiss(self, admission):
@@ -320,16 +404,21 @@ class Member(Solo):
         """The AMP protocol for this process's end of the socketpair."""
         return MemberLink(self)
 
-    def admit(self, account_id, peer, plan, holder):
+    def admit(self, account_id, address, peer, plan, asking=None):
         if self.coordinator is None:
             return defer.fail(Unavailable())
-        d = self.coordinator.callRemote(Admit, account=json.dumps(account_id), peer=peer, plan=plan.name,
-                                        holder=holder)
-        return d.addCallback(lambda answer: answer["admission"] or None)
+        d = self.coordinator.callRemote(Admit, account=json.dumps(account_id), address=address, peer=peer,
+                                        plan=plan.name)
+        return d.addCallback(lambda answer: Admission(answer["admission"], answer["owner"])
+                             if answer["admission"] else None)
 
     def dismiss(self, admission):
         if admission is not None and self.coordinator is not None:
             self.coordinator.callRemote(Dismiss, admission=admission)
+
+    def released(self, address):
+        if self.coordinator is not None:
+            self.coordinator.callRemote(Release, address=address)
 
     def failed(self, peer, now):
         if self.coordinator is None:

@@ -366,19 +366,18 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             return None
         if context is None:
             return b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
-        owner = cluster.owner_of(address)
-        admission = yield cluster.admit(context.account.id, self.peer, plan_named(context.account.plan), owner)
+        admission = yield cluster.admit(context.account.id, address, self.peer, plan_named(context.account.plan))
         if self.state != "nonauth":
-            cluster.dismiss(admission)
+            cluster.dismiss(admission and admission.number)
             return None
         if admission is None:
             self._close(b"%s NO [LIMIT] %s\r\n" % (tag.encode(), MAXIMUM_EXCEEDED.encode()))
             return None
-        self.admission = admission
+        self.admission = admission.number
         self.factory.limits.logged_in(self.slot)
-        if owner != cluster.index:
-            return (yield self._hand_off(Handoff(owner, admission, tag, address, self.peer, self.tls,
-                                                 bytes(self.framer.buffer))))
+        if admission.owner != cluster.index:
+            return (yield self._hand_off(Handoff(admission.owner, admission.number, tag, address, self.peer,
+                                                 self.tls, bytes(self.framer.buffer))))
         account = yield self.factory.store.open_account(address).addErrback(self._not_entered)
         return self._enter(account, tag)
 

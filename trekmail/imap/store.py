@@ -635,8 +635,10 @@ class MailStore:
 
     log = Logger()
 
-    def __init__(self, data_dir, reactor, notifier=None, cache_bytes=32 * 1024 * 1024):
+    def __init__(self, data_dir, reactor, notifier=None, cache_bytes=32 * 1024 * 1024, closed=lambda address: None):
         self.data_dir = data_dir
+        self.closed = closed
+        """Called with an address once its account is closed and its flags written: another process may open it."""
         self.cache = MessageCache(cache_bytes)
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-mailstore")
@@ -702,7 +704,9 @@ class MailStore:
             del self._accounts[account.address]
             for folder in list(account.folders.values()):
                 self.unwatch(folder)
-            account.run_db(lambda db: db.close())
+            d = account.run_db(lambda db: db.close())
+            d.addCallback(lambda _: self.closed(account.address))
+            d.addErrback(lambda f: self.log.failure("closing {root} failed", f, root=account.root))
 
     def watch(self, folder):
         if self._notifier is None:
