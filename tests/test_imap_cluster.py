@@ -204,14 +204,43 @@ class ClusterTests(unittest.TestCase):
         self.assertTrue(self.serving(self.other, LOCALS[3]))
         yield self.first.in_thread(lambda: (client.logout(), holder.logout()))
 
+    def placing_port(self):
+        """The first process's listener as it is with other processes: it places what it accepts."""
+        port = reactor.listenTCP(0, cluster.Placing(self.first.cluster, "imap", self.first.factories["imap"]),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_a_new_connection_goes_to_the_process_serving_fewer(self):
+        self.other.cluster.doors = {"imap": self.other.factories["imap"]}
+        port = self.placing_port()
+        busy = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
+        placed = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", port, timeout=10)
+        self.assertEqual((self.first.limits.held(), self.other.limits.held()), (1, 1))
+        yield self.first.in_thread(placed.login, "%s@example.com" % LOCALS[0], PASSWORD)
+        self.assertTrue(self.serving(self.other, LOCALS[0]), "served, and owned, where it was placed")
+        yield self.first.in_thread(lambda: (placed.logout(), busy.logout()))
+
+    @defer.inlineCallbacks
+    def test_a_connection_the_other_process_cannot_take_is_served_here(self):
+        self.other.cluster.doors = {"imap": self.other.factories["imap"]}
+        self.other.limits.total = 0
+        port = self.placing_port()
+        busy = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
+        placed = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", port, timeout=10)
+        yield self.first.in_thread(placed.login, "%s@example.com" % LOCALS[0], PASSWORD)
+        self.assertTrue(self.serving(self.first, LOCALS[0]))
+        self.assertEqual(self.other.limits.held(), 0)
+        yield self.first.in_thread(lambda: (placed.logout(), busy.logout()))
+
     def test_a_socket_other_than_the_one_sent_closes_the_link(self):
         """If AMP ever paired a message with the wrong descriptor, no session may get it."""
         link = self.links[0]
         sent, other = socket.socketpair()
         self.addCleanup(sent.close)
         self.addCleanup(other.close)
-        fields = cluster._arguments(cluster.Handoff(0, 1, "a", "x@example.com", "127.0.0.1", False, b""),
-                                    sent.fileno(), socket.AF_UNIX)
+        fields = cluster._arguments(sent.fileno(), socket.AF_UNIX, listener="imap")
         fields["descriptor"] = os.dup(other.fileno())
         self.assertRaises(cluster.Unavailable, cluster._received, link, fields)
         return self.unlinked[0]

@@ -3,7 +3,8 @@ IMAP in two real processes (C{[imap] processes = 2}): a real C{twistd -n
 trekmail} and the process it spawns (L{trekmail.imapprocesses}), reached
 with imaplib over real loopback sockets.  What the in-process
 L{tests.test_imap_cluster} cannot show: the spawn itself, a killed
-process restarted with its caps given back, the stop, the exit of a
+process restarted with its caps given back, connections shared out
+between the processes as they are accepted, the stop, the exit of a
 process whose first process died, and the refusal of a listener that
 cannot be shared.
 """
@@ -37,6 +38,17 @@ STARTED = re.compile(r"IMAP process 1 started \(pid (\d+)\)")
 ADDRESSES = ["user%d@example.com" % n for n in range(4)]
 CAPPED = "user0@example.org"
 """On a nano account: the process that dies holds its cap's worth of sessions."""
+
+
+def has_socket(pid, inode):
+    directory = "/proc/%d/fd" % pid
+    for fd in os.listdir(directory):
+        try:
+            if os.readlink(os.path.join(directory, fd)) == "socket:[%s]" % inode:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def exited(pid):
@@ -147,19 +159,37 @@ class TwoProcessesTests(unittest.TestCase):
                     raise
             time.sleep(0.1)
 
+    def holder(self, client):
+        """Which of the two processes holds the server's end of C{client}'s connection."""
+        port = client.sock.getsockname()[1]
+        ends = "0100007F:%04X 0100007F:%04X" % (self.ports["imaps"], port), \
+            "0100007F:%04X 0100007F:%04X" % (self.ports["imap"], port)
+        with open("/proc/net/tcp") as f:
+            inode = next(line.split()[9] for line in f if " ".join(line.split()[1:3]) in ends)
+        deadline = time.monotonic() + 5
+        while True:
+            holders = [pid for pid in (self.server.process.pid, self.child) if has_socket(pid, inode)]
+            if len(holders) == 1:
+                return holders[0]
+            self.assertLess(time.monotonic(), deadline, "held by %s" % holders)
+            time.sleep(0.01)
+
     def accepted_by(self, index, count=1, tls=False):
         """
-        C{count} connections accepted by process C{index}: the other is
-        stopped (SIGSTOP) meanwhile, and a connection is accepted once its
-        greeting came.  Its first login makes that process the mailbox's
-        owner.
+        C{count} connections served by process C{index}: the first process
+        places each new connection with whichever serves fewer, so a
+        connection that went to the other is kept open until we have ours.
+        Its first login makes that process the mailbox's owner.
         """
-        stopped = self.child if index == 0 else self.server.process.pid
-        os.kill(stopped, signal.SIGSTOP)
-        try:
-            return [connect(self.ports["imaps" if tls else "imap"], tls) for _ in range(count)]
-        finally:
-            os.kill(stopped, signal.SIGCONT)
+        wanted = (self.server.process.pid, self.child)[index]
+        clients, elsewhere = [], []
+        while len(clients) < count:
+            self.assertLess(len(elsewhere), 10, "placement never chose process %d" % index)
+            client = connect(self.ports["imaps" if tls else "imap"], tls)
+            (clients if self.holder(client) == wanted else elsewhere).append(client)
+        for client in elsewhere:
+            client.shutdown()
+        return clients
 
     def share(self, address, owner):
         """
@@ -217,6 +247,19 @@ class TwoProcessesTests(unittest.TestCase):
         client = self.accepted_by(1)[0]
         client.login(ADDRESSES[0], PASSWORD)
         return client
+
+    def placed(self):
+        """Six connections opened one after another, over both listeners: how many each process holds."""
+        clients = [connect(self.ports["imaps" if n % 2 else "imap"], n % 2 == 1) for n in range(6)]
+        try:
+            holders = [self.holder(client) for client in clients]
+        finally:
+            for client in clients:
+                client.shutdown()
+        return sorted(holders.count(pid) for pid in (self.server.process.pid, self.child))
+
+    def test_connections_are_shared_out_as_they_arrive(self):
+        return threads.deferToThread(self.placed).addCallback(self.assertEqual, [3, 3])
 
     def fill_cap(self):
         """The nano account's sessions from 127.0.0.1, all held by process 1; the next is refused."""

@@ -1,7 +1,7 @@
 """
 The other IMAP processes of C{[imap] processes}.  The first process
-starts them, passes each the listening IMAP sockets and one end of an
-AMP socketpair (see L{trekmail.imap.cluster}), writes their log events
+starts them, passes each one end of an AMP socketpair (see
+L{trekmail.imap.cluster}) over which it then places connections, writes their log events
 into its own log, and starts another when one dies.  Run as
 C{python -m trekmail.imapprocesses}, this module is such a process: it
 serves IMAP until told to stop or until its link to the first process
@@ -22,7 +22,6 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.logger import Logger, eventFromJSON, globalLogBeginner, globalLogPublisher, jsonFileLogObserver
 
 LINK_DESCRIPTOR = 3
-FIRST_LISTENER_DESCRIPTOR = 4
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 30.0
@@ -33,11 +32,10 @@ STOP_TIMEOUT = 10.0
 class IMAPProcesses(service.Service):
     log = Logger()
 
-    def __init__(self, config, reactor, coordinator, listeners):
+    def __init__(self, config, reactor, coordinator):
         self.config = config
         self.reactor = reactor
         self.coordinator = coordinator
-        self.listeners = listeners
         self.children = {}
         self.delays = {}
 
@@ -53,9 +51,6 @@ class IMAPProcesses(service.Service):
         descriptors = {0: "w", 1: "r", 2: "r", LINK_DESCRIPTOR: theirs.fileno()}
         args = [sys.executable, "-m", __name__, os.path.abspath(self.config.path),
                 str(index), str(self.coordinator.size)]
-        for offset, listener in enumerate(self.listeners):
-            descriptors[FIRST_LISTENER_DESCRIPTOR + offset] = listener.port.fileno()
-            args.append("%s=%d" % (listener.name, FIRST_LISTENER_DESCRIPTOR + offset))
         child = _Child(self, index)
         try:
             self.reactor.spawnProcess(child, sys.executable, args, env=os.environ.copy(), childFDs=descriptors)
@@ -139,21 +134,20 @@ class _Child(protocol.ProcessProtocol):
 
 
 def main(argv):
-    """C{python -m trekmail.imapprocesses CONFIG INDEX SIZE NAME=DESCRIPTOR...}"""
+    """C{python -m trekmail.imapprocesses CONFIG INDEX SIZE}"""
     from twisted.internet import reactor
 
     from trekmail.config import Config
     from trekmail.service import imap_process_service
 
     path, index, size = argv[0], int(argv[1]), int(argv[2])
-    descriptors = {name: int(fd) for name, _, fd in (item.partition("=") for item in argv[3:])}
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
 
     def orphaned():
         if reactor.running:
             reactor.stop()
 
-    top, member = imap_process_service(Config.from_file(path), reactor, index, size, descriptors, orphaned)
+    top, member = imap_process_service(Config.from_file(path), reactor, index, size, orphaned)
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.adoptStreamConnection(LINK_DESCRIPTOR, socket.AF_UNIX, protocol.Factory.forProtocol(member.link))

@@ -4,8 +4,6 @@ L{MultiService} that C{twistd} runs.  Everything else receives its
 reactor, clock, database and endpoints from here.
 """
 
-import os
-import socket
 import sys
 
 from twisted.application import service
@@ -18,7 +16,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 
 from trekmail.config import LISTENERS, ConfigError
-from trekmail.imap.cluster import Coordinator, Member, Solo
+from trekmail.imap.cluster import Coordinator, Member, Placing, Solo
 from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
@@ -147,7 +145,6 @@ class ListenerService(StreamServerEndpointService):
         super().__init__(endpoint, factory)
         self.name = name
         self.description = description
-        self.port = None
 
     def privilegedStartService(self):
         try:
@@ -158,34 +155,6 @@ class ListenerService(StreamServerEndpointService):
                 % (self.name, self.description, e.socketError)
             )
             raise SystemExit(78)
-        self._waitingForPort.addCallback(self._bound)
-
-    def _bound(self, port):
-        """Kept so that other IMAP processes can be given the listening socket."""
-        self.port = port
-        return port
-
-
-class AdoptedListener(service.Service):
-    """A listening socket another process bound and passed down (see L{trekmail.imapprocesses})."""
-
-    def __init__(self, reactor, descriptor, factory):
-        self.reactor = reactor
-        self.descriptor = descriptor
-        self.factory = factory
-        self.port = None
-
-    def startService(self):
-        super().startService()
-        probe = socket.socket(fileno=self.descriptor)
-        family = probe.family
-        probe.detach()
-        self.port = self.reactor.adoptStreamPort(self.descriptor, family, self.factory)
-        os.close(self.descriptor)
-
-    def stopService(self):
-        super().stopService()
-        return self.port.stopListening()
 
 
 def submission_services(components, queue):
@@ -258,8 +227,9 @@ IMAP_LISTENERS = (("imaps", True), ("imap", False))
 def _imap_parts(components, make_cluster):
     """
     What one IMAP process serves with: its mail store's service, its
-    L{trekmail.imap.cluster} role (from C{make_cluster(limits)}), and an
-    L{IMAPFactory} per listener name.
+    L{trekmail.imap.cluster} role (from C{make_cluster(limits)}), and the
+    factory for each configured listener name (an L{IMAPFactory}, in TLS
+    for C{imaps}).
     """
     config = components.config
     try:
@@ -281,7 +251,9 @@ def _imap_parts(components, make_cluster):
         for name, implicit_tls in IMAP_LISTENERS
     }
     cluster.factory = factories["imap"]
-    return MailStoreService(store, notifier), cluster, factories
+    cluster.doors = {name: _served(components, name, factories[name], implicit_tls)
+                     for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
+    return MailStoreService(store, notifier), cluster, cluster.doors
 
 
 def imap_services(components):
@@ -294,33 +266,32 @@ def imap_services(components):
     """
     size = components.config.get("imap", "processes")
     reactor = components.reactor
-    store_service, cluster, factories = _imap_parts(
+    store_service, cluster, doors = _imap_parts(
         components, lambda limits: Coordinator(limits, reactor, size) if size > 1 else Solo(limits, reactor))
-    listeners = [listener(components, name, factories[name], implicit_tls) for name, implicit_tls in IMAP_LISTENERS]
-    listeners = [s for s in listeners if s is not None]
+    listeners = []
+    for name, door in doors.items():
+        if size > 1:
+            door = Placing(cluster, name, door)
+        listeners.append(ListenerService(name, components.config.get("listen", name), components.endpoints[name],
+                                         door))
     if size == 1 or not listeners:
         return [store_service] + listeners
-    return [store_service] + listeners + [IMAPProcesses(components.config, reactor, cluster, listeners)]
+    return [store_service] + listeners + [IMAPProcesses(components.config, reactor, cluster)]
 
 
-def imap_process_service(config, reactor, index, size, descriptors, orphaned):
+def imap_process_service(config, reactor, index, size, orphaned):
     """
-    Everything one of the other IMAP processes runs: the realm, its mail
-    store, and the listening sockets the first process passed down
-    (C{descriptors}, by listener name).
+    Everything one of the other IMAP processes runs: the realm and its
+    mail store.  It listens on nothing: the first process places
+    connections with it.
     """
     components = Components(config, reactor)
     top = service.MultiService()
     for realm in realm_services(components):
         realm.setServiceParent(top)
-    store_service, _, factories = _imap_parts(
-        components, lambda limits: Member(limits, reactor, index, size, orphaned))
+    store_service, cluster, _ = _imap_parts(components, lambda limits: Member(limits, reactor, index, size, orphaned))
     store_service.setServiceParent(top)
-    for name, implicit_tls in IMAP_LISTENERS:
-        if name in descriptors:
-            factory = _served(components, name, factories[name], implicit_tls)
-            AdoptedListener(reactor, descriptors[name], factory).setServiceParent(top)
-    return top, factories["imap"].cluster
+    return top, cluster
 
 
 def sending_services(components):

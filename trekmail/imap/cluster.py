@@ -15,6 +15,12 @@ keys live in this process's OpenSSL), so it is I{spliced}: this process
 keeps the TLS side and passes plaintext both ways through a socketpair
 whose other end the owner serves.
 
+Connections are accepted by the first process alone, which places each,
+before a byte is read (so before any TLS handshake), with the process
+serving fewest connections (L{Placing}): a burst of clients is shared out
+evenly instead of landing wherever the kernel woke first, and a TLS
+session starts where it will most likely be served.
+
 The first process coordinates: it holds the per-account connection caps
 for all (L{ConnectionLimits.admit}) and counts every process's failed
 logins (L{AuthThrottle}; the others also remember locally which addresses
@@ -136,24 +142,34 @@ class LoginFailed(amp.Command):
     response = [(b"delay", amp.Float()), (b"disconnect", amp.Boolean())]
 
 
+class Place(amp.Command):
+    arguments = [(b"descriptor", amp.Descriptor()), (b"family", amp.Integer()), (b"listener", amp.Unicode()),
+                 (b"inode", amp.Integer())]
+    response = []
+    errors = {Unavailable: b"UNAVAILABLE"}
+
+
+class Load(amp.Command):
+    arguments = [(b"connections", amp.Integer())]
+    requiresAnswer = False
+
+
 class Dismiss(amp.Command):
     arguments = [(b"admission", amp.Integer())]
     requiresAnswer = False
 
 
-def _arguments(handoff, descriptor, family):
-    fields = dict(vars(handoff))
-    fields.update(descriptor=descriptor, family=family, inode=os.fstat(descriptor).st_ino)
-    return fields
+def _arguments(descriptor, family, **fields):
+    return dict(fields, descriptor=descriptor, family=family, inode=os.fstat(descriptor).st_ino)
 
 
 def _received(link, fields):
     """
-    The descriptor of an L{Adopt}, checked against the socket the sender
-    meant: if the kernel ever dropped one in transit, AMP would pair each
-    later message with the wrong socket, and a session could be handed
-    someone else's connection.  The link is closed instead (the other
-    process then restarts and the pairing starts afresh).
+    The descriptor of an L{Adopt} or L{Place}, checked against the socket
+    the sender meant: if the kernel ever dropped one in transit, AMP would
+    pair each later message with the wrong socket, and a session could be
+    handed someone else's connection.  The link is closed instead (the
+    other process then restarts and the pairing starts afresh).
     """
     descriptor = fields["descriptor"]
     if os.fstat(descriptor).st_ino != fields["inode"]:
@@ -161,7 +177,7 @@ def _received(link, fields):
         _log.critical("IMAP hand-off received the wrong socket; closing the link to resynchronise")
         link.transport.loseConnection()
         raise Unavailable()
-    return _handoff(fields), descriptor, fields["family"]
+    return descriptor
 
 
 def _handoff(fields):
@@ -211,6 +227,8 @@ class Solo:
         self.size = size
         self.factory = None
         """The L{IMAPFactory} that adopted sessions join; set when the service is wired."""
+        self.doors = {}
+        """By listener name, the factory (TLS-wrapped for C{imaps}) that connections placed here join."""
 
     def admit(self, account_id, address, peer, plan, asking=None):
         """
@@ -300,6 +318,12 @@ class Solo:
             raise Unavailable()
         self.reactor.adoptStreamConnection(descriptor, family, self.factory.adoption(handoff))
 
+    def placed(self, listener, descriptor, family):
+        """A connection accepted elsewhere on C{listener}, not yet read from, is ours to serve."""
+        if self.limits.full() or listener not in self.doors:
+            raise Unavailable()
+        self.reactor.adoptStreamConnection(descriptor, family, self.doors[listener])
+
 
 class _One(protocol.Factory):
     def __init__(self, built):
@@ -315,6 +339,8 @@ class Coordinator(Solo):
     def __init__(self, limits, reactor, size):
         super().__init__(limits, reactor, 0, size)
         self.links = {}
+        self.loads = {}
+        """Each linked process's connections: as it last reported, plus those placed there since."""
 
     def link(self, index):
         """The AMP protocol to serve process C{index}'s end of its socketpair."""
@@ -322,6 +348,7 @@ class Coordinator(Solo):
 
     def joined(self, index, link):
         self.links[index] = link
+        self.loads[index] = 0
 
     def left(self, index, link):
         """
@@ -331,10 +358,29 @@ class Coordinator(Solo):
         """
         if self.links.get(index) is link:
             del self.links[index]
+            del self.loads[index]
         self.limits.dismiss_holder(index)
 
     def ended(self, index):
         self.leases.ended(index)
+
+    def placement(self):
+        """The process serving fewest connections: this one on a tie, as a placed connection costs a message."""
+        best, fewest = self.index, self.limits.held()
+        for index, load in self.loads.items():
+            if load < fewest:
+                best, fewest = index, load
+        return best
+
+    def place(self, index, transport, listener):
+        """Sends a connection just accepted on C{listener} to process C{index}; fails if it cannot take it."""
+        link = self.links.get(index)
+        if link is None:
+            return defer.fail(Unavailable())
+        self.loads[index] += 1
+        descriptor = os.dup(transport.fileno())
+        d = link.callRemote(Place, **_arguments(descriptor, transport.socket.family, listener=listener))
+        return d.addBoth(self._closing, descriptor)
 
     def _deliver(self, handoff, descriptor, family):
         if handoff.owner == self.index:
@@ -342,7 +388,7 @@ class Coordinator(Solo):
         link = self.links.get(handoff.owner)
         if link is None:
             return defer.fail(Unavailable())
-        return link.callRemote(Adopt, **_arguments(handoff, descriptor, family))
+        return link.callRemote(Adopt, **_arguments(descriptor, family, **vars(handoff)))
 
 
 class CoordinatorLink(amp.AMP):
@@ -366,6 +412,12 @@ class CoordinatorLink(amp.AMP):
             return {"admission": 0, "owner": -1}
         return {"admission": admission.number, "owner": admission.owner}
 
+    @Load.responder
+    def load(self, connections):
+        if self.coordinator.links.get(self.index) is self:
+            self.coordinator.loads[self.index] = connections
+        return {}
+
     @Release.responder
     def release(self, address):
         self.coordinator.leases.release(address, self.index)
@@ -383,8 +435,8 @@ class CoordinatorLink(amp.AMP):
 
     @Adopt.responder
     def adopt(self, **fields):
-        handoff, descriptor, family = _received(self, fields)
-        d = self.coordinator._deliver(handoff, descriptor, family)
+        descriptor = _received(self, fields)
+        d = self.coordinator._deliver(_handoff(fields), descriptor, fields["family"])
         return d.addBoth(self.coordinator._closing, descriptor).addCallback(lambda _: {})
 
 
@@ -397,6 +449,8 @@ class Member(Solo):
     def __init__(self, limits, reactor, index, size, orphaned=lambda: None):
         super().__init__(limits, reactor, index, size)
         self.coordinator = None
+        self._reporting = None
+        limits.changed = self._connections_changed
         self.orphaned = orphaned
         """Called when the link to the coordinator closes: the first process is gone, and so is our reason to run."""
 
@@ -420,6 +474,16 @@ class Member(Solo):
         if self.coordinator is not None:
             self.coordinator.callRemote(Release, address=address)
 
+    def _connections_changed(self):
+        """Our count goes to the coordinator, which places new connections by it: once per turn of the reactor."""
+        if self._reporting is None:
+            self._reporting = self.reactor.callLater(0, self._report)
+
+    def _report(self):
+        self._reporting = None
+        if self.coordinator is not None:
+            self.coordinator.callRemote(Load, connections=self.limits.held())
+
     def failed(self, peer, now):
         if self.coordinator is None:
             return defer.fail(Unavailable())
@@ -433,7 +497,7 @@ class Member(Solo):
     def _deliver(self, handoff, descriptor, family):
         if self.coordinator is None:
             return defer.fail(Unavailable())
-        return self.coordinator.callRemote(Adopt, **_arguments(handoff, descriptor, family))
+        return self.coordinator.callRemote(Adopt, **_arguments(descriptor, family, **vars(handoff)))
 
 
 class MemberLink(amp.AMP):
@@ -452,9 +516,74 @@ class MemberLink(amp.AMP):
 
     @Adopt.responder
     def adopt(self, **fields):
-        handoff, descriptor, family = _received(self, fields)
+        descriptor = _received(self, fields)
         try:
-            self.member.adopt(handoff, descriptor, family)
+            self.member.adopt(_handoff(fields), descriptor, fields["family"])
         finally:
             os.close(descriptor)
         return {}
+
+    @Place.responder
+    def place(self, listener, family, **fields):
+        descriptor = _received(self, fields)
+        try:
+            self.member.placed(listener, descriptor, family)
+        finally:
+            os.close(descriptor)
+        return {}
+
+
+class Placing(protocol.Factory):
+    """
+    An IMAP listener of the first process while there are others: each
+    connection goes to L{Coordinator.placement} before a byte is read, or
+    is served here (by C{served}, the listener's own factory) if that
+    process cannot take it.
+    """
+
+    def __init__(self, coordinator, listener, served):
+        self.coordinator = coordinator
+        self.listener = listener
+        self.served = served
+
+    def doStart(self):
+        self.served.doStart()
+
+    def doStop(self):
+        self.served.doStop()
+
+    def buildProtocol(self, addr):
+        target = self.coordinator.placement()
+        if target == self.coordinator.index:
+            return self.served.buildProtocol(addr)
+        return _Placed(self, target, addr)
+
+
+class _Placed(protocol.Protocol):
+    """A connection on its way to another process; if it cannot go, it is served here after all."""
+
+    def __init__(self, placing, target, addr):
+        self.placing = placing
+        self.target = target
+        self.addr = addr
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        transport.stopReading()
+        d = self.placing.coordinator.place(self.target, transport, self.placing.listener)
+        d.addCallbacks(self._gone, self._stayed)
+
+    def _gone(self, _):
+        self.transport._shouldShutdown = False
+        self.transport.loseConnection()
+
+    def _stayed(self, failure):
+        _log.info("IMAP connection stays here: process {index} could not take it ({error})",
+                  index=self.target, error=failure.getErrorMessage())
+        served = self.placing.served.buildProtocol(self.addr)
+        if served is None:
+            self.transport.loseConnection()
+            return
+        self.transport.protocol = served
+        served.makeConnection(self.transport)
+        self.transport.startReading()

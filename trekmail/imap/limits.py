@@ -18,6 +18,7 @@ import resource
 from collections import Counter
 
 MAXIMUM_EXCEEDED = "Maximum connections exceeded"
+ALL = ("all",)
 
 
 def connection_ceiling(configured):
@@ -47,10 +48,14 @@ class ConnectionLimits:
         self.counts = Counter()
         self.admissions = {}
         self._numbers = itertools.count(1)
+        self.changed = lambda: None
+        """Called when the number of connections held here changes (another process may want to know)."""
 
     def _take(self, keys):
         for key in keys:
             self.counts[key] += 1
+        if ALL in keys:
+            self.changed()
         return Slot(keys)
 
     def release(self, slot):
@@ -61,26 +66,32 @@ class ConnectionLimits:
             self.counts[key] -= 1
             if self.counts[key] <= 0:
                 del self.counts[key]
+        if ALL in slot.keys:
+            self.changed()
         slot.keys = ()
 
     def connect(self, address):
         """A slot for a new, not yet logged-in connection, or C{None} if the address has too many."""
         if self.counts[("pre", address)] >= self.unauthenticated_per_address:
             return None
-        if self.counts[("all",)] >= self.total:
+        if self.counts[ALL] >= self.total:
             return None
-        return self._take((("pre", address), ("all",)))
+        return self._take((("pre", address), ALL))
 
     def full(self):
-        return self.counts[("all",)] >= self.total
+        return self.counts[ALL] >= self.total
+
+    def held(self):
+        """Connections held here (one relayed to another process counts twice)."""
+        return self.counts[ALL]
 
     def adopted(self):
         """The slot of a logged-in connection another process accepted and handed over (ask L{full} first)."""
-        return self._take((("all",),))
+        return self._take((ALL,))
 
     def spliced(self, slot):
         """A connection now relayed to another process holds a second descriptor here, and counts twice."""
-        slot.keys = slot.keys + self._take((("all",),)).keys
+        slot.keys = slot.keys + self._take((ALL,)).keys
 
     def logged_in(self, slot):
         """The connection has logged in: it no longer counts against its address's unauthenticated cap."""
