@@ -10,6 +10,8 @@ import os
 import sqlite3
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -53,6 +55,8 @@ class FakeStore:
 
     def __init__(self):
         self.calls = []
+        self.clock = Clock()
+        self.call_later = self.clock.callLater
 
     def run(self, function, *args):
         d = defer.Deferred()
@@ -65,33 +69,61 @@ class FlagBatchTests(unittest.TestCase):
         self.store = FakeStore()
         self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
 
-    def test_changes_arriving_during_a_write_share_the_next(self):
+    def test_changes_wait_for_company_and_those_arriving_during_a_write_share_the_next(self):
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
         self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
+        self.assertEqual(self.store.calls, [], "nothing written before the delay")
+        self.store.clock.advance(store.FLAGS_DELAY)
         self.account.save_flags("Sent", [(7, "", 7)], 7)
+        self.store.clock.advance(store.FLAGS_DELAY)
         self.assertEqual(len(self.store.calls), 1)
         function, args, first = self.store.calls[0]
-        self.assertEqual((function, args), (index.update_flags_many, ("db", [("INBOX", [(1, "\\Seen", 5)], 5)])))
+        self.assertEqual((function, args),
+                         (index.update_flags_many, ("db", [("INBOX", [(1, "\\Seen", 5)], 5),
+                                                           ("INBOX", [(2, "\\Seen", 6)], 6)])))
         self.assertEqual(len(self.account.unsaved_flags()), 3)
         first.callback(None)
-        self.assertEqual(len(self.store.calls), 2)
-        self.assertEqual(self.store.calls[1][1][1], [("INBOX", [(2, "\\Seen", 6)], 6), ("Sent", [(7, "", 7)], 7)])
+        self.assertEqual(len(self.store.calls), 2, "what waited during the write goes at once")
+        self.assertEqual(self.store.calls[1][1][1], [("Sent", [(7, "", 7)], 7)])
         self.store.calls[1][2].callback(None)
         self.assertEqual(self.account.unsaved_flags(), [])
+        self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(len(self.store.calls), 2)
 
-    def test_other_index_work_waits_for_changes_already_made(self):
+    def test_other_index_work_takes_waiting_changes_along_first(self):
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
         self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
-        self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
-        functions = [call[0] for call in self.store.calls]
-        self.assertEqual(functions, [index.update_flags_many, index.update_flags_many, index.rename_folder])
+        renamed = self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
+        self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(len(self.store.calls), 1, "one turn of the worker")
+        function, args, d = self.store.calls[0]
+        self.assertEqual(function, store._flags_then)
+        self.assertEqual(args, ("db", [("INBOX", [(1, "\\Seen", 5)], 5), ("INBOX", [(2, "\\Seen", 6)], 6)],
+                                index.rename_folder, ("/nonexistent", "INBOX", "Old")))
+        d.callback((None, "renamed"))
+        self.assertEqual(self.successResultOf(renamed), "renamed")
+        self.assertEqual(self.account.unsaved_flags(), [])
+
+    def test_on_the_worker_a_failed_flag_write_does_not_stop_the_work_after_it(self):
+        def broken(db, batch):
+            raise sqlite3.OperationalError("disk I/O error")
+        self.patch(index, "update_flags_many", broken)
+        failure, result = store._flags_then("db", [], lambda db, x: (db, x), (1,))
+        self.assertIsInstance(failure.value, sqlite3.OperationalError)
+        self.assertEqual(result, ("db", 1))
 
     def test_a_failed_write_is_logged_and_later_changes_still_saved(self):
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
+        self.store.clock.advance(store.FLAGS_DELAY)
         self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
         self.store.calls[0][2].errback(sqlite3.OperationalError("disk I/O error"))
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual(len(self.store.calls), 2)
+        self.account.save_flags("INBOX", [(3, "\\Seen", 7)], 7)
+        self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
+        self.assertEqual(self.store.calls[2][0], store._flags_then)
+        self.store.calls[2][2].callback((Failure(sqlite3.OperationalError("disk I/O error")), None))
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
 
 
 class Factory:

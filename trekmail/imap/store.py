@@ -27,6 +27,7 @@ from collections import OrderedDict
 from twisted.internet import defer, inotify
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.python.threadpool import ThreadPool
 
@@ -34,6 +35,8 @@ from trekmail.imap import fetch, index, message
 from trekmail.mailstore import maildir_path
 
 POLL_INTERVAL = 5
+FLAGS_DELAY = 0.02
+"""Seconds a flag change may wait in memory for others to share its index write."""
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -509,6 +512,16 @@ class Folder:
         return self.account.run_db(_cached_structures, self.name, list(wanted)).addCallback(cached)
 
 
+def _flags_then(db, batch, function, args):
+    """On the worker: the waiting flag changes, then C{function}; a failure of the first does not stop the second."""
+    try:
+        index.update_flags_many(db, batch)
+        flags_failure = None
+    except Exception:
+        flags_failure = Failure()
+    return flags_failure, function(db, *args)
+
+
 class Account:
     """
     One mailbox (address) while any session uses it: its index, and the
@@ -527,6 +540,7 @@ class Account:
         self.users = 0
         self._flags_saving = []
         self._flags_waiting = []
+        self._flags_timer = None
 
     def run(self, function, *args):
         return self.store.run(function, *args)
@@ -535,34 +549,58 @@ class Account:
         return self.store.run_files(function, *args)
 
     def run_db(self, function, *args):
-        if self._flags_waiting:
-            self._save_waiting_flags()
-        return self.store.run(function, self.db, *args)
+        """Index work, in order; flag changes still waiting are written first, in the same turn of the worker."""
+        if not self._flags_waiting:
+            return self.store.run(function, self.db, *args)
+        batch = self._start_saving()
+
+        def done(outcome):
+            if isinstance(outcome, Failure):
+                self._saved(batch, None)
+                return outcome
+            flags_failure, result = outcome
+            self._saved(batch, flags_failure)
+            return result
+        return self.store.run(_flags_then, self.db, batch, function, args).addBoth(done)
 
     def save_flags(self, name, rows, modseq):
         """
         Records a STORE in the index without holding up its answer: the
         folder in memory is the authority while it is open, and flags are
-        not mail (the index already commits with synchronous=NORMAL).  What
-        arrives while a write is under way goes, from every session, into
-        the next one transaction; any other index work is queued after it,
-        so the worker's order still holds.
+        not mail (the index already commits with synchronous=NORMAL).  A
+        change waits L{FLAGS_DELAY} for company: changes from every
+        session, and any other index work (an EXPUNGE after a STORE of
+        C{\\Deleted}), go in one turn of the worker, which costs a thread
+        hand-off each.  What arrives while a write is under way goes into
+        the next one.
         """
         self._flags_waiting.append((name, rows, modseq))
-        if not self._flags_saving:
-            self._save_waiting_flags()
+        if self._flags_timer is None and not self._flags_saving:
+            self._flags_timer = self.store.call_later(FLAGS_DELAY, self._save_waiting_flags)
 
-    def _save_waiting_flags(self):
+    def cancel_flag_timer(self):
+        if self._flags_timer is not None:
+            if self._flags_timer.active():
+                self._flags_timer.cancel()
+            self._flags_timer = None
+
+    def _start_saving(self):
+        self.cancel_flag_timer()
         batch, self._flags_waiting = self._flags_waiting, []
         self._flags_saving.append(batch)
-        d = self.store.run(index.update_flags_many, self.db, batch)
-        d.addErrback(lambda f: self.store.log.failure("flag changes not saved in {root}", f, root=self.root))
+        return batch
 
-        def saved(_):
-            self._flags_saving = [b for b in self._flags_saving if b is not batch]
-            if self._flags_waiting and not self._flags_saving:
-                self._save_waiting_flags()
-        d.addBoth(saved)
+    def _save_waiting_flags(self):
+        batch = self._start_saving()
+        d = self.store.run(index.update_flags_many, self.db, batch)
+        d.addCallbacks(lambda _: self._saved(batch, None), lambda f: self._saved(batch, f))
+
+    def _saved(self, batch, failure):
+        if failure is not None:
+            self.store.log.failure("flag changes not saved in {root}", failure, root=self.root)
+        self._flags_saving = [b for b in self._flags_saving if b is not batch]
+        if self._flags_waiting and not self._flags_saving and self._flags_timer is None:
+            self._save_waiting_flags()
 
     def unsaved_flags(self):
         """Flag changes not yet known to be in the index, oldest first (writing them again is harmless)."""
@@ -658,12 +696,16 @@ class MailStore:
         self._pool.stop()
         for account in self._accounts.values():
             if not isinstance(account, defer.Deferred):
+                account.cancel_flag_timer()
                 index.update_flags_many(account.db, account.unsaved_flags())
                 account.db.close()
         self._accounts.clear()
 
     def seconds(self):
         return self._reactor.seconds()
+
+    def call_later(self, delay, function, *args):
+        return self._reactor.callLater(delay, function, *args)
 
     def run(self, function, *args):
         """On the one worker that owns the indexes and moves files: runs in submission order."""
