@@ -1,6 +1,5 @@
 """
-IMAP served by several processes (C{[imap] processes}), each accepting on
-the same listening sockets.
+IMAP served by several processes (C{[imap] processes}).
 
 A L{trekmail.imap.store.Folder} is the authority for its folder only
 within one process, so every session of one mailbox must live in the
