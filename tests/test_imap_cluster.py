@@ -55,7 +55,7 @@ class ClusterTests(unittest.TestCase):
         self.first = Site(self, trusted_networks=LOOPBACK,
                           make_cluster=lambda limits: Coordinator(limits, reactor, 2))
         self.other = Site(self, trusted_networks=LOOPBACK, realm=self.first.realm,
-                          make_cluster=lambda limits: Member(limits, reactor, 1, 2))
+                          make_cluster=lambda limits: Member(limits, reactor, 1))
         self.account = self.first.account(plan="nano", mailboxes=LOCALS)
         self.links = []
         self.unlinked = []

@@ -50,7 +50,7 @@ class IMAPProcesses(service.Service):
         ours, theirs = socket.socketpair()
         descriptors = {0: "w", 1: "r", 2: "r", LINK_DESCRIPTOR: theirs.fileno()}
         args = [sys.executable, "-m", __name__, os.path.abspath(self.config.path),
-                str(index), str(self.coordinator.size)]
+                str(index)]
         child = _Child(self, index)
         try:
             self.reactor.spawnProcess(child, sys.executable, args, env=os.environ.copy(), childFDs=descriptors)
@@ -134,20 +134,20 @@ class _Child(protocol.ProcessProtocol):
 
 
 def main(argv):
-    """C{python -m trekmail.imapprocesses CONFIG INDEX SIZE}"""
+    """C{python -m trekmail.imapprocesses CONFIG INDEX}"""
     from twisted.internet import reactor
 
     from trekmail.config import Config
     from trekmail.service import imap_process_service
 
-    path, index, size = argv[0], int(argv[1]), int(argv[2])
+    path, index = argv[0], int(argv[1])
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
 
     def orphaned():
         if reactor.running:
             reactor.stop()
 
-    top, member = imap_process_service(Config.from_file(path), reactor, index, size, orphaned)
+    top, member = imap_process_service(Config.from_file(path), reactor, index, orphaned)
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.adoptStreamConnection(LINK_DESCRIPTOR, socket.AF_UNIX, protocol.Factory.forProtocol(member.link))

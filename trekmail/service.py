@@ -279,7 +279,7 @@ def imap_services(components):
     return [store_service] + listeners + [IMAPProcesses(components.config, reactor, cluster)]
 
 
-def imap_process_service(config, reactor, index, size, orphaned):
+def imap_process_service(config, reactor, index, orphaned):
     """
     Everything one of the other IMAP processes runs: the realm and its
     mail store.  It listens on nothing: the first process places
@@ -289,7 +289,7 @@ def imap_process_service(config, reactor, index, size, orphaned):
     top = service.MultiService()
     for realm in realm_services(components):
         realm.setServiceParent(top)
-    store_service, cluster, _ = _imap_parts(components, lambda limits: Member(limits, reactor, index, size, orphaned))
+    store_service, cluster, _ = _imap_parts(components, lambda limits: Member(limits, reactor, index, orphaned))
     store_service.setServiceParent(top)
     return top, cluster
 

@@ -193,6 +193,16 @@ def _flushed(transport):
     return unwritten <= 0 and not getattr(transport, "_tempDataLen", 0)
 
 
+def _let_go(transport):
+    """
+    Closes our descriptor of a socket another process now serves: without
+    the shutdown Twisted would send first, which would end the connection
+    there too.  Twisted has no public switch for it.
+    """
+    transport._shouldShutdown = False
+    transport.loseConnection()
+
+
 class Splice(protocol.Protocol):
     """The owner's side of a spliced TLS session, as seen from the process that keeps the TLS."""
 
@@ -217,13 +227,12 @@ class Solo:
     session moves.
     """
 
-    def __init__(self, limits, reactor=None, index=0, size=1):
+    def __init__(self, limits, reactor=None, index=0):
         self.limits = limits
         self.throttle = AuthThrottle()
         self.leases = Leases()
         self.reactor = reactor
         self.index = index
-        self.size = size
         self.factory = None
         """The L{IMAPFactory} that adopted sessions join; set when the service is wired."""
         self.doors = {}
@@ -275,17 +284,13 @@ class Solo:
         transport.stopReading()
         descriptor = os.dup(transport.fileno())
 
-        def gone(_):
-            transport._shouldShutdown = False
-            transport.loseConnection()
-
         def stayed(failure):
             transport.startReading()
             return failure
 
         d = self._deliver(handoff, descriptor, transport.socket.family)
         d.addBoth(self._closing, descriptor)
-        return d.addCallbacks(gone, stayed)
+        return d.addCallbacks(lambda _: _let_go(transport), stayed)
 
     def _splice(self, transport, handoff):
         ours, theirs = socket.socketpair()
@@ -336,7 +341,8 @@ class Coordinator(Solo):
     """The first process: counts everyone's caps and routes sessions to the other processes."""
 
     def __init__(self, limits, reactor, size):
-        super().__init__(limits, reactor, 0, size)
+        super().__init__(limits, reactor, 0)
+        self.size = size
         self.links = {}
         self.loads = {}
         """Each linked process's connections: as it last reported, plus those placed there since."""
@@ -445,8 +451,8 @@ class Member(Solo):
     receives sessions through it.
     """
 
-    def __init__(self, limits, reactor, index, size, orphaned=lambda: None):
-        super().__init__(limits, reactor, index, size)
+    def __init__(self, limits, reactor, index, orphaned=lambda: None):
+        super().__init__(limits, reactor, index)
         self.coordinator = None
         self._reporting = None
         limits.changed = self._connections_changed
@@ -457,7 +463,7 @@ class Member(Solo):
         """The AMP protocol for this process's end of the socketpair."""
         return MemberLink(self)
 
-    def admit(self, account_id, address, peer, plan, asking=None):
+    def admit(self, account_id, address, peer, plan):
         if self.coordinator is None:
             return defer.fail(Unavailable())
         d = self.coordinator.callRemote(Admit, account=json.dumps(account_id), address=address, peer=peer,
@@ -570,11 +576,7 @@ class _Placed(protocol.Protocol):
         self.transport = transport
         transport.stopReading()
         d = self.placing.coordinator.place(self.target, transport, self.placing.listener)
-        d.addCallbacks(self._gone, self._stayed)
-
-    def _gone(self, _):
-        self.transport._shouldShutdown = False
-        self.transport.loseConnection()
+        d.addCallbacks(lambda _: _let_go(transport), self._stayed)
 
     def _stayed(self, failure):
         _log.info("IMAP connection stays here: process {index} could not take it ({error})",
