@@ -182,7 +182,7 @@ class TrekMailImap:
 
 def run_imaptest(imaptest, port, tls, mbox, logout, clients, secs, users):
     argv = [imaptest, "host=127.0.0.1", "port=%d" % port, "user=user0@d%d.example.com", "users=%d" % users,
-            "pass=%s" % PASSWORD, "mbox=%s" % mbox, "clients=%d" % clients, "secs=%d" % secs]
+            "pass=%s" % PASSWORD, "mbox=%s" % mbox, "seed=1", "clients=%d" % clients, "secs=%d" % secs]
     if tls:
         argv.append("ssl=any-cert")
     if not logout:
@@ -199,6 +199,8 @@ def run_imaptest(imaptest, port, tls, mbox, logout, clients, secs, users):
             if len(values) == len(names) and all(v.isdigit() for v in values):
                 counts = dict(zip(names, map(int, values)))
     errors = [l for l in out.splitlines() if l.startswith(("Error:", "Panic:", "Fatal:"))]
+    if not counts:
+        raise RuntimeError("imaptest printed no totals (exit status %d):\n%s" % (result.returncode, out[-1500:]))
     return {
         "ops_per_s": sum(counts.values()) / secs if counts else None,
         "counts": counts,
@@ -264,6 +266,7 @@ def main():
     p.add_argument("--processes", default="auto", help="TrekMail's [imap] processes")
     p.add_argument("--users", type=int, default=100, help="imaptest users the clients pick from")
     p.add_argument("--secs", type=int, default=20)
+    p.add_argument("--profiles", default="default,logout0", help="imaptest profiles to run: default, logout0")
     p.add_argument("--big", type=int, default=10000, help="messages in the latency mailbox")
     p.add_argument("--idle", type=int, default=10000, help="idle connections held against TrekMail")
     p.add_argument("--dovecot-idle", type=int, default=2000,
@@ -300,7 +303,7 @@ def main():
         for server in servers:
             r = results[server] = {}
             if "imaptest" in parts:
-                for logout in (True, False):
+                for logout in [profile == "default" for profile in o.profiles.split(",")]:
                     b.log(server, "imaptest", "default" if logout else "logout=0")
                     with b.Cleanup() as c:
                         port = b.free_port()
