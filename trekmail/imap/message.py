@@ -286,72 +286,103 @@ _BLANK_LINE = re.compile(rb"\n\r*(?:\n|\Z)")
 _BLANK_START = re.compile(rb"\r*(?:\n|\Z)")
 
 
-@functools.lru_cache(maxsize=256)
-def _field_pattern(names, negate):
+_FIELD_SPACE = b" \t\r\x0b\x0c"
+
+
+def header_index(header):
     """
-    A field (its first line and any continuation lines) whose name is, or
-    with C{negate} is not, one of C{names}: the name is what precedes the
-    first colon (the whole line if none), stripped of ASCII white space,
-    and compared without regard to ASCII case.  A regular expression
-    finds the fields in one pass in C; a loop over the lines in Python
-    was the costliest part of C{BODY.PEEK[HEADER.FIELDS (...)]}.
+    Each field of a header as C{(name, text)}: the name is what precedes
+    the first colon (the whole line if none), stripped of ASCII white
+    space and lowercased (only ASCII letters fold, as field names are
+    ASCII, RFC 5322 2.2); the text is the field's lines, continuation
+    lines included, without the last newline.  The header ends at its
+    first blank line; a continuation line with no field before it
+    belongs to none.
     """
-    # Field names are ASCII (RFC 5322 2.2); a name with a colon or white space at its ends can never match.
-    wanted = {n.encode("latin-1", "replace").lower() for n in names}
-    wanted = sorted(n for n in wanted if b":" not in n and b"\n" not in n and n == n.strip())
-    space = rb"[ \t\r\x0b\x0c]*"
-    if wanted:
-        name = rb"(?![ \t])" + space + rb"(?:" + b"|".join(_caseless(n) for n in wanted) + rb")" + space + rb"(?::|$)"
-    else:
-        name = rb"(?!)"
-    start = (rb"(?!" + name + rb")(?![ \t])" if negate else rb"(?=" + name + rb")") + rb"[^\n]*"
-    # Each field is sought after a newline (one is put before the first): a literal first character lets the
-    # regex engine skip from line to line instead of trying every position.
-    return re.compile(rb"\n(" + start + rb"(?:\n[ \t][^\n]*)*)", re.M)
-
-
-def _caseless(name):
-    """C{b"to"} -> C{b"[tT][oO]"}: faster than IGNORECASE, and only ASCII letters fold, as with C{bytes.lower}."""
-    return b"".join(b"[%c%c]" % (c, c - 32) if 0x61 <= c <= 0x7A else re.escape(bytes([c])) for c in name)
-
-
-def _header_fields(raw, part, names, negate):
-    header = raw[part.start:part.body_start]
     if _BLANK_START.match(header):
-        return b"\r\n"
+        return ()
     blank = _BLANK_LINE.search(header)
     if blank is not None:
         header = header[:blank.start()]
-    out = _field_pattern(tuple(names), negate).findall(b"\n" + header)
+    fields = []
+    for line in header.split(b"\n"):
+        if line.startswith((b" ", b"\t")):
+            if fields:
+                name, text = fields[-1]
+                fields[-1] = (name, text + b"\n" + line)
+        else:
+            fields.append((line.partition(b":")[0].strip(_FIELD_SPACE).lower(), line))
+    return tuple(fields)
+
+
+@functools.lru_cache(maxsize=256)
+def _wanted(names):
+    return frozenset(n.encode("latin-1", "replace").lower() for n in names)
+
+
+def _select(fields, names, negate):
+    """C{BODY[HEADER.FIELDS (names)]} (or C{.NOT}) from a L{header_index}."""
+    wanted = _wanted(tuple(names))
+    out = [text for name, text in fields if (name in wanted) != negate]
     if not out:
         return b"\r\n"
     return b"\n".join(out) + b"\n\r\n"
 
 
-MEMO_LIMIT = 8 * 1024
+def _header_fields(raw, part, names, negate):
+    return _select(header_index(raw[part.start:part.body_start]), names, negate)
+
+
+KEPT_FIELDS = 500
+KEPT_PARTS = 100
+"""A kept message keeps its index and tree only up to these counts: a header of a million one-letter lines, or a
+message of a million empty parts, would otherwise cost far more memory than the bytes the cache counts."""
 
 
 class Kept(bytes):
     """
-    A message's bytes while the store keeps them in memory, with the last
-    top-level C{HEADER.FIELDS} answer given from them: clients ask the
-    same fields of the same messages on every resync, and finding them
-    was the costliest step of such a FETCH.  One answer of at most
-    L{MEMO_LIMIT} bytes (and never more than the header) is kept, so a
-    kept message costs at most twice its size.
+    A message's bytes while the store keeps them in memory, with what was
+    worked out from them the first time it was needed: the top-level
+    L{header_index} and the MIME tree.  Clients ask header fields of the
+    same messages on every resync, each time a different choice of names
+    (imaptest picks one to four of seven at random), so one answer kept
+    per message seldom helped, and finding the fields again was the
+    costliest step of such a FETCH; with the index each answer is a pass
+    over a score of names.  What is kept is about the header's size
+    again, and a few objects per MIME part (bounded by L{KEPT_FIELDS} and
+    L{KEPT_PARTS}).
     """
 
-    memo = None
+    fields = None
+    tree = None
 
 
 def _top_header_fields(raw, names, negate):
-    kept = type(raw) is Kept
-    if kept and raw.memo is not None and raw.memo[0] == (names, negate):
-        return raw.memo[1]
-    out = _header_fields(raw, Part(0, _header_end(raw, 0, len(raw)), len(raw), ()), names, negate)
-    if kept and len(out) <= MEMO_LIMIT:
-        raw.memo = ((names, negate), out)
-    return out
+    fields = raw.fields if type(raw) is Kept else None
+    if fields is None:
+        fields = header_index(raw[:_header_end(raw, 0, len(raw))])
+        if type(raw) is Kept and len(fields) <= KEPT_FIELDS:
+            raw.fields = fields
+    return _select(fields, names, negate)
+
+
+def _count_parts(part, limit):
+    count = 1
+    children = list(part.children) + ([part.message] if part.message is not None else [])
+    for child in children:
+        count += _count_parts(child, limit - count)
+        if count > limit:
+            break
+    return count
+
+
+def _tree(raw):
+    tree = raw.tree if type(raw) is Kept else None
+    if tree is None:
+        tree = parse(raw)
+        if type(raw) is Kept and _count_parts(tree, KEPT_PARTS) <= KEPT_PARTS:
+            raw.tree = tree
+    return tree
 
 
 def section(raw, path, text, names=()):
@@ -370,7 +401,7 @@ def section(raw, path, text, names=()):
         if text == "HEADER":
             return raw[:body_start]
         return raw[body_start:]
-    part = parse(raw)
+    part = _tree(raw)
     for number in path:
         if part.message is not None:
             part = part.message
