@@ -25,14 +25,13 @@ import struct
 from collections import OrderedDict
 
 from twisted.internet import defer, inotify
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
-from twisted.python.threadpool import ThreadPool
 
 from trekmail.imap import fetch, index, message
 from trekmail.mailstore import maildir_path
+from trekmail.workerthreads import WorkerThreads
 
 POLL_INTERVAL = 5
 FLAGS_DELAY = 0.02
@@ -679,8 +678,9 @@ class MailStore:
         """Called with an address once its account is closed and its flags written: another process may open it."""
         self.cache = MessageCache(cache_bytes)
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-mailstore")
-        self._files = ThreadPool(minthreads=1, maxthreads=4, name="trekmail-mailfiles")
+        self._pool = WorkerThreads(reactor, 1, "trekmail-mailstore")
+        self._files = WorkerThreads(reactor, 4, "trekmail-mailfiles")
+        self._stopped = False
         self._accounts = {}
         self._notifier = notifier
         self._watched = {}
@@ -690,8 +690,9 @@ class MailStore:
         self._files.start()
 
     def stop(self):
-        if self._pool.joined:
+        if self._stopped:
             return
+        self._stopped = True
         self._files.stop()
         self._pool.stop()
         for account in self._accounts.values():
@@ -709,7 +710,7 @@ class MailStore:
 
     def run(self, function, *args):
         """On the one worker that owns the indexes and moves files: runs in submission order."""
-        return deferToThreadPool(self._reactor, self._pool, function, *args)
+        return self._pool.run(function, *args)
 
     def run_files(self, function, *args):
         """
@@ -717,7 +718,7 @@ class MailStore:
         order, so they run on several threads: an fsync must not hold up
         every other session's index work.
         """
-        return deferToThreadPool(self._reactor, self._files, function, *args)
+        return self._files.run(function, *args)
 
     @defer.inlineCallbacks
     def open_account(self, address):
