@@ -68,27 +68,43 @@ class FlagBatchTests(unittest.TestCase):
     def setUp(self):
         self.store = FakeStore()
         self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
+        self.written = []
+        self.patch(index, "update_flags_many", lambda db, batch: self.written.append(batch))
 
-    def test_changes_wait_for_company_and_those_arriving_during_a_write_share_the_next(self):
+    def busy_worker(self):
+        """Index work that is not small (a rename) goes to the worker and holds it until the test says so."""
+        self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
+        return self.store.calls.pop()[2]
+
+    def test_changes_wait_for_company_then_are_written_at_once(self):
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
         self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
-        self.assertEqual(self.store.calls, [], "nothing written before the delay")
+        self.assertEqual(self.written, [], "nothing written before the delay")
+        self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(self.written, [[("INBOX", [(1, "\\Seen", 5)], 5), ("INBOX", [(2, "\\Seen", 6)], 6)]])
+        self.assertEqual((self.store.calls, self.account.unsaved_flags()), ([], []), "on the reactor thread")
+        self.account.save_flags("Sent", [(7, "", 7)], 7)
+        self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(self.written[1:], [[("Sent", [(7, "", 7)], 7)]])
+
+    def test_while_the_worker_has_the_account_changes_follow_its_work_there(self):
+        renamed = self.busy_worker()
+        self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
+        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
         self.store.clock.advance(store.FLAGS_DELAY)
         self.account.save_flags("Sent", [(7, "", 7)], 7)
         self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(self.written, [])
         self.assertEqual(len(self.store.calls), 1)
         function, args, first = self.store.calls[0]
         self.assertEqual((function, args),
                          (index.update_flags_many, ("db", [("INBOX", [(1, "\\Seen", 5)], 5),
                                                            ("INBOX", [(2, "\\Seen", 6)], 6)])))
         self.assertEqual(len(self.account.unsaved_flags()), 3)
+        renamed.callback(None)
         first.callback(None)
-        self.assertEqual(len(self.store.calls), 2, "what waited during the write goes at once")
-        self.assertEqual(self.store.calls[1][1][1], [("Sent", [(7, "", 7)], 7)])
-        self.store.calls[1][2].callback(None)
+        self.assertEqual(self.written, [[("Sent", [(7, "", 7)], 7)]], "what waited goes at once, the worker now idle")
         self.assertEqual(self.account.unsaved_flags(), [])
-        self.store.clock.advance(store.FLAGS_DELAY)
-        self.assertEqual(len(self.store.calls), 2)
 
     def test_other_index_work_takes_waiting_changes_along_first(self):
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
@@ -104,7 +120,7 @@ class FlagBatchTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(renamed), "renamed")
         self.assertEqual(self.account.unsaved_flags(), [])
 
-    def test_on_the_worker_a_failed_flag_write_does_not_stop_the_work_after_it(self):
+    def test_a_failed_flag_write_does_not_stop_the_work_after_it(self):
         def broken(db, batch):
             raise sqlite3.OperationalError("disk I/O error")
         self.patch(index, "update_flags_many", broken)
@@ -113,17 +129,73 @@ class FlagBatchTests(unittest.TestCase):
         self.assertEqual(result, ("db", 1))
 
     def test_a_failed_write_is_logged_and_later_changes_still_saved(self):
+        def broken(db, batch):
+            raise sqlite3.OperationalError("disk I/O error")
+        self.patch(index, "update_flags_many", broken)
         self.account.save_flags("INBOX", [(1, "\\Seen", 5)], 5)
         self.store.clock.advance(store.FLAGS_DELAY)
-        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
-        self.store.calls[0][2].errback(sqlite3.OperationalError("disk I/O error"))
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
-        self.assertEqual(len(self.store.calls), 2)
+        self.patch(index, "update_flags_many", lambda db, batch: self.written.append(batch))
+        self.account.save_flags("INBOX", [(2, "\\Seen", 6)], 6)
+        self.store.clock.advance(store.FLAGS_DELAY)
+        self.assertEqual(self.written, [[("INBOX", [(2, "\\Seen", 6)], 6)]])
         self.account.save_flags("INBOX", [(3, "\\Seen", 7)], 7)
         self.account.run_db(index.rename_folder, "/nonexistent", "INBOX", "Old")
-        self.assertEqual(self.store.calls[2][0], store._flags_then)
-        self.store.calls[2][2].callback((Failure(sqlite3.OperationalError("disk I/O error")), None))
+        self.assertEqual(self.store.calls[0][0], store._flags_then)
+        self.store.calls[0][2].callback((Failure(sqlite3.OperationalError("disk I/O error")), None))
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+
+
+class IndexOrderTests(unittest.TestCase):
+    """Small index work runs on the reactor thread, but never before this account's work on the worker."""
+
+    def setUp(self):
+        self.store = FakeStore()
+        self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
+        self.ran = []
+
+    def work(self, label):
+        return lambda db: self.ran.append(label) or label
+
+    def test_small_work_runs_at_once_unless_the_worker_has_some(self):
+        self.assertEqual(self.successResultOf(self.account.run_db(self.work("a"), inline=True)), "a")
+        big = self.account.run_db(self.work("big"))
+        after = self.account.run_db(self.work("b"), inline=True)
+        self.assertEqual(self.ran, ["a"])
+        self.assertEqual([call[0].__name__ for call in self.store.calls], ["<lambda>", "<lambda>"])
+        for function, args, d in self.store.calls:
+            d.callback(function(*args))
+        self.assertEqual(self.ran, ["a", "big", "b"])
+        self.assertEqual(self.successResultOf(after), "b")
+        self.account.run_db(self.work("c"), inline=True)
+        self.assertEqual(self.ran[-1], "c")
+
+    def test_a_failure_on_the_reactor_thread_is_the_deferred_s(self):
+        def broken(db):
+            raise sqlite3.OperationalError("disk I/O error")
+        self.failureResultOf(self.account.run_db(broken, inline=True), sqlite3.OperationalError)
+
+    def test_checkpoints_go_to_the_worker_with_what_follows_them(self):
+        for n in range(store.CHECKPOINT_EVERY - 1):
+            self.account.run_db(self.work(n), inline=True)
+        self.assertEqual(self.store.calls, [])
+        self.account.run_db(self.work("last"), inline=True)
+        self.assertEqual([(call[0], call[1][0]) for call in self.store.calls],
+                         [(index.checkpoint, "db"), (self.store.calls[1][0], "db")])
+        self.assertNotIn("last", self.ran)
+
+    def test_only_the_checkpoint_copies_the_wal_into_the_index(self):
+        root = self.mktemp()
+        db = index.open_index(root)
+        self.addCleanup(db.close)
+        self.assertEqual(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 0, "never on a commit")
+        path = os.path.join(root, index.INDEX_NAME)
+        before = os.path.getsize(path)
+        for uid in range(1, 1500):
+            index.insert_rows(db, "INBOX", [(uid, "f%d" % uid, "", uid, 10, 0)], uid + 1, uid)
+        self.assertEqual(os.path.getsize(path), before)
+        index.checkpoint(db)
+        self.assertGreater(os.path.getsize(path), before)
 
 
 class Factory:

@@ -10,10 +10,10 @@ import re
 
 from twisted.internet import defer
 
-from trekmail.imap import fetch, index, search
+from trekmail.imap import fetch, index, message, search
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import Atom, ProtocolError, mailbox_name, sequence_set, uid_set, valid_new_name
-from trekmail.imap.store import SYSTEM_FLAGS, write_and_parse
+from trekmail.imap.store import SYSTEM_FLAGS
 
 READ_CHUNK = 128
 """Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
@@ -293,7 +293,10 @@ class MailboxCommands:
         folder = yield self.account.folder(name)
         if folder is None:
             return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
-        filename, structures = yield self.account.run_files(write_and_parse, self.account.root, name, data, when)
+        filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when)
+        # Parsed here, not on the file thread: Python work there holds the GIL, and the reactor, giving it up in
+        # every sqlite call and send, would wait for it.
+        structures = message.structures(data)
         self.account.store.cache.put((self.account.root, filename), data)
         uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view,
                                 [structures])

@@ -6,7 +6,9 @@ Maildir file, flags, MODSEQ, size, INTERNALDATE and cached structure.
 One sqlite file per mailbox, beside the Maildir it describes, so that a
 mailbox can be moved or restored as one directory and a busy account never
 waits on another's writes.  Every function here blocks (file system,
-sqlite) and runs on the mail store's worker thread only; that one thread
+sqlite): the mail store runs them on its worker thread, or, when small and
+nothing of the account's is on the worker, at once on the reactor thread,
+always in the order asked (L{trekmail.imap.store.Account.run}); that order
 is also what makes pick-up from C{new/} safe against several sessions.
 
 The Maildir stays the message store of record: delivery writes into
@@ -73,10 +75,17 @@ def open_index(root):
     """Opens (creating on first login) the index and the special-use folders."""
     _make_maildir(root)
     db = database.connect(os.path.join(root, INDEX_NAME))
+    # Small writes commit on the reactor thread; the fsyncs of a checkpoint must not (see checkpoint()).
+    db.execute("PRAGMA wal_autocheckpoint=0")
     database.upgrade(db, (INDEX,))
     for name in ["INBOX"] + list(SPECIAL_USE):
         create_folder(db, root, name, exist_ok=True)
     return db
+
+
+def checkpoint(db):
+    """Copies the WAL into the index, fsyncing both: the store runs this on its worker now and then."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _new_uidvalidity(db):

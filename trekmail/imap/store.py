@@ -11,13 +11,14 @@ flag changes it has not been told about yet.  An expunged message stays
 readable (a "ghost") until every view that still numbers it has sent its
 EXPUNGE.
 
-Index work and file moves run on one worker thread, in submission
-order, so the reactor-side state and the index never disagree about UIDs;
+Index work and file moves run in submission order, so the reactor-side
+state and the index never disagree about UIDs: small pieces at once on
+the reactor thread, the rest on one worker thread (L{Account.run});
 writing new files and reading messages run on a few more threads.  Each
 trip to a thread costs the reactor more than most commands' own work
-(py-spy under imaptest), so what can be answered from memory is: flag
-changes reach the index in batches after the reply, and recently used
-messages stay in a bounded L{MessageCache}.
+(py-spy under imaptest; C{bench/handoff.py}), so what can be answered
+from memory is: flag changes reach the index in batches after the reply,
+and recently used messages stay in a bounded L{MessageCache}.
 """
 
 import bisect
@@ -34,6 +35,10 @@ from trekmail.mailstore import maildir_path
 from trekmail.workerthreads import WorkerThreads
 
 POLL_INTERVAL = 5
+INLINE_ROWS = 200
+"""Index calls touching at most this many rows or files may run on the reactor thread (L{Account.run})."""
+CHECKPOINT_EVERY = 500
+"""Index calls on the reactor thread between two WAL checkpoints, which run on the worker."""
 FLAGS_DELAY = 0.02
 """Seconds a flag change may wait in memory for others to share its index write."""
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -108,11 +113,6 @@ def _compute_structures(root, name, wanted):
     """Reads and parses messages ({uid: filename}) off the index worker: {uid: structures}."""
     contents = index.read_messages(root, name, list(wanted.values()))
     return {uid: message.structures(contents[f]) for uid, f in wanted.items() if contents.get(f) is not None}
-
-
-def write_and_parse(root, name, data, internaldate):
-    """APPEND's file work in one trip: the fsynced file, and its structure while the bytes are at hand."""
-    return index.write_message(root, name, data, internaldate), message.structures(data)
 
 
 NOTHING = frozenset()
@@ -332,7 +332,8 @@ class Folder:
         else:
             self.recent.update(uids)
         self._notify(origin)
-        d = self.account.run_db(index.insert_rows, self.name, rows, self.uidnext, self.highestmodseq)
+        d = self.account.run_db(index.insert_rows, self.name, rows, self.uidnext, self.highestmodseq,
+                                inline=len(rows) <= INLINE_ROWS)
         return d.addCallback(lambda _: uids)
 
     def poll(self, force=False):
@@ -423,7 +424,7 @@ class Folder:
         orphans = [m for u, m in records if u not in self.ghosts]
         self.account.store.cache.drop([(self.account.root, m) for m in orphans])
         return self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
-                                   set(orphans))
+                                   set(orphans), inline=len(records) <= INLINE_ROWS)
 
     def release_ghosts(self, view, uids):
         done = []
@@ -437,7 +438,8 @@ class Folder:
         if done:
             self.account.store.cache.drop([(self.account.root, m) for m in done])
             # The worker is ordered: once it reaches here, the expunge that parked these files in tmp/ is done.
-            self.account.run(index.discard, self.account.root, self.name, done).addErrback(
+            self.account.run(index.discard, self.account.root, self.name, done,
+                             inline=len(done) <= INLINE_ROWS).addErrback(
                 lambda f: self.log.failure("expunged files not removed", f))
 
     def read(self, uids, keep=True):
@@ -506,9 +508,15 @@ class Folder:
         def computed(fresh):
             self.structures.update(fresh)
             if fresh:
-                self.account.run_db(index.save_structures, self.name, {u: _pack(v) for u, v in fresh.items()})
+                self.account.run_db(index.save_structures, self.name, {u: _pack(v) for u, v in fresh.items()},
+                                    inline=len(fresh) <= INLINE_ROWS)
             return self.structures
-        return self.account.run_db(_cached_structures, self.name, list(wanted)).addCallback(cached)
+        return self.account.run_db(_cached_structures, self.name, list(wanted),
+                                   inline=len(wanted) <= INLINE_ROWS).addCallback(cached)
+
+
+def _flag_rows(batch):
+    return sum(len(rows) for _, rows, _ in batch)
 
 
 def _flags_then(db, batch, function, args):
@@ -540,17 +548,43 @@ class Account:
         self._flags_saving = []
         self._flags_waiting = []
         self._flags_timer = None
+        self._on_worker = 0
+        self._inline_calls = 0
 
-    def run(self, function, *args):
-        return self.store.run(function, *args)
+    def run(self, function, *args, inline=False):
+        """
+        Index work and file moves, in the order asked.  A small piece
+        (C{inline}: at most L{INLINE_ROWS} rows or files) runs at once on
+        the reactor thread when none of this account's work is on the
+        worker, else after that work on the worker.  A sqlite commit
+        here is a write to the WAL in the page cache (synchronous=NORMAL,
+        and checkpoints, which fsync, run on the worker: see
+        L{index.open_index}), a few tens of microseconds; a trip to a
+        thread and back costs the reactor about a hundred microseconds
+        of CPU in wake-ups, more than the work it carries
+        (C{bench/handoff.py}).
+        """
+        if inline and not self._on_worker:
+            self._inline_calls += 1
+            if self._inline_calls >= CHECKPOINT_EVERY:
+                self._inline_calls = 0
+                self.run(index.checkpoint, self.db)
+            else:
+                return defer.execute(function, *args)
+        self._on_worker += 1
+        return self.store.run(function, *args).addBoth(self._left_worker)
+
+    def _left_worker(self, result):
+        self._on_worker -= 1
+        return result
 
     def run_files(self, function, *args):
         return self.store.run_files(function, *args)
 
-    def run_db(self, function, *args):
-        """Index work, in order; flag changes still waiting are written first, in the same turn of the worker."""
+    def run_db(self, function, *args, inline=False):
+        """Index work, in order (see L{run}); flag changes still waiting are written first, in the same call."""
         if not self._flags_waiting:
-            return self.store.run(function, self.db, *args)
+            return self.run(function, self.db, *args, inline=inline)
         batch = self._start_saving()
 
         def done(outcome):
@@ -560,7 +594,8 @@ class Account:
             flags_failure, result = outcome
             self._saved(batch, flags_failure)
             return result
-        return self.store.run(_flags_then, self.db, batch, function, args).addBoth(done)
+        inline = inline and _flag_rows(batch) <= INLINE_ROWS
+        return self.run(_flags_then, self.db, batch, function, args, inline=inline).addBoth(done)
 
     def save_flags(self, name, rows, modseq):
         """
@@ -569,9 +604,8 @@ class Account:
         not mail (the index already commits with synchronous=NORMAL).  A
         change waits L{FLAGS_DELAY} for company: changes from every
         session, and any other index work (an EXPUNGE after a STORE of
-        C{\\Deleted}), go in one turn of the worker, which costs a thread
-        hand-off each.  What arrives while a write is under way goes into
-        the next one.
+        C{\\Deleted}), go in one index call.  What arrives while a write is
+        under way on the worker goes into the next one.
         """
         self._flags_waiting.append((name, rows, modseq))
         if self._flags_timer is None and not self._flags_saving:
@@ -591,7 +625,7 @@ class Account:
 
     def _save_waiting_flags(self):
         batch = self._start_saving()
-        d = self.store.run(index.update_flags_many, self.db, batch)
+        d = self.run(index.update_flags_many, self.db, batch, inline=_flag_rows(batch) <= INLINE_ROWS)
         d.addCallbacks(lambda _: self._saved(batch, None), lambda f: self._saved(batch, f))
 
     def _saved(self, batch, failure):
