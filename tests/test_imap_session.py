@@ -357,6 +357,25 @@ class MailboxTests(unittest.TestCase):
         self.assertEqual(found, [b"%d" % count])
 
     @defer.inlineCallbacks
+    def test_thousands_of_pipelined_commands_that_finish_at_once(self):
+        """EXPUNGE with nothing to remove completes within its call: a long pipeline of them must not recurse."""
+        count = 5000
+
+        def work(client):
+            client.select("INBOX")
+            client.send(b"".join(b"e%d EXPUNGE\r\n" % i for i in range(count)) + b"last NOOP\r\n")
+            answers = []
+            while True:
+                line = client.readline()
+                if line.startswith((b"e", b"last ")):
+                    answers.append(line.split(b" ", 2)[1])
+                if line.startswith(b"last ") or not line:
+                    return answers
+
+        answers = yield self.run_client(work)
+        self.assertEqual(answers, [b"OK"] * (count + 1))
+
+    @defer.inlineCallbacks
     def test_literal_plus_append_and_toobig(self):
         data = message("plus")
 

@@ -78,6 +78,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.enabled = False
         self.timeout = None
         self.paused = False
+        self.settling_at_once = False
 
     # -- connection ---------------------------------------------------
     def connectionMade(self):
@@ -228,20 +229,31 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self.busy = False
             return
         if isinstance(result, defer.Deferred):
+            self.settling_at_once = True
             result.addBoth(self._settle, tag)
+            self.settling_at_once = False
         else:
             self._finished(result)
             self.busy = False
 
     def _settle(self, result, tag):
-        """A command's Deferred result, in one callback: each one added costs a pass through the chain."""
+        """
+        A command's Deferred result, in one callback: each one added costs
+        a pass through the chain.  A Deferred that has fired already (the
+        work was in memory, or small enough for the reactor thread) leaves
+        the next command to the loop in L{_process} that is running it:
+        reading on from here would recurse once per pipelined command.
+        """
         try:
             if isinstance(result, failure.Failure):
                 self._failed(tag, result.value, result)
             else:
                 self._finished(result)
         finally:
-            self._resume(None)
+            if self.settling_at_once:
+                self.busy = False
+            else:
+                self._resume(None)
 
     def _finished(self, output):
         if output and self.state != "logout":
