@@ -158,28 +158,28 @@ class IndexOrderTests(unittest.TestCase):
         return lambda db: self.ran.append(label) or label
 
     def test_small_work_runs_at_once_unless_the_worker_has_some(self):
-        self.assertEqual(self.successResultOf(self.account.run_db(self.work("a"), inline=True)), "a")
+        self.assertEqual(self.successResultOf(self.account.run_db(self.work("a"), rows=1)), "a")
         big = self.account.run_db(self.work("big"))
-        after = self.account.run_db(self.work("b"), inline=True)
+        after = self.account.run_db(self.work("b"), rows=1)
         self.assertEqual(self.ran, ["a"])
         self.assertEqual([call[0].__name__ for call in self.store.calls], ["<lambda>", "<lambda>"])
         for function, args, d in self.store.calls:
             d.callback(function(*args))
         self.assertEqual(self.ran, ["a", "big", "b"])
         self.assertEqual(self.successResultOf(after), "b")
-        self.account.run_db(self.work("c"), inline=True)
+        self.account.run_db(self.work("c"), rows=1)
         self.assertEqual(self.ran[-1], "c")
 
     def test_a_failure_on_the_reactor_thread_is_the_deferred_s(self):
         def broken(db):
             raise sqlite3.OperationalError("disk I/O error")
-        self.failureResultOf(self.account.run_db(broken, inline=True), sqlite3.OperationalError)
+        self.failureResultOf(self.account.run_db(broken, rows=1), sqlite3.OperationalError)
 
     def test_checkpoints_go_to_the_worker_with_what_follows_them(self):
         for n in range(store.CHECKPOINT_EVERY - 1):
-            self.account.run_db(self.work(n), inline=True)
+            self.account.run_db(self.work(n), rows=1)
         self.assertEqual(self.store.calls, [])
-        self.account.run_db(self.work("last"), inline=True)
+        self.account.run_db(self.work("last"), rows=1)
         self.assertEqual([(call[0], call[1][0]) for call in self.store.calls],
                          [(index.checkpoint, "db"), (self.store.calls[1][0], "db")])
         self.assertNotIn("last", self.ran)

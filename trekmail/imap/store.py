@@ -333,7 +333,7 @@ class Folder:
             self.recent.update(uids)
         self._notify(origin)
         d = self.account.run_db(index.insert_rows, self.name, rows, self.uidnext, self.highestmodseq,
-                                inline=len(rows) <= INLINE_ROWS)
+                                rows=len(rows))
         return d.addCallback(lambda _: uids)
 
     def poll(self, force=False):
@@ -424,7 +424,7 @@ class Folder:
         orphans = [m for u, m in records if u not in self.ghosts]
         self.account.store.cache.drop([(self.account.root, m) for m in orphans])
         return self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
-                                   set(orphans), inline=len(records) <= INLINE_ROWS)
+                                   set(orphans), rows=len(records))
 
     def release_ghosts(self, view, uids):
         done = []
@@ -438,8 +438,7 @@ class Folder:
         if done:
             self.account.store.cache.drop([(self.account.root, m) for m in done])
             # The worker is ordered: once it reaches here, the expunge that parked these files in tmp/ is done.
-            self.account.run(index.discard, self.account.root, self.name, done,
-                             inline=len(done) <= INLINE_ROWS).addErrback(
+            self.account.run(index.discard, self.account.root, self.name, done, rows=len(done)).addErrback(
                 lambda f: self.log.failure("expunged files not removed", f))
 
     def read(self, uids, keep=True):
@@ -509,10 +508,9 @@ class Folder:
             self.structures.update(fresh)
             if fresh:
                 self.account.run_db(index.save_structures, self.name, {u: _pack(v) for u, v in fresh.items()},
-                                    inline=len(fresh) <= INLINE_ROWS)
+                                    rows=len(fresh))
             return self.structures
-        return self.account.run_db(_cached_structures, self.name, list(wanted),
-                                   inline=len(wanted) <= INLINE_ROWS).addCallback(cached)
+        return self.account.run_db(_cached_structures, self.name, list(wanted), rows=len(wanted)).addCallback(cached)
 
 
 def _flag_rows(batch):
@@ -551,11 +549,11 @@ class Account:
         self._on_worker = 0
         self._inline_calls = 0
 
-    def run(self, function, *args, inline=False):
+    def run(self, function, *args, rows=None):
         """
         Index work and file moves, in the order asked.  A small piece
-        (C{inline}: at most L{INLINE_ROWS} rows or files) runs at once on
-        the reactor thread when none of this account's work is on the
+        (C{rows}, the rows or files it touches, at most L{INLINE_ROWS})
+        runs at once on the reactor thread when none of this account's work is on the
         worker, else after that work on the worker.  A sqlite commit
         here is a write to the WAL in the page cache (synchronous=NORMAL,
         and checkpoints, which fsync, run on the worker: see
@@ -564,7 +562,7 @@ class Account:
         of CPU in wake-ups, more than the work it carries
         (C{bench/handoff.py}).
         """
-        if inline and not self._on_worker:
+        if rows is not None and rows <= INLINE_ROWS and not self._on_worker:
             self._inline_calls += 1
             if self._inline_calls >= CHECKPOINT_EVERY:
                 self._inline_calls = 0
@@ -581,10 +579,10 @@ class Account:
     def run_files(self, function, *args):
         return self.store.run_files(function, *args)
 
-    def run_db(self, function, *args, inline=False):
+    def run_db(self, function, *args, rows=None):
         """Index work, in order (see L{run}); flag changes still waiting are written first, in the same call."""
         if not self._flags_waiting:
-            return self.run(function, self.db, *args, inline=inline)
+            return self.run(function, self.db, *args, rows=rows)
         batch = self._start_saving()
 
         def done(outcome):
@@ -594,8 +592,8 @@ class Account:
             flags_failure, result = outcome
             self._saved(batch, flags_failure)
             return result
-        inline = inline and _flag_rows(batch) <= INLINE_ROWS
-        return self.run(_flags_then, self.db, batch, function, args, inline=inline).addBoth(done)
+        rows = None if rows is None else rows + _flag_rows(batch)
+        return self.run(_flags_then, self.db, batch, function, args, rows=rows).addBoth(done)
 
     def save_flags(self, name, rows, modseq):
         """
@@ -625,7 +623,7 @@ class Account:
 
     def _save_waiting_flags(self):
         batch = self._start_saving()
-        d = self.run(index.update_flags_many, self.db, batch, inline=_flag_rows(batch) <= INLINE_ROWS)
+        d = self.run(index.update_flags_many, self.db, batch, rows=_flag_rows(batch))
         d.addCallbacks(lambda _: self._saved(batch, None), lambda f: self._saved(batch, f))
 
     def _saved(self, batch, failure):
