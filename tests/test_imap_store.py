@@ -8,6 +8,7 @@ them, and APPEND's rename made durable.
 
 import os
 import sqlite3
+import time
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -372,6 +373,42 @@ class SharedStoreTests(unittest.TestCase):
         body, files = yield site.in_thread(work)
         self.assertIn(b"from memory", b"".join(body[0]))
         self.assertEqual(files, ([], []))
+
+
+class LockedIndexTests(unittest.TestCase):
+    """An index write lock held outside the server: the reactor waits a quarter second, not ten, and the client hears
+    to try again."""
+
+    def setUp(self):
+        self.site = Site(self)
+        self.site.account()
+        self.root = maildir_path(self.site.config.data_dir, "alice@example.com")
+
+    @defer.inlineCallbacks
+    def test_append_while_a_tool_holds_the_index(self):
+        client = yield self.site.in_thread(self.site.connect)
+        yield self.site.in_thread(client.append, "INBOX", None, None, message("before"))
+        tool = sqlite3.connect(os.path.join(self.root, index.INDEX_NAME), isolation_level=None)
+        self.addCleanup(tool.close)
+        tool.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        locked = yield self.site.in_thread(raw_append, client, message("during"))
+        waited = time.monotonic() - started
+        tool.execute("ROLLBACK")
+        after = yield self.site.in_thread(raw_append, client, message("after"))
+        yield self.site.in_thread(client.logout)
+        self.assertIn(b"NO [UNAVAILABLE]", locked)
+        self.assertLess(waited, 5)
+        self.assertIn(b"OK [APPENDUID", after)
+
+
+def raw_append(client, data):
+    tag = client._new_tag()
+    client.send(tag + b" APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
+    while True:
+        line = client.readline()
+        if line.startswith(tag + b" "):
+            return line
 
 
 class DurableAppendTests(unittest.TestCase):

@@ -27,6 +27,7 @@ from trekmail.realm import database
 from trekmail.realm.database import Schema
 
 INDEX_NAME = "trekmail-index.sqlite"
+BUSY_TIMEOUT_MS = 250
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk", "Archive": "\\Archive"}
 
 INDEX = Schema(
@@ -77,6 +78,9 @@ def open_index(root):
     db = database.connect(os.path.join(root, INDEX_NAME))
     # Small writes commit on the reactor thread; the fsyncs of a checkpoint must not (see checkpoint()).
     db.execute("PRAGMA wal_autocheckpoint=0")
+    # No other TrekMail process opens this index (leases), so a lock held elsewhere is someone's tool: give up
+    # soon rather than hold the reactor thread the connection's usual ten seconds.
+    db.execute("PRAGMA busy_timeout=%d" % BUSY_TIMEOUT_MS)
     database.upgrade(db, (INDEX,))
     for name in ["INBOX"] + list(SPECIAL_USE):
         create_folder(db, root, name, exist_ok=True)

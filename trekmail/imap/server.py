@@ -535,13 +535,14 @@ def _out_of_resources(error):
     """
     A failure that says nothing about the client's command, only that the
     server is out of descriptors, memory or disk (sqlite reports a
-    descriptor shortage as "unable to open"): the client should retry
-    later, not report a server bug.
+    descriptor shortage as "unable to open"), or that a mailbox index is
+    locked by something else: the client should retry later, not report
+    a server bug.
     """
     if isinstance(error, OSError):
         return error.errno in _EXHAUSTED
     return isinstance(error, sqlite3.OperationalError) and str(error) in (
-        "unable to open database file", "database or disk is full")
+        "unable to open database file", "database or disk is full", "database is locked")
 
 
 class IMAPFactory(protocol.ServerFactory):
