@@ -553,8 +553,10 @@ class Account:
         """
         Index work and file moves, in the order asked.  A small piece
         (C{rows}, the rows or files it touches, at most L{INLINE_ROWS})
-        runs at once on the reactor thread when none of this account's work is on the
-        worker, else after that work on the worker.  A sqlite commit
+        runs at once on the reactor thread when none of this account's
+        work is on the worker, else after that work on the worker.  Every
+        L{CHECKPOINT_EVERY} such pieces, a checkpoint goes to the worker
+        first and the piece follows it there.  A sqlite commit
         here is a write to the WAL in the page cache (synchronous=NORMAL,
         and checkpoints, which fsync, run on the worker: see
         L{index.open_index}), a few tens of microseconds; a trip to a
@@ -564,11 +566,10 @@ class Account:
         """
         if rows is not None and rows <= INLINE_ROWS and not self._on_worker:
             self._inline_calls += 1
-            if self._inline_calls >= CHECKPOINT_EVERY:
-                self._inline_calls = 0
-                self.run(index.checkpoint, self.db)
-            else:
+            if self._inline_calls < CHECKPOINT_EVERY:
                 return defer.execute(function, *args)
+            self._inline_calls = 0
+            self.run(index.checkpoint, self.db)
         self._on_worker += 1
         return self.store.run(function, *args).addBoth(self._left_worker)
 
