@@ -7,7 +7,22 @@ holding INBOX; other folders are Maildir++ subfolders (C{.Sent/},
 C{.Drafts/}, ...) beneath it.
 """
 
+import itertools
 import os
+import socket
+import time
+
+_counter = itertools.count()
+_pid = os.getpid()
+_hostname = socket.gethostname()
+
+
+def _forked():
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def maildir_path(data_dir, address):
@@ -15,3 +30,16 @@ def maildir_path(data_dir, address):
     if not local or not domain or "/" in address or address.startswith(".") or "\0" in address:
         raise ValueError("not a mailbox address: %r" % (address,))
     return os.path.join(data_dir, "mail", domain, local)
+
+
+def unique_name(hostname=None):
+    """
+    A Maildir file name no other writer, here or on another host, can
+    pick: time, process and a per-process counter (the Maildir spec's
+    C{Q} form).  The process id and host name are read once: each is a
+    system call, and an APPEND is a few dozen of them in all.
+    """
+    now = time.time()
+    seconds = int(now)
+    return "%d.M%dP%dQ%d.%s" % (seconds, int((now - seconds) * 1e6), _pid, next(_counter),
+                                (hostname or _hostname).replace("/", "\\057").replace(":", "\\072"))

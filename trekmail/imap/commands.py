@@ -293,7 +293,8 @@ class MailboxCommands:
         folder = yield self.account.folder(name)
         if folder is None:
             return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
-        filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when)
+        filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when,
+                                                self.account.spares.take())
         # Parsed here, not on the file thread: Python work there holds the GIL, and the reactor, giving it up in
         # every sqlite call and send, would wait for it.
         structures = message.structures(data)

@@ -19,10 +19,11 @@ stale C{tmp/} files anyway).
 """
 
 import os
-import socket
 import time
 
-from trekmail.durable import fsync_directory
+from trekmail.durable import fsync_directory, write_all
+from trekmail.imap import spares
+from trekmail.mailstore import unique_name
 from trekmail.realm import database
 from trekmail.realm.database import Schema
 
@@ -55,13 +56,6 @@ INDEX = Schema(
         """,
     ),
 )
-
-def unique_name():
-    """A Maildir file name: time, process and random bits make it unique without shared state."""
-    now = time.time()
-    return "%d.M%dP%dR%s.%s" % (now, int(now % 1 * 1e6), os.getpid(), os.urandom(6).hex(),
-                                socket.gethostname().replace("/", "_").replace(":", "_"))
-
 
 def folder_dir(root, name):
     return root if name == "INBOX" else os.path.join(root, "." + name)
@@ -233,22 +227,27 @@ def insert_rows(db, name, rows, uidnext, highestmodseq):
         _set_counters(db, name, uidnext, highestmodseq)
 
 
-def write_message(root, name, data, internaldate):
+def write_message(root, name, data, internaldate, spare=None):
     """
     Writes one message into C{cur/}, the file and then its new name
     fsynced (APPEND's OK promises the message survives a crash); the
-    caller indexes it.
+    caller indexes it.  C{spare}, a dead message's file (L{spares}), is
+    written over when it can be, sparing an inode's free and allocation.
     """
     path = folder_dir(root, name)
     filename = unique_name() + ":2,"
-    temporary = os.path.join(path, "tmp", filename)
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    final = os.path.join(path, "cur", filename)
-    os.rename(temporary, final)
-    os.utime(final, (internaldate, internaldate))
+    fd = None if spare is None else spares.reopen(spare)
+    temporary = spare
+    if fd is None:
+        temporary = os.path.join(path, "tmp", filename)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        write_all(fd, data)
+        os.utime(fd, (internaldate, internaldate))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, os.path.join(path, "cur", filename))
     fsync_directory(os.path.join(path, "cur"))
     return filename
 
@@ -284,32 +283,36 @@ def update_flags_many(db, batch):
             _set_counters(db, name, 0, highestmodseq)
 
 
-def delete_rows(db, root, name, records, highestmodseq, unneeded=frozenset()):
+def delete_rows(db, root, name, records, highestmodseq, unneeded=frozenset(), keep=frozenset()):
     """
     Drops messages from the index, then their files: those in C{unneeded}
-    at once, the rest parked in C{tmp/} until no session needs them.
+    at once, unless in C{keep}, the rest parked in C{tmp/} until no
+    session needs them.  Returns the C{tmp/} paths of those in C{keep}.
     """
     path = folder_dir(root, name)
     with database.transaction(db):
         db.executemany("DELETE FROM messages WHERE folder = ? AND uid = ?", [(name, uid) for uid, _ in records])
         _set_counters(db, name, 0, highestmodseq)
+    kept = []
     for _, filename in records:
+        parked = os.path.join(path, "tmp", filename)
         try:
-            if filename in unneeded:
+            if filename in unneeded and filename not in keep:
                 os.unlink(os.path.join(path, "cur", filename))
             else:
-                os.rename(os.path.join(path, "cur", filename), os.path.join(path, "tmp", filename))
+                os.rename(os.path.join(path, "cur", filename), parked)
+                if filename in keep:
+                    kept.append(parked)
         except FileNotFoundError:
             pass
+    return kept
 
 
-def discard(root, name, filenames):
+def discard(root, name, filenames, keep=frozenset()):
+    """Deletes parked files no session needs, but those in C{keep}: returns their paths."""
     path = os.path.join(folder_dir(root, name), "tmp")
-    for filename in filenames:
-        try:
-            os.unlink(os.path.join(path, filename))
-        except FileNotFoundError:
-            pass
+    spares.remove(os.path.join(path, f) for f in filenames if f not in keep)
+    return [os.path.join(path, f) for f in filenames if f in keep]
 
 
 def read_messages(root, name, filenames):

@@ -30,7 +30,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
-from trekmail.imap import fetch, index, message
+from trekmail.imap import fetch, index, message, spares
+from trekmail.imap.spares import SpareFiles
 from trekmail.mailstore import maildir_path
 from trekmail.workerthreads import WorkerThreads
 
@@ -404,7 +405,7 @@ class Folder:
             msg = self.msgs.pop(uid, None)
             if msg is None:
                 continue
-            records.append((uid, msg.filename))
+            records.append((uid, msg.filename, msg.size))
             holders = {v for v in self.views if v is not view and v.seq_of(uid) is not None}
             for holder in holders:
                 untold.setdefault(holder, set()).add(uid)
@@ -414,17 +415,19 @@ class Folder:
             holder.expunged = holder.expunged | more
         if not records:
             return defer.succeed(None)
-        gone = {uid for uid, _ in records}
+        gone = {uid for uid, _, _ in records}
         self.uids = [u for u in self.uids if u not in gone]
         if view is not None:
             view.rejoin()
         self.recent -= gone
         self.highestmodseq += 1
         self._notify(view)
-        orphans = [m for u, m in records if u not in self.ghosts]
-        self.account.store.cache.drop([(self.account.root, m) for m in orphans])
-        return self.account.run_db(index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
-                                   set(orphans), rows=len(records))
+        orphans = [(m, size) for u, m, size in records if u not in self.ghosts]
+        self.account.store.cache.drop([(self.account.root, m) for m, _ in orphans])
+        records = [(uid, filename) for uid, filename, _ in records]
+        return self.account.spares.offer(orphans, lambda keep: self.account.run_db(
+            index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
+            {m for m, _ in orphans}, keep, rows=len(records)))
 
     def release_ghosts(self, view, uids):
         done = []
@@ -434,11 +437,13 @@ class Folder:
                 continue
             ghost[1].discard(view)
             if not ghost[1]:
-                done.append(self.ghosts.pop(uid)[0].filename)
+                done.append(self.ghosts.pop(uid)[0])
         if done:
-            self.account.store.cache.drop([(self.account.root, m) for m in done])
+            filenames = [m.filename for m in done]
+            self.account.store.cache.drop([(self.account.root, f) for f in filenames])
             # The worker is ordered: once it reaches here, the expunge that parked these files in tmp/ is done.
-            self.account.run(index.discard, self.account.root, self.name, done, rows=len(done)).addErrback(
+            self.account.spares.offer([(m.filename, m.size) for m in done], lambda keep: self.account.run(
+                index.discard, self.account.root, self.name, filenames, keep, rows=len(done))).addErrback(
                 lambda f: self.log.failure("expunged files not removed", f))
 
     def read(self, uids, keep=True):
@@ -513,6 +518,11 @@ class Folder:
         return self.account.run_db(_cached_structures, self.name, list(wanted), rows=len(wanted)).addCallback(cached)
 
 
+def _close(db, spare_files):
+    db.close()
+    spares.remove(spare_files)
+
+
 def _flag_rows(batch):
     return sum(len(rows) for _, rows, _ in batch)
 
@@ -548,6 +558,7 @@ class Account:
         self._flags_timer = None
         self._on_worker = 0
         self._inline_calls = 0
+        self.spares = SpareFiles()
 
     def run(self, function, *args, rows=None):
         """
@@ -733,6 +744,7 @@ class MailStore:
                 account.cancel_flag_timer()
                 index.update_flags_many(account.db, account.unsaved_flags())
                 account.db.close()
+                spares.remove(account.spares.drain())
         self._accounts.clear()
 
     def seconds(self):
@@ -780,7 +792,7 @@ class MailStore:
             del self._accounts[account.address]
             for folder in list(account.folders.values()):
                 self.unwatch(folder)
-            d = account.run_db(lambda db: db.close())
+            d = account.run_db(_close, account.spares.drain())
             d.addCallback(lambda _: self.closed(account.address))
             d.addErrback(lambda f: self.log.failure("closing {root} failed", f, root=account.root))
 

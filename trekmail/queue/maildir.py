@@ -7,18 +7,13 @@ crash after delivery was reported cannot lose it: the queue removes its
 copy only after this returns.
 """
 
-import itertools
 import os
-import time
 
 from twisted.internet.defer import DeferredList
 
-from trekmail.mailstore import maildir_path
+from trekmail.mailstore import maildir_path, unique_name
 from trekmail.durable import fsync_directory, write_all
 from trekmail.groupcommit import GroupCommit
-
-_counter = itertools.count()
-
 
 def ensure_maildir(root):
     """Create C{root} with C{tmp/ new/ cur/} if missing, durably."""
@@ -28,19 +23,6 @@ def ensure_maildir(root):
         os.makedirs(os.path.join(root, sub), mode=0o700, exist_ok=True)
     fsync_directory(root)
     fsync_directory(os.path.dirname(root))
-
-
-def unique_name(hostname):
-    """A Maildir file name no other delivery, here or on another host, can pick."""
-    now = time.time()
-    seconds = int(now)
-    return "%d.M%dP%dQ%d.%s" % (
-        seconds,
-        int((now - seconds) * 1e6),
-        os.getpid(),
-        next(_counter),
-        hostname.replace("/", "\\057").replace(":", "\\072"),
-    )
 
 
 def _write_copy(data_dir, hostname, address, sender, message):
