@@ -83,6 +83,15 @@ class SetTests(unittest.TestCase):
         for bad in ("", "0", "a", "1:x", "99999999999"):
             self.assertRaises(ProtocolError, parser.sequence_set, bad, 6)
 
+    def test_sequence_members_of_a_view(self):
+        uids = [3, 7, 9, 20]
+        self.assertEqual(parser.sequence_members("2:3", uids), [7, 9])
+        self.assertEqual(parser.sequence_members("4,1,2", uids), [3, 7, 20])
+        self.assertEqual(parser.sequence_members("*:3", uids), [9, 20])
+        self.assertEqual(parser.sequence_members("*", []), [])
+        for bad in ("5", "1:5", "5:*", "0", ""):
+            self.assertRaises(ProtocolError, parser.sequence_members, bad, uids)
+
     def test_uid_sets(self):
         uids = [3, 7, 9, 20]
         self.assertEqual(parser.uid_set("1:8", uids), [3, 7])

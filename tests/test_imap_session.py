@@ -458,3 +458,24 @@ class HostileInputTests(unittest.TestCase):
         lines, grown = yield self.site.in_thread(work)
         self.assertIn(b"* BAD Command line too long\r\n", lines)
         self.assertLess(grown, 16 * 1024 * 1024)
+
+    @defer.inlineCallbacks
+    def test_append_dates_are_checked_as_rfc_3501_writes_them(self):
+        def work():
+            client = self.site.connect()
+            answers = []
+            for date in ('" 1-jan-2026 23:59:59 -0730"', '"31-Feb-2026 00:00:00 +0000"',
+                         '"21-Nov-2026 24:00:00 +0000"', '"21-Foo-2026 12:00:00 +0000"', '"21-Nov-2026 12:00:00"'):
+                try:
+                    answers.append(client.append("INBOX", None, date, message("dated"))[0])
+                except imaplib.IMAP4.error as e:
+                    answers.append(str(e).split(": ")[1].split()[0])
+            client.select("INBOX")
+            dates = client.fetch("1:*", "(INTERNALDATE)")[1]
+            client.logout()
+            return answers, dates
+
+        answers, dates = yield self.site.in_thread(work)
+        self.assertEqual(answers, ["OK", "BAD", "BAD", "BAD", "BAD"])
+        self.assertEqual(len(dates), 1)
+        self.assertIn(b'INTERNALDATE "02-Jan-2026 07:29:59 +0000"', dates[0])

@@ -282,20 +282,23 @@ def valid_new_name(name):
 
 def _ranges(text, largest, what):
     """
-    The C{(low, high, items)} of each comma-separated item of a set, with
-    C{*} read as C{largest} and C{low <= high}; C{items} are the item's
-    own words, for checks that depend on whether C{*} was written.
+    The C{(low, high, words)} of each comma-separated item of a set, with
+    C{*} read as C{largest}; C{words} are the item's own
+    C{(low, colon, high)}, for checks that depend on whether C{*} was
+    written.
     """
     if not text:
         raise ProtocolError("Empty sequence set")
+    out = []
     for item in text.split(","):
-        low, colon, high = item.partition(":")
+        low, colon, high = words = item.partition(":")
         try:
             a = largest if low == "*" else int(low)
             b = (largest if high == "*" else int(high)) if colon else a
         except ValueError:
             raise ProtocolError("Invalid %s" % (what,)) from None
-        yield a, b, (low, colon, high)
+        out.append((a, b, words))
+    return out
 
 
 def sequence_set(text, largest):
@@ -304,18 +307,36 @@ def sequence_set(text, largest):
     C{largest}.  Ranges are clipped to what exists, so C{1:4294967295}
     costs no more than the mailbox size.
     """
-    return [n for start, stop in merged_spans(_sequence_spans(text, largest)) for n in range(start, stop)]
+    return [n for start, stop in _sequence_spans(text, largest) for n in range(start, stop)]
 
 
-def _sequence_spans(text, largest):
+def sequence_members(text, items):
+    """
+    The members of C{items} (a view's UIDs) at a sequence set's
+    positions, in order.  Unlike a SEARCH key, a FETCH or STORE set may
+    not name a message beyond the last (RFC 3501 6.4.5): that is an error.
+    """
+    spans = _sequence_spans(text, len(items), strict=True)
+    if len(spans) == 1:
+        return items[spans[0][0] - 1:spans[0][1] - 1]
+    return [item for start, stop in spans for item in items[start - 1:stop - 1]]
+
+
+def _sequence_spans(text, largest, strict=False):
+    spans = []
     for a, b, (low, colon, high) in _ranges(text, largest, "sequence set"):
         if a <= 0 and low != "*" or b <= 0 and high != "*" and colon:
             raise ProtocolError("Invalid sequence set")
         if a > b:
             a, b = b, a
-        if a > 0xFFFFFFFF or b > 0xFFFFFFFF:
+        if b > 0xFFFFFFFF:
             raise ProtocolError("Invalid sequence set")
-        yield max(a, 1), min(b, largest) + 1
+        if strict and b > largest:
+            raise ProtocolError("Invalid message sequence number")
+        spans.append((max(a, 1), min(b, largest) + 1))
+    if len(spans) == 1:
+        return spans if spans[0][0] < spans[0][1] else []
+    return merged_spans(spans)
 
 
 def uid_set(text, uids):
