@@ -106,6 +106,12 @@ class AddressTests(unittest.TestCase):
                       "Al\u00a0B <a@b>", "Al <a@b", "Al (x) <a@b>"):
             self.assertIsNone(message._simple_addresses(value), value)
 
+    def test_envelope_sender_and_reply_to_default_to_from_only_when_absent(self):
+        envelope, _, _ = message.structures(b"From: Al <al@example.com>\r\nSender: list@example.org\r\n"
+                                            b"Reply-To: \r\nSubject: s\r\n\r\nbody\r\n")
+        self.assertEqual(envelope, b'(NIL "s" (("Al" NIL "al" "example.com")) ((NIL NIL "list" "example.org")) '
+                                   b'(("Al" NIL "al" "example.com")) NIL NIL NIL NIL NIL)')
+
     def test_envelope_of_fallback_forms(self):
         envelope, _, _ = message.structures(b'From: "a\\"b" <x@y.example>\r\nTo: team: a@b.example, c@d.example;\r\n'
                                             b"Cc: Al (Boss) <al@example.com>\r\n\r\n")

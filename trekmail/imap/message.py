@@ -209,14 +209,14 @@ def _addresses(value):
 
 
 def envelope(part):
-    sender = part.field("sender") or part.field("from")
-    reply_to = part.field("reply-to") or part.field("from")
+    sender, reply_to = part.field("sender"), part.field("reply-to")
+    from_ = _addresses(part.field("from"))
     items = [
         _n(part.field("date")),
         _n(part.field("subject")),
-        _addresses(part.field("from")),
-        _addresses(sender),
-        _addresses(reply_to),
+        from_,
+        _addresses(sender) if sender else from_,
+        _addresses(reply_to) if reply_to else from_,
         _addresses(part.field("to")),
         _addresses(part.field("cc")),
         _addresses(part.field("bcc")),
