@@ -244,14 +244,20 @@ def _language(part):
     return b"(" + b" ".join(_n(t) for t in tags) + b")"
 
 
-def bodystructure(raw, part, extended=True):
+def bodystructures(raw, part):
+    """
+    C{(BODYSTRUCTURE, BODY)} of a part in one walk of its tree: BODY is
+    BODYSTRUCTURE without the extension data, and the rest (parameters,
+    a text part's line count over its whole body) need not be worked out
+    twice.
+    """
     if part.children:
-        out = b"".join(bodystructure(raw, child, extended) for child in part.children)
-        out += b" " + _n(part.subtype.upper())
-        if extended:
-            out += b" " + b" ".join((_plist(part.params), _disposition(part), _language(part),
-                                    _n(part.field("content-location"))))
-        return b"(" + out + b")"
+        pairs = [bodystructures(raw, child) for child in part.children]
+        subtype = b" " + _n(part.subtype.upper())
+        extension = b" " + b" ".join((_plist(part.params), _disposition(part), _language(part),
+                                      _n(part.field("content-location"))))
+        return (b"(" + b"".join(full for full, _ in pairs) + subtype + extension + b")",
+                b"(" + b"".join(plain for _, plain in pairs) + subtype + b")")
     params = part.params
     if part.maintype == "text" and not any(k == "charset" for k, _ in params):
         params = [("charset", "us-ascii")] + list(params)
@@ -262,20 +268,23 @@ def bodystructure(raw, part, extended=True):
         _n((part.field("content-transfer-encoding") or "7bit").upper()), b"%d" % size,
     ]
     lines = b"%d" % raw.count(b"\n", part.body_start, part.end)
+    full_items, plain_items = items, items
     if part.message is not None:
-        items += [envelope(part.message), bodystructure(raw, part.message, extended), lines]
+        inner_full, inner_plain = bodystructures(raw, part.message)
+        inner_envelope = envelope(part.message)
+        full_items = items + [inner_envelope, inner_full, lines]
+        plain_items = items + [inner_envelope, inner_plain, lines]
     elif part.maintype == "text":
-        items.append(lines)
-    if extended:
-        items += [_n(part.field("content-md5")), _disposition(part), _language(part),
-                  _n(part.field("content-location"))]
-    return b"(" + b" ".join(items) + b")"
+        full_items = plain_items = items + [lines]
+    extension = [_n(part.field("content-md5")), _disposition(part), _language(part),
+                 _n(part.field("content-location"))]
+    return b"(" + b" ".join(full_items + extension) + b")", b"(" + b" ".join(plain_items) + b")"
 
 
 def structures(raw):
     """C{(ENVELOPE, BODYSTRUCTURE, BODY)} as wire bytes: what the index caches."""
     top = parse(raw)
-    return envelope(top), bodystructure(raw, top), bodystructure(raw, top, extended=False)
+    return (envelope(top),) + bodystructures(raw, top)
 
 
 class SectionError(ValueError):
