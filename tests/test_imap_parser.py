@@ -69,6 +69,23 @@ class FramerTests(unittest.TestCase):
         framer.feed(b"a " + b"x" * parser.MAX_LINE)
         self.assertRaises(parser.LineTooLong, framer.next_command)
 
+    def test_atoms_with_sections_read_alike_on_the_fast_and_the_general_path(self):
+        """The common-token pattern takes one bracketed section; the character-level reader is the definition."""
+        for text in (b"BODY[]", b"BODY.PEEK[HEADER.FIELDS (From To)]<0.2>", b"BODY[1.2.MIME]", b"X[a]b",
+                     b"A[b][c]", b"A[b[c]]", b"BODY[HEADER.FIELDS (\"x\")]", b"A[b]{3}", b'A[b]"q"', b"A[b]c[d]"):
+            line = b"(" + text + b" FLAGS)"
+            general = Reader(line, [line])
+            general.pos = 1
+            try:
+                expected = general._other_token(line)
+            except ProtocolError:
+                expected = ProtocolError
+            try:
+                found = Reader(line, [line]).rest()[0][0]
+            except ProtocolError:
+                found = ProtocolError
+            self.assertEqual(found, expected, text)
+
     def test_syntax_errors(self):
         for bad in (b'a X "open\r\n', b"a X (1 2\r\n", b"a X 1)\r\n", b"a X " + b"(" * 20 + b")" * 20 + b"\r\n",
                     b"a X BODY[1\r\n"):

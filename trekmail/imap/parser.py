@@ -26,8 +26,12 @@ MAX_PIPELINE = 512 * 1024
 
 _LITERAL = re.compile(rb"\{(\d{1,20})(\+?)\}\r?$")
 _SPACES = re.compile(rb" *")
-_TOKEN = re.compile(rb' *+(?:([^ ()"{\[]++)(?![\["{])|"([^"\\]*+)"|\()')
-"""The common tokens: an atom without brackets, a string without escapes, an opening parenthesis."""
+_TOKEN = re.compile(rb' *+(?:([^ ()"{\[]++(?:\[[^\[\]]*+\][^ ()"{\[]*+)?)(?![\["{])|"([^"\\]*+)"|\()')
+"""
+The common tokens: an atom, with at most one section in brackets
+(C{BODY.PEEK[HEADER.FIELDS (From To)]<0.2>}), a string without escapes,
+an opening parenthesis.
+"""
 _CLOSE = re.compile(rb" *+(\))?")
 _ATOM = re.compile(rb'[^ ()"{\[]*')
 _BRACKETS = re.compile(rb"[\[\]]")
