@@ -14,8 +14,9 @@ is also what makes pick-up from C{new/} safe against several sessions.
 The Maildir stays the message store of record: delivery writes into
 C{new/}; pick-up moves a file to C{cur/} and gives it the next UID in the
 same transaction, so a UID, once given, never changes.  Expunged files go
-to C{tmp/} until no session can still FETCH them (Maildir readers delete
-stale C{tmp/} files anyway).
+to C{tmp/} until no session can still FETCH them, and some stay there for
+a later APPEND to write into (L{trekmail.imap.spares}); Maildir readers
+delete stale C{tmp/} files anyway.
 """
 
 import os
