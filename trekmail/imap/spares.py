@@ -9,8 +9,9 @@ CPU there.  Rewriting a dead file instead skips both the free and the
 allocation on any file system; C{bench/spares.py} measures the two.
 
 A kept file waits in its folder's C{tmp/}, where Maildir readers expect
-leftovers: a crash forgets the list, and folder loading deletes C{tmp/}
-files after 36 hours.  A file that is still linked elsewhere (COPY makes
+leftovers: a crash forgets the list (as does an account closing while a
+move is under way), and folder loading deletes C{tmp/} files after 36
+hours; a closing account deletes the rest.  A file that is still linked elsewhere (COPY makes
 hard links) is never rewritten: L{reopen} checks, on the thread that
 writes it.
 """

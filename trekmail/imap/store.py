@@ -31,7 +31,6 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from trekmail.imap import fetch, index, message, spares
-from trekmail.imap.spares import SpareFiles
 from trekmail.mailstore import maildir_path
 from trekmail.workerthreads import WorkerThreads
 
@@ -558,7 +557,7 @@ class Account:
         self._flags_timer = None
         self._on_worker = 0
         self._inline_calls = 0
-        self.spares = SpareFiles()
+        self.spares = spares.SpareFiles()
 
     def run(self, function, *args, rows=None):
         """
