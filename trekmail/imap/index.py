@@ -238,10 +238,11 @@ def write_message(root, name, data, internaldate, spare=None):
     path = folder_dir(root, name)
     filename = unique_name() + ":2,"
     fd = None if spare is None else spares.reopen(spare)
-    temporary = spare
     if fd is None:
         temporary = os.path.join(path, "tmp", filename)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    else:
+        temporary = spare
     try:
         write_all(fd, data)
         os.utime(fd, (internaldate, internaldate))

@@ -11,9 +11,9 @@ allocation on any file system; C{bench/spares.py} measures the two.
 A kept file waits in its folder's C{tmp/}, where Maildir readers expect
 leftovers: a crash forgets the list (as does an account closing while a
 move is under way), and folder loading deletes C{tmp/} files after 36
-hours; a closing account deletes the rest.  A file that is still linked elsewhere (COPY makes
-hard links) is never rewritten: L{reopen} checks, on the thread that
-writes it.
+hours; a closing account deletes the rest.  A file that is still linked
+elsewhere (COPY makes hard links) is never rewritten: L{reopen} checks,
+on the thread that writes it.
 """
 
 import os
@@ -78,14 +78,12 @@ def reopen(path):
     except FileNotFoundError:
         return None
     try:
-        alone = os.fstat(fd).st_nlink == 1
-        if alone:
+        if os.fstat(fd).st_nlink == 1:
             os.ftruncate(fd, 0)
+            return fd
     except BaseException:
         os.close(fd)
         raise
-    if alone:
-        return fd
     os.close(fd)
     os.unlink(path)
     return None

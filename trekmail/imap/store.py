@@ -399,31 +399,32 @@ class Folder:
     def expunge(self, view, uids):
         """Removes messages (their files stay readable while any view still numbers them)."""
         records = []
+        orphans = []
         untold = {}
         for uid in uids:
             msg = self.msgs.pop(uid, None)
             if msg is None:
                 continue
-            records.append((uid, msg.filename, msg.size))
+            records.append((uid, msg.filename))
             holders = {v for v in self.views if v is not view and v.seq_of(uid) is not None}
             for holder in holders:
                 untold.setdefault(holder, set()).add(uid)
             if holders:
                 self.ghosts[uid] = [msg, holders]
+            else:
+                orphans.append((msg.filename, msg.size))
         for holder, more in untold.items():
             holder.expunged = holder.expunged | more
         if not records:
             return defer.succeed(None)
-        gone = {uid for uid, _, _ in records}
+        gone = {uid for uid, _ in records}
         self.uids = [u for u in self.uids if u not in gone]
         if view is not None:
             view.rejoin()
         self.recent -= gone
         self.highestmodseq += 1
         self._notify(view)
-        orphans = [(m, size) for u, m, size in records if u not in self.ghosts]
         self.account.store.cache.drop([(self.account.root, m) for m, _ in orphans])
-        records = [(uid, filename) for uid, filename, _ in records]
         return self.account.spares.offer(orphans, lambda keep: self.account.run_db(
             index.delete_rows, self.account.root, self.name, records, self.highestmodseq,
             {m for m, _ in orphans}, keep, rows=len(records)))
