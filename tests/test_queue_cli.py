@@ -14,7 +14,7 @@ from trekmail import cli
 from trekmail.config import Config
 from trekmail.queue import suppression
 from trekmail.queue.interface import Envelope
-from trekmail.queue.spool import SpoolLayout, write_batch, encode
+from trekmail.queue.spool import SpoolLayout, accept_log, encode, recover, write_batch
 from trekmail.realm import database, schema
 
 
@@ -33,6 +33,23 @@ class QueueCLITests(unittest.TestCase):
     def spool(self, queue_id, recipients=("b@remote.test",)):
         envelope = Envelope("a@example.com", recipients, "submission", received_at=support.NOON)
         self.assertEqual(write_batch(self.layout, [(queue_id, encode(envelope, b"Subject: x\r\n\r\nhi\r\n"))]), [None])
+
+    def accept(self, queue_id):
+        """As a running server accepts it: into the accept log, not a file."""
+        envelope = Envelope("a@example.com", ("d@remote.test",), "submission", received_at=support.NOON)
+        accept_log(self.layout).append([(queue_id, encode(envelope, b"Subject: y\r\n\r\nhi\r\n"))])
+
+    def test_list_and_delete_mail_still_in_the_accept_log(self):
+        self.accept("0000000000aa21")
+        self.accept("0000000000aa22")
+        code, out, _ = self.run_cli("--json", "queue", "list")
+        self.assertEqual(code, 0)
+        self.assertEqual([(e["queue_id"], e["recipients"]) for e in json.loads(out)],
+                         [("0000000000aa21", ["d@remote.test"]), ("0000000000aa22", ["d@remote.test"])])
+        self.assertEqual(self.run_cli("queue", "delete", "0000000000aa21")[0], 0)
+        self.assertEqual(self.layout.queue_ids(), ["0000000000aa22"])
+        self.assertEqual([e[0] for e in recover(self.layout)], ["0000000000aa22"])
+        self.assertEqual(self.layout.file_ids(), ["0000000000aa22"])
 
     def test_list_shows_pending_and_errors(self):
         self.spool("0000000000aa11", ("b@remote.test", "c@remote.test"))

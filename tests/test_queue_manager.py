@@ -128,14 +128,14 @@ class DeliveryTests(unittest.TestCase):
 
     def test_write_error_fails_enqueue_and_keeps_nothing(self):
         h = Harness(self)
-        os.rmdir(h.layout.tmp)
-        with open(h.layout.tmp, "w"):
+        os.rmdir(h.layout.log)
+        with open(h.layout.log, "w"):
             pass
         failures = []
         h.queue.enqueue(Envelope("a@example.com", ("x@remote.test",), "submission"), MESSAGE).addErrback(failures.append)
         failures[0].trap(SpoolError)
         h.clock.advance(0)
-        self.assertEqual((h.queue.entries(), h.layout.queue_ids(), h.transport.calls), ([], [], []))
+        self.assertEqual((h.queue.entries(), h.layout.file_ids(), h.transport.calls), ([], [], []))
 
     def test_local_recipient_gets_maildir_copy(self):
         h = Harness(self)

@@ -1,6 +1,7 @@
 """
-The spool: durable entries, group commit, torn entries quarantined at
-recovery and at delivery, write errors reported as SpoolError.
+The spool: durable entries, group commit into the accept log, aged mail
+moved into files, torn entries quarantined at recovery and at delivery,
+write errors reported as SpoolError.
 """
 
 import os
@@ -13,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from tests.delivery_support import SyncPool, SyncReactor
-from trekmail.queue import spool as spool_module
+from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.queue.spool import Spool, SpoolLayout, TornEntry, decode, encode, recover
 
@@ -41,21 +42,33 @@ class SpoolTests(unittest.TestCase):
     def setUp(self):
         self.layout = SpoolLayout(self.mktemp())
         self.clock = Clock()
+        self.clock.advance(1000)
         self.spool = Spool(self.layout, SyncReactor(self.clock), SyncPool(), writer=SyncPool())
         self.spool.start()
 
-    def test_store_is_durable_and_readable(self):
+    def store(self, queue_id, message=MESSAGE):
         ids = []
-        self.spool.store("0001", ENVELOPE, MESSAGE).addCallback(ids.append)
-        self.assertEqual(ids, ["0001"])
-        self.assertEqual(os.listdir(self.layout.tmp), [])
+        self.spool.store(queue_id, ENVELOPE, message).addCallback(ids.append)
+        self.assertEqual(ids, [queue_id])
+
+    def read(self, queue_id):
         read = []
-        self.spool.read("0001").addCallback(read.append)
-        self.assertEqual(read, [(ENVELOPE, MESSAGE)])
+        self.spool.read(queue_id).addCallback(read.append)
+        return read[0]
+
+    def segments(self):
+        return sorted(os.listdir(self.layout.log))
+
+    def test_store_is_durable_and_readable(self):
+        self.store("0001")
+        self.assertEqual((os.listdir(self.layout.tmp), os.listdir(self.layout.msg)), ([], []))
+        self.assertEqual(len(self.segments()), 1)
+        self.assertEqual(self.read("0001"), (ENVELOPE, MESSAGE))
+        self.assertEqual(self.layout.queue_ids(), ["0001"])
 
     def test_write_error_is_spool_error(self):
-        os.rmdir(self.layout.tmp)
-        with open(self.layout.tmp, "w"):
+        os.rmdir(self.layout.log)
+        with open(self.layout.log, "w"):
             pass
         failures = []
         self.spool.store("0002", ENVELOPE, MESSAGE).addErrback(failures.append)
@@ -63,10 +76,29 @@ class SpoolTests(unittest.TestCase):
         failures[0].trap(SpoolError)
         self.assertEqual(os.listdir(self.layout.msg), [])
 
+    def test_failed_batch_is_cut_off_and_never_delivered(self):
+        """A batch answered 4xx must not come back at recovery: the client sends it again."""
+        self.store("0010")
+        real = os.fdatasync
+
+        def failing(fd):
+            raise OSError(5, "I/O error")
+
+        self.patch(os, "fdatasync", failing)
+        failures = []
+        self.spool.store("0011", ENVELOPE, MESSAGE).addErrback(failures.append)
+        failures[0].trap(SpoolError)
+        self.patch(os, "fdatasync", real)
+        self.store("0012")
+        self.assertEqual(len([n for n in self.segments() if n.endswith(".seg")]), 2)
+        self.assertEqual([e[0] for e in recover(self.layout)], ["0010", "0012"])
+        self.assertEqual(os.listdir(self.layout.quarantine), [])
+
     def test_recovery_quarantines_torn_and_unfinished(self):
-        self.spool.store("0003", ENVELOPE, MESSAGE)
-        self.spool.store("0004", ENVELOPE, MESSAGE)
-        path = self.layout.message_path("0004")
+        self.store("0003")
+        self.store("0004")
+        [segment] = self.segments()
+        path = os.path.join(self.layout.log, segment)
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) - 3)
         with open(os.path.join(self.layout.tmp, "0005"), "wb") as f:
@@ -75,21 +107,119 @@ class SpoolTests(unittest.TestCase):
         self.assertEqual([e[0] for e in entries], ["0003"])
         self.assertEqual(
             sorted(n for n in os.listdir(self.layout.quarantine) if not n.endswith(".reason")),
-            ["0004", "0005"],
+            ["0005", segment.replace(".seg", ".tail")],
         )
+        self.assertEqual(self.segments(), [])
+        self.assertEqual(decode(open(self.layout.message_path("0003"), "rb").read()), (ENVELOPE, MESSAGE))
 
     def test_torn_body_found_at_delivery_is_quarantined(self):
         """Recovery reads only headers; a body corrupted in place is caught by the checksum."""
-        self.spool.store("0006", ENVELOPE, MESSAGE)
-        path = self.layout.message_path("0006")
-        with open(path, "r+b") as f:
+        self.store("0006")
+        [segment] = self.segments()
+        with open(os.path.join(self.layout.log, segment), "r+b") as f:
             f.seek(-25, os.SEEK_END)
             f.write(b"X")
-        self.assertEqual([e[0] for e in recover(self.layout)], ["0006"])
         failures = []
         self.spool.read("0006").addErrback(failures.append)
         failures[0].trap(TornEntry)
         self.assertIn("0006", os.listdir(self.layout.quarantine))
+        self.clock.advance(acceptlog.LOG_SECONDS)
+        self.assertEqual(self.scan(), set())
+        self.assertEqual((self.segments(), os.listdir(self.layout.msg)), ([], []))
+
+    def test_torn_file_found_at_delivery_is_quarantined(self):
+        self.store("0007")
+        recover(self.layout)
+        path = self.layout.message_path("0007")
+        with open(path, "r+b") as f:
+            f.seek(-25, os.SEEK_END)
+            f.write(b"X")
+        self.assertEqual([e[0] for e in recover(self.layout)], ["0007"])
+        failures = []
+        self.spool.read("0007").addErrback(failures.append)
+        failures[0].trap(TornEntry)
+        self.assertIn("0007", os.listdir(self.layout.quarantine))
+
+    def scan(self):
+        scanned = []
+        self.spool.scan().addCallback(scanned.append)
+        return scanned[0][0]
+
+    def test_delivered_mail_never_gets_a_file(self):
+        self.store("0020")
+        self.store("0021")
+        self.spool.write_state("0021", {"attempts": 1})
+        self.spool.remove("0020")
+        self.spool.remove("0021")
+        self.assertEqual((self.layout.queue_ids(), os.listdir(self.layout.state)), ([], []))
+        self.assertEqual(self.scan(), set())
+        self.clock.advance(acceptlog.LOG_SECONDS)
+        self.store("0022")
+        self.assertEqual(self.scan(), {"0022"})
+        self.assertEqual(os.listdir(self.layout.msg), [])
+        self.assertEqual(len(self.segments()), 1, "the old segment went, the new one stays young")
+
+    def test_aged_mail_moves_into_files_and_stays_readable(self):
+        self.store("0030")
+        self.store("0031", MESSAGE + b"second\r\n")
+        self.spool.write_state("0031", {"attempts": 1})
+        self.spool.remove("0030")
+        self.clock.advance(acceptlog.LOG_SECONDS - 1)
+        self.assertEqual(self.scan(), {"0031"})
+        self.assertEqual(os.listdir(self.layout.msg), [])
+        self.clock.advance(1)
+        self.assertEqual(self.scan(), {"0031"})
+        self.assertEqual((os.listdir(self.layout.msg), self.segments()), (["0031"], []))
+        self.assertEqual(self.read("0031"), (ENVELOPE, MESSAGE + b"second\r\n"))
+        self.assertEqual(self.layout.read_state("0031"), {"attempts": 1})
+        self.spool.remove("0031")
+        self.assertEqual((self.layout.queue_ids(), os.listdir(self.layout.state)), ([], []))
+
+    def test_removed_while_moving_out_leaves_no_file(self):
+        self.store("0040")
+        real = self.spool.log._materialize
+
+        def delivered_meanwhile(batch):
+            results = real(batch)
+            self.spool.remove("0040")
+            return results
+
+        self.spool.log._materialize = delivered_meanwhile
+        self.clock.advance(acceptlog.LOG_SECONDS)
+        self.assertEqual(self.scan(), set())
+        self.assertEqual((os.listdir(self.layout.msg), self.segments()), ([], []))
+
+    def test_failed_move_keeps_the_segment(self):
+        self.store("0041")
+        os.rmdir(self.layout.tmp)
+        with open(self.layout.tmp, "w"):
+            pass
+        self.clock.advance(acceptlog.LOG_SECONDS)
+        self.assertEqual(self.scan(), {"0041"})
+        self.assertEqual(len(self.segments()), 1)
+        self.assertEqual(self.read("0041"), (ENVELOPE, MESSAGE))
+        os.unlink(self.layout.tmp)
+        self.layout.create()
+        self.assertEqual(self.scan(), {"0041"})
+        self.assertEqual((os.listdir(self.layout.msg), self.segments()), (["0041"], []))
+
+    def test_recovery_keeps_the_segment_taking_mail(self):
+        """Listeners may accept mail before recovery has run."""
+        self.store("0050")
+        recovered = []
+        self.spool.recover().addCallback(recovered.append)
+        self.assertEqual(recovered, [[]])
+        self.store("0051")
+        self.assertEqual(len(self.segments()), 1)
+        self.assertEqual(self.layout.queue_ids(), ["0050", "0051"])
+
+    def test_segments_roll_at_their_size(self):
+        self.patch(acceptlog, "SEGMENT_BYTES", 2 * len(encode(ENVELOPE, MESSAGE)))
+        for number in range(5):
+            self.store("006%d" % number)
+        self.assertEqual(len(self.segments()), 3)
+        self.assertEqual(self.layout.queue_ids(), ["0060", "0061", "0062", "0063", "0064"])
+        self.assertEqual(self.read("0063"), (ENVELOPE, MESSAGE))
 
 
 class GroupCommitTests(unittest.TestCase):
@@ -97,6 +227,22 @@ class GroupCommitTests(unittest.TestCase):
 
     @inlineCallbacks
     def test_concurrent_stores_share_batches(self):
+        batches = []
+        original = acceptlog.AcceptLog.append
+
+        def counting(log, batch):
+            batches.append(len(batch))
+            return original(log, batch)
+
+        self.patch(acceptlog.AcceptLog, "append", counting)
+        syncs = []
+        real_sync = os.fdatasync
+
+        def counted_sync(fd):
+            syncs.append(fd)
+            real_sync(fd)
+
+        self.patch(os, "fdatasync", counted_sync)
         layout = SpoolLayout(self.mktemp())
         workers = ThreadPool(1, 2)
         syncers = ThreadPoolExecutor(4)
@@ -106,18 +252,11 @@ class GroupCommitTests(unittest.TestCase):
         spool.start()
         self.addCleanup(workers.stop)
         self.addCleanup(spool.stop)
-        batches = []
-        original = spool_module.write_batch
-
-        def counting(layout, batch, syncers):
-            batches.append(len(batch))
-            return original(layout, batch, syncers)
-
-        self.patch(spool_module, "write_batch", counting)
         ids = yield gatherResults([
             spool.store("%04d" % i, ENVELOPE, MESSAGE + b"%d\r\n" % i) for i in range(200)
         ])
         self.assertEqual(len(ids), 200)
         self.assertEqual(sum(batches), 200)
         self.assertLess(len(batches), 200)
+        self.assertEqual(len(syncs), len(batches))
         self.assertEqual(layout.queue_ids(), sorted(ids))

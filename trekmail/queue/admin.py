@@ -4,16 +4,19 @@ queue ...}, C{trekmail suppression ...}).
 
 They work on the spool files and the database directly, so they need no
 running server; a running server picks up a deletion or a flush request
-within L{trekmail.queue.manager.CONTROL_SECONDS} seconds.
+within L{trekmail.queue.manager.CONTROL_SECONDS} seconds.  A message still
+in the accept log is deleted by naming it in its segment's deletion list
+(L{trekmail.queue.acceptlog}); the server leaves it out when the segment
+is moved into files.
 """
 
 import datetime
 import os
 import re
 
-from trekmail.queue import suppression
+from trekmail.queue import acceptlog, suppression
 from trekmail.queue.manager import CONTROL_SECONDS
-from trekmail.queue.spool import SpoolLayout, TornEntry, read_envelope
+from trekmail.queue.spool import SpoolLayout, TornEntry, decode, read_envelope
 from trekmail.realm.errors import InvalidInput, NotFound
 
 _QUEUE_ID = re.compile(r"^[0-9a-f]{12,40}$")
@@ -33,12 +36,16 @@ def _when(seconds):
 
 def queue_list(config):
     layout = _layout(config)
+    accepted = acceptlog.listed(layout.log)
     entries = []
-    for queue_id in layout.queue_ids():
-        path = layout.message_path(queue_id)
+    for queue_id in sorted(set(layout.file_ids()) | set(accepted)):
         try:
-            envelope = read_envelope(path)
-            size = os.path.getsize(path)
+            if queue_id in accepted:
+                blob = accepted[queue_id][1]
+                envelope, size = decode(blob)[0], len(blob)
+            else:
+                path = layout.message_path(queue_id)
+                envelope, size = read_envelope(path), os.path.getsize(path)
         except (TornEntry, OSError):
             continue
         state = layout.read_state(queue_id) or {}
@@ -66,8 +73,11 @@ def queue_delete(config, queue_id):
     if not _QUEUE_ID.match(queue_id):
         raise InvalidInput("%r is not a queue id (see trekmail queue list)" % (queue_id,))
     layout = _layout(config)
-    if not os.path.exists(layout.message_path(queue_id)):
+    accepted = acceptlog.listed(layout.log)
+    if queue_id not in accepted and not os.path.exists(layout.message_path(queue_id)):
         raise NotFound("no queued message %s" % (queue_id,))
+    if queue_id in accepted:
+        acceptlog.mark_deleted(layout.log, accepted[queue_id][0], [queue_id])
     layout.remove(queue_id)
     return "deleted %s" % (queue_id,)
 

@@ -1,25 +1,25 @@
 """
-The durable spool: one file per accepted message, holding its envelope and
-its bytes, made durable before the door answers C{250}.
+The durable spool: every accepted message with its envelope, made durable
+before the door answers C{250}.
+
+An accepted message first goes into the accept log
+(L{trekmail.queue.acceptlog}): a group-commit batch is appended to one
+segment and made durable with one C{fdatasync}.  Mail still queued when
+its segment is half a minute old moves into a file of its own under
+C{msg/}; that is where deferred mail waits, and what the CLI and recovery
+read.
 
 Why files and not sqlite: a message is written once and deleted once, and
-a file per message lets the group commit below make many messages durable
-with one directory fsync while the realm's single database thread stays
+a segment or file per message keeps the realm's single database thread
 free for lookups.
 
-Group commit (L{trekmail.groupcommit}): one writer thread takes
-every entry queued so far, writes each file into C{tmp/} and fsyncs it
-(in parallel), renames them all into C{msg/}, fsyncs C{msg/} once, and
-then fires all their Deferreds, so concurrent sessions share an fsync
-round instead of queuing behind each other's.
-
-File format (all lengths decimal)::
+Entry format, in a segment record and in a file (all lengths decimal)::
 
     TREKQ1 <envelope length> <message length>\\n
     <envelope JSON><message bytes>
     TREKEND <crc32 of envelope and message, 8 hex digits>\\n
 
-A file whose length or checksum does not add up was torn by a crash or a
+An entry whose length or checksum does not add up was torn by a crash or a
 disk error: it is moved to C{quarantine/} and logged, never delivered.
 
 Per-recipient progress lives beside it in C{state/ID.json}, rewritten by
@@ -30,6 +30,7 @@ duplicate, never that a message is lost.
 import json
 import os
 import secrets
+import time
 import zlib
 
 from twisted.internet.threads import deferToThreadPool
@@ -37,6 +38,7 @@ from twisted.logger import Logger
 
 from trekmail.durable import fsync_directory, write_all
 from trekmail.groupcommit import GroupCommit, each
+from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
 
 MAGIC = b"TREKQ1"
@@ -158,9 +160,10 @@ class SpoolLayout:
         self.state = os.path.join(root, "state")
         self.quarantine = os.path.join(root, "quarantine")
         self.control = os.path.join(root, "control")
+        self.log = os.path.join(root, "log")
 
     def create(self):
-        for path in (self.tmp, self.msg, self.state, self.quarantine, self.control):
+        for path in (self.tmp, self.msg, self.state, self.quarantine, self.control, self.log):
             os.makedirs(path, mode=0o700, exist_ok=True)
 
     def message_path(self, queue_id):
@@ -169,8 +172,12 @@ class SpoolLayout:
     def state_path(self, queue_id):
         return os.path.join(self.state, queue_id + ".json")
 
-    def queue_ids(self):
+    def file_ids(self):
         return sorted(n for n in os.listdir(self.msg) if not n.startswith("."))
+
+    def queue_ids(self):
+        """Every queued message, in files and in the accept log, as the CLI sees the spool."""
+        return sorted(set(self.file_ids()) | set(acceptlog.listed(self.log)))
 
     def read_state(self, queue_id):
         try:
@@ -182,21 +189,26 @@ class SpoolLayout:
             return None
 
     def write_state(self, queue_id, state):
-        """Record progress, unless the message was deleted meanwhile."""
-        if not os.path.exists(self.message_path(queue_id)):
-            return
+        """Record progress, unless the message's file was deleted meanwhile."""
+        if os.path.exists(self.message_path(queue_id)):
+            self.replace_state(queue_id, state)
+
+    def replace_state(self, queue_id, state):
         path = self.state_path(queue_id)
         temporary = path + ".tmp"
         with open(temporary, "wb") as f:
             f.write(json.dumps(state, separators=(",", ":")).encode("utf-8"))
         os.replace(temporary, path)
 
-    def remove(self, queue_id):
-        for path in (self.message_path(queue_id), self.state_path(queue_id)):
+    def remove(self, queue_id, paths=None):
+        for path in paths or (self.message_path(queue_id), self.state_path(queue_id)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def remove_state(self, queue_id):
+        self.remove(queue_id, (self.state_path(queue_id),))
 
     def request_flush(self):
         """Ask a running server to retry every waiting message (C{trekmail queue flush})."""
@@ -215,9 +227,20 @@ class SpoolLayout:
         name = os.path.basename(path)
         target = os.path.join(self.quarantine, name)
         os.replace(path, target)
+        self._give_reason(target, reason)
+        return target
+
+    def quarantine_bytes(self, name, data, reason):
+        """Keep bytes that are not a whole entry (a torn accept-log record) for the operator."""
+        target = os.path.join(self.quarantine, name)
+        with open(target, "wb") as f:
+            f.write(data)
+        self._give_reason(target, reason)
+        log.warn("quarantined {name}: {reason}", name=name, reason=reason)
+
+    def _give_reason(self, target, reason):
         with open(target + ".reason", "w", encoding="utf-8") as f:
             f.write(reason + "\n")
-        return target
 
 
 def _write_one(layout, queue_id, blob):
@@ -270,21 +293,27 @@ def _discard(path):
         pass
 
 
+def accept_log(layout, syncers=None, clock=time.time):
+    """The spool's L{acceptlog.AcceptLog}: what outlives a segment moves into C{msg/} files."""
+    return acceptlog.AcceptLog(
+        layout.log, lambda batch: write_batch(layout, batch, syncers), layout.remove, layout.quarantine_bytes, clock
+    )
+
+
 class Spool:
     """
     The files of the queue.  C{store} is the only write that must be
-    durable; everything else (reading, removing, quarantining) runs on the
-    shared worker pool.
+    durable; everything else (reading, removing, quarantining, moving
+    aged entries out of the accept log) runs on the shared worker pool.
     """
 
     def __init__(self, layout, reactor, workers, writer=None, syncers=None):
         self.layout = layout
         self._reactor = reactor
         self._workers = workers
-        self._commit = GroupCommit(
-            reactor, lambda batch: write_batch(layout, batch, syncers), "trekmail-spool", writer
-        )
-        self._removals = GroupCommit(reactor, each(layout.remove, OSError), "trekmail-spool", workers)
+        self.log = accept_log(layout, syncers, reactor.seconds)
+        self._commit = GroupCommit(reactor, self.log.append, "trekmail-spool", writer)
+        self._removals = GroupCommit(reactor, each(self._remove, OSError), "trekmail-spool", workers)
 
     def start(self):
         self.layout.create()
@@ -292,6 +321,7 @@ class Spool:
 
     def stop(self):
         self._commit.stop()
+        self.log.close()
 
     def store(self, queue_id, envelope, message):
         """Deferred firing with C{queue_id} once the entry is durable; fails with L{SpoolError}."""
@@ -309,6 +339,19 @@ class Spool:
         return self._run(self._read, queue_id)
 
     def _read(self, queue_id):
+        located = self.log.locate(queue_id)
+        if located is not None:
+            try:
+                blob = _read_at(*located)
+            except FileNotFoundError:
+                pass
+            else:
+                try:
+                    return decode(blob)
+                except TornEntry as e:
+                    self.layout.quarantine_bytes(queue_id, blob, str(e))
+                    self.log.remove(queue_id)
+                    raise
         path = self.layout.message_path(queue_id)
         with open(path, "rb") as f:
             blob = f.read()
@@ -322,34 +365,62 @@ class Spool:
         """Delivered entries go to a worker thread together, not one hand-off each."""
         return self._removals.submit(queue_id)
 
+    def _remove(self, queue_id):
+        if self.log.remove(queue_id):
+            self.layout.remove_state(queue_id)
+        else:
+            self.layout.remove(queue_id)
+
     def write_state(self, queue_id, state):
-        return self._run(self.layout.write_state, queue_id, state)
+        return self._run(self._write_state, queue_id, state)
+
+    def _write_state(self, queue_id, state):
+        if self.log.locate(queue_id) is None:
+            self.layout.write_state(queue_id, state)
+        else:
+            self.layout.replace_state(queue_id, state)
 
     def scan(self):
-        """Deferred firing with C{(ids in the spool, whether a flush was requested)}."""
-        return self._run(lambda: (set(self.layout.queue_ids()), self.layout.take_flush_request()))
+        """
+        Deferred firing with C{(ids in the spool, whether a flush was
+        requested)}; moves aged entries out of the accept log on the way.
+        """
+        return self._run(self._scan)
+
+    def _scan(self):
+        self.log.sweep()
+        present = set(self.layout.file_ids()) | self.log.present()
+        return present, self.layout.take_flush_request()
 
     def recover(self):
         """Deferred firing with C{[(queue_id, envelope, state)]} for every whole entry."""
-        return self._run(recover, self.layout)
+        return self._run(recover, self.layout, self.log)
 
     def _run(self, function, *args):
         return deferToThreadPool(self._reactor, self._workers, function, *args)
 
 
-def recover(layout):
+def _read_at(path, offset, length):
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), length, offset)
+
+
+def recover(layout, accepted=None):
     """
-    Runs at start-up, off the reactor: files left in C{tmp/} never got a
-    C{250} and torn files in C{msg/} cannot be delivered whole; both go to
-    quarantine with a log line.
+    Runs at start-up, off the reactor: what the accept log holds moves
+    into files (C{accepted} is the running spool's accept log, so that a
+    segment already taking new mail stays).  Files left in C{tmp/} never
+    got a C{250} and torn files in C{msg/} cannot be delivered whole; both
+    go to quarantine with a log line.
     """
     layout.create()
     for name in os.listdir(layout.tmp):
         path = os.path.join(layout.tmp, name)
         layout.quarantine_file(path, "unfinished write found at start-up")
         log.warn("quarantined unfinished spool write {name}", name=name)
+    (accept_log(layout) if accepted is None else accepted).sweep()
     entries = []
-    for queue_id in layout.queue_ids():
+    for queue_id in layout.file_ids():
         path = layout.message_path(queue_id)
         try:
             envelope = read_envelope(path)
