@@ -112,6 +112,19 @@ class SpoolTests(unittest.TestCase):
         self.assertEqual(self.segments(), [])
         self.assertEqual(decode(open(self.layout.message_path("0003"), "rb").read()), (ENVELOPE, MESSAGE))
 
+    def test_record_naming_a_path_is_never_written_there(self):
+        self.store("0008")
+        [segment] = self.segments()
+        blob = encode(ENVELOPE, MESSAGE)
+        with open(os.path.join(self.layout.log, segment), "ab") as f:
+            f.write(acceptlog.record("../../escaped", blob) + blob)
+        self.assertEqual([e[0] for e in recover(self.layout)], ["0008"])
+        self.assertFalse(os.path.exists(os.path.join(self.layout.root, "..", "escaped")))
+        self.assertEqual(
+            sorted(n for n in os.listdir(self.layout.quarantine) if not n.endswith(".reason")),
+            [segment.replace(".seg", ".tail")],
+        )
+
     def test_torn_body_found_at_delivery_is_quarantined(self):
         """Recovery reads only headers; a body corrupted in place is caught by the checksum."""
         self.store("0006")
@@ -212,6 +225,25 @@ class SpoolTests(unittest.TestCase):
         self.store("0051")
         self.assertEqual(len(self.segments()), 1)
         self.assertEqual(self.layout.queue_ids(), ["0050", "0051"])
+
+    def test_moving_out_holds_a_bounded_group_at_a_time(self):
+        large = MESSAGE + b"x" * (2 << 20) + b"\r\n"
+        for number in range(3):
+            self.store("007%d" % number, large)
+        self.assertEqual(len(self.segments()), 1)
+        groups = []
+        real = self.spool.log._materialize
+
+        def counting(batch):
+            groups.append([queue_id for queue_id, _ in batch])
+            return real(batch)
+
+        self.spool.log._materialize = counting
+        self.patch(acceptlog, "SEGMENT_BYTES", len(large) + 200)
+        self.clock.advance(acceptlog.LOG_SECONDS)
+        self.assertEqual(self.scan(), {"0070", "0071", "0072"})
+        self.assertEqual(groups, [["0070"], ["0071"], ["0072"]])
+        self.assertEqual(self.read("0071"), (ENVELOPE, large))
 
     def test_segments_roll_at_their_size(self):
         self.patch(acceptlog, "SEGMENT_BYTES", 2 * len(encode(ENVELOPE, MESSAGE)))

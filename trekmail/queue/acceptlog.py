@@ -3,16 +3,16 @@ The accept log: where the spool puts a message before the C{250}.
 
 Why not straight into a file of its own: on this kind of disk, creating
 and fsyncing a new file costs 0.5-1.3 ms of kernel time (inode
-allocation scans every inode freed in the last half minute, then the
+allocation scans past the inodes freed in the last minutes, then the
 inode and the directory are written out), which at a thousand messages
-a second was most of a core.  Appending a whole group-commit batch to one
-open segment and calling C{fdatasync} once costs about 15 us per message.
-Most mail leaves within seconds, so it never needs a file at all: a
-delivered message only gets its id appended to the segment's deletion
-list.  What is still queued when its segment is C{LOG_SECONDS} old is
-moved into a file of its own under C{msg/} (fsynced there before the
-segment goes), where the queue keeps long-lived mail and the operator's
-CLI finds it.
+a second was most of a core and kept every 250 waiting.  Appending a
+whole group-commit batch to one open segment and calling C{fdatasync}
+once costs about 15 us per message.  Most mail leaves within seconds, so
+it never needs a file at all: a delivered message only gets its id
+appended to the segment's deletion list.  What is still queued when its
+segment has taken nothing for C{LOG_SECONDS} is moved into a file of its
+own under C{msg/} (fsynced there before the segment goes), where the
+queue keeps deferred mail.
 
 On disk, under C{queue/log/}:
   - C{SEQ.seg}: records C{TREKLOG <queue id> <length>\\n<spool entry>},
@@ -36,6 +36,7 @@ removal in that list.
 """
 
 import os
+import re
 import threading
 import time
 
@@ -49,6 +50,8 @@ DELETED = ".del"
 SEGMENT_BYTES = 16 << 20
 LOG_SECONDS = 30
 _HEAD_LIMIT = 128
+_COALESCE_BYTES = 1 << 20
+_QUEUE_ID = re.compile(rb"[0-9A-Za-z]{1,64}")
 
 log = Logger()
 
@@ -65,32 +68,42 @@ def segment_name(seq):
     return "%016x" % (seq,)
 
 
+def segment_of(path):
+    """The sequence number of the segment at C{path}."""
+    return int(os.path.splitext(os.path.basename(path))[0], 16)
+
+
 def record(queue_id, blob):
     return b"%s %s %d\n" % (RECORD, queue_id.encode("ascii"), len(blob))
 
 
 def read_records(path):
     """
-    C{(records, tail)}: each whole record as C{(queue_id, offset, blob)},
-    and the bytes after the last whole one (a write the crash cut short,
-    which never got its C{250}).
+    C{(records, tail)}: each whole record as C{(queue_id, offset, length)}
+    of its entry, and the offset of the bytes after the last whole one (a
+    write the crash cut short, which never got its C{250}).  Only the
+    record headers are read.
     """
-    with open(path, "rb") as f:
-        data = f.read()
     records = []
-    position = 0
-    while position < len(data):
-        newline = data.find(b"\n", position, position + _HEAD_LIMIT)
-        parts = data[position:newline].split(b" ") if newline >= 0 else []
-        if len(parts) != 3 or parts[0] != RECORD or not parts[2].isdigit():
-            break
-        start = newline + 1
-        end = start + int(parts[2])
-        if end > len(data):
-            break
-        records.append((parts[1].decode("ascii", "replace"), start, data[start:end]))
-        position = end
-    return records, data[position:]
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        position = 0
+        while position < size:
+            parts = f.readline(_HEAD_LIMIT).rstrip(b"\n").split(b" ")
+            if len(parts) != 3 or parts[0] != RECORD or not _QUEUE_ID.fullmatch(parts[1]) or not parts[2].isdigit():
+                break
+            start = f.tell()
+            end = start + int(parts[2])
+            if end > size:
+                break
+            records.append((parts[1].decode("ascii"), start, end - start))
+            position = f.seek(end)
+    return records, position
+
+
+def read_at(path, offset, length):
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), length, offset)
 
 
 def read_deleted(path):
@@ -125,9 +138,9 @@ def segments_on_disk(directory):
 
 def listed(directory):
     """
-    C{{queue_id: blob}} for every message in the segments of C{directory}
-    not on a deletion list: what the CLI shows and deletes, read without
-    a server.
+    C{{queue_id: (path, offset, length)}} for every message in the
+    segments of C{directory} not on a deletion list: what the CLI shows
+    and deletes, read without a server.
     """
     entries = {}
     for seq in segments_on_disk(directory):
@@ -137,9 +150,9 @@ def listed(directory):
         except FileNotFoundError:
             continue
         deleted = read_deleted(base + DELETED)
-        for queue_id, _, blob in records:
+        for queue_id, offset, length in records:
             if queue_id not in deleted:
-                entries[queue_id] = (seq, blob)
+                entries[queue_id] = (base + SEGMENT, offset, length)
     return entries
 
 
@@ -195,7 +208,7 @@ class AcceptLog:
                     offset += len(head)
                     located.append((queue_id, offset, len(blob)))
                     offset += len(blob)
-                write_all(self._fd, b"".join(chunks))
+                write_all(self._fd, *_coalesced(chunks))
                 os.fdatasync(self._fd)
             except OSError as e:
                 self._take_back(batch)
@@ -313,14 +326,18 @@ class AcceptLog:
         path = self._path(seq)
         try:
             records, tail = read_records(path)
+            if tail < os.path.getsize(path):
+                self._quarantine(segment_name(seq) + ".tail", read_at(path, tail, os.path.getsize(path) - tail),
+                                 "unfinished write at the end of an accept-log segment")
         except FileNotFoundError:
-            records, tail = [], b""
-        if tail:
-            self._quarantine(segment_name(seq) + ".tail", tail, "unfinished write at the end of an accept-log segment")
+            records = []
         deleted = read_deleted(self._path(seq, DELETED))
-        moving = [(queue_id, blob) for queue_id, _, blob in records if queue_id not in deleted]
-        results = self._materialize(moving) if moving else []
-        moved = {queue_id for (queue_id, _), result in zip(moving, results) if result is None}
+        moving = [(queue_id, offset, length) for queue_id, offset, length in records if queue_id not in deleted]
+        moved = set()
+        for group in _bounded(moving, SEGMENT_BYTES):
+            batch = [(queue_id, read_at(path, offset, length)) for queue_id, offset, length in group]
+            results = self._materialize(batch)
+            moved.update(queue_id for (queue_id, _), result in zip(batch, results) if result is None)
         with self._lock:
             for queue_id in moved:
                 self._where.pop(queue_id, None)
@@ -352,3 +369,23 @@ class AcceptLog:
                         os.unlink(os.path.join(self.directory, name))
                     except FileNotFoundError:
                         pass
+
+
+def _bounded(records, limit):
+    """C{records} in groups of at most C{limit} bytes (or one record), so moving out never holds a whole segment."""
+    group, size = [], 0
+    for item in records:
+        if group and size + item[2] > limit:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += item[2]
+    if group:
+        yield group
+
+
+def _coalesced(chunks):
+    """One C{write} for a batch of ordinary messages; large ones are written as they are rather than copied."""
+    if sum(map(len, chunks)) <= _COALESCE_BYTES:
+        return [b"".join(chunks)]
+    return chunks

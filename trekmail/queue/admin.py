@@ -41,8 +41,7 @@ def queue_list(config):
     for queue_id in sorted(set(layout.file_ids()) | set(accepted)):
         try:
             if queue_id in accepted:
-                blob = accepted[queue_id][1]
-                envelope, size = decode(blob)[0], len(blob)
+                envelope, size = decode(acceptlog.read_at(*accepted[queue_id]))[0], accepted[queue_id][2]
             else:
                 path = layout.message_path(queue_id)
                 envelope, size = read_envelope(path), os.path.getsize(path)
@@ -77,7 +76,7 @@ def queue_delete(config, queue_id):
     if queue_id not in accepted and not os.path.exists(layout.message_path(queue_id)):
         raise NotFound("no queued message %s" % (queue_id,))
     if queue_id in accepted:
-        acceptlog.mark_deleted(layout.log, accepted[queue_id][0], [queue_id])
+        acceptlog.mark_deleted(layout.log, acceptlog.segment_of(accepted[queue_id][0]), [queue_id])
     layout.remove(queue_id)
     return "deleted %s" % (queue_id,)
 

@@ -342,7 +342,7 @@ class Spool:
         located = self.log.locate(queue_id)
         if located is not None:
             try:
-                blob = _read_at(*located)
+                blob = acceptlog.read_at(*located)
             except FileNotFoundError:
                 pass
             else:
@@ -398,11 +398,6 @@ class Spool:
 
     def _run(self, function, *args):
         return deferToThreadPool(self._reactor, self._workers, function, *args)
-
-
-def _read_at(path, offset, length):
-    with open(path, "rb") as f:
-        return os.pread(f.fileno(), length, offset)
 
 
 def recover(layout, accepted=None):
