@@ -18,6 +18,7 @@ from tests.support import TrackingFactoryMixin, client_context
 from tests.smtp_fakes import FakeQueue
 from trekmail import tls
 from trekmail.policy.limits import DAY
+from trekmail.policy.tally import Tally
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm import database
 from trekmail.realm.checkers import MailboxPasswordChecker
@@ -62,9 +63,10 @@ class Site:
         options = tls.server_options(self.config)
         self.ports = {}
         self.listening = []
+        self.tally = Tally(self.database, self.clock)
         for name, implicit in (("submissions", True), ("submission", False)):
             factory = TrackingFactory(
-                portal, self.directory, self.database, self.queue, self.clock, "mail.test",
+                portal, self.directory, self.tally, self.queue, self.clock, "mail.test",
                 options, self.throttle, implicit,
             )
             testcase.addCleanup(factory.close_all)

@@ -10,9 +10,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from tests.delivery_support import FakeDatabase
 from tests.support import NOON
 from trekmail.plans import TRIAL_CAPS, plan_named
 from trekmail.policy import counters, limits
+from trekmail.policy.tally import Tally
 from trekmail.realm import database, schema
 from trekmail.realm.model import Account, Domain, Mailbox, MailboxContext
 
@@ -62,12 +64,15 @@ class CapsTests(unittest.TestCase):
         self.assertEqual(limits.recipients_denial(caps, 101).kind, limits.RECIPIENTS)
 
 
-class CounterTests(unittest.TestCase):
+class TallyTests(unittest.TestCase):
+    """The caps decided in memory, with every change written behind to sqlite."""
+
     def setUp(self):
         self.path = self.mktemp()
         self.db = self.open()
         self.clock = Clock()
         self.clock.advance(NOON)
+        self.tally = Tally(FakeDatabase(self.db), self.clock)
         self.caps = dataclasses.replace(TRIAL_CAPS, per_mailbox_day=5, per_account_day=8, per_account_hour=3)
 
     def open(self):
@@ -76,8 +81,15 @@ class CounterTests(unittest.TestCase):
         self.addCleanup(db.close)
         return db
 
-    def record(self, mailbox="a@example.com", account=1):
-        return counters.check_and_record(self.db, mailbox, account, self.caps, self.clock.seconds())
+    def record(self, mailbox="a@example.com", account=1, tally=None):
+        results = []
+        (tally or self.tally).check_and_record(mailbox, account, self.caps, self.clock.seconds()).addCallback(
+            results.append
+        )
+        return results[0]
+
+    def saved(self, mailbox="a@example.com", account=1):
+        return counters.counts(self.db, mailbox, account, self.clock.seconds())
 
     def test_rolling_hour(self):
         for _ in range(3):
@@ -88,6 +100,7 @@ class CounterTests(unittest.TestCase):
         self.assertEqual(self.record()[0].kind, limits.HOURLY)
         self.clock.advance(1)
         self.assertIsNone(self.record()[0])
+        self.assertEqual(self.saved(), limits.Counts(4, 4, 3))
 
     def test_midnight_reset(self):
         for _ in range(5):
@@ -98,29 +111,62 @@ class CounterTests(unittest.TestCase):
         self.assertEqual(self.record()[0].kind, limits.DAILY)
         self.clock.advance(1)
         self.assertIsNone(self.record()[0])
+        self.assertEqual(self.saved(), limits.Counts(1, 1, 1))
 
     def test_release(self):
+        self.record()
         denial, receipt = self.record()
-        counters.release(self.db, receipt)
-        self.assertEqual(counters.counts(self.db, "a@example.com", 1, self.clock.seconds()), limits.Counts(0, 0, 0))
+        self.tally.release(receipt)
+        expected = limits.Counts(1, 1, 1)
+        counted = []
+        self.tally.counts("a@example.com", 1, self.clock.seconds()).addCallback(counted.append)
+        self.assertEqual((counted, self.saved()), ([expected], expected))
+
+    def test_release_of_a_message_counted_before_midnight(self):
+        denial, receipt = self.record()
+        self.clock.advance(limits.next_midnight(self.clock.seconds()) - self.clock.seconds())
+        self.record()
+        self.tally.release(receipt)
+        self.assertEqual(self.saved(), limits.Counts(1, 1, 1))
 
     def test_survive_restart(self):
         self.record()
         self.record(mailbox="b@example.com")
         self.db.close()
         self.db = self.open()
-        self.assertEqual(counters.counts(self.db, "A@example.com", 1, self.clock.seconds()), limits.Counts(1, 2, 2))
+        restarted = Tally(FakeDatabase(self.db), self.clock)
+        self.assertIsNone(self.record(tally=restarted)[0])
+        self.assertEqual(self.record(tally=restarted)[0].kind, limits.HOURLY)
+        self.assertEqual(self.saved("A@example.com"), limits.Counts(2, 3, 3))
+
+    def test_idle_ones_are_forgotten_and_loaded_again(self):
+        self.record()
+        self.record()
+        self.clock.advance(limits.HOUR + 1)
+        self.record(mailbox="b@example.com", account=2)
+        self.assertNotIn("a@example.com", self.tally._mailboxes)
+        self.db.execute("UPDATE send_daily SET count = 4 WHERE key = 'a@example.com'")
+        self.assertIsNone(self.record()[0])
+        self.assertEqual(self.record()[0].kind, limits.DAILY)
 
     @defer.inlineCallbacks
-    def test_concurrent_callers(self):
+    def test_concurrent_sessions_never_both_take_the_last_slot(self):
         threaded = database.ThreadedDatabase(self.db, reactor)
         threaded.start()
         self.addCleanup(threaded.stop)
+        tally = Tally(threaded, self.clock)
         caps = dataclasses.replace(self.caps, per_account_hour=100, per_mailbox_day=100, per_account_day=40)
         results = yield defer.gatherResults([
-            threaded.run(counters.check_and_record, "m%d@example.com" % (i % 7), 1, caps, NOON)
+            tally.check_and_record("m%d@example.com" % (i % 7), 1, caps, NOON)
             for i in range(60)
         ])
         self.assertEqual(sum(1 for denial, _ in results if denial is None), 40)
         counts = yield threaded.run(counters.counts, "m0@example.com", 1, NOON)
         self.assertEqual(counts.account_day, 40)
+
+    def test_failed_load_fails_every_waiting_check(self):
+        self.db.execute("DROP TABLE send_recent")
+        failures = []
+        for _ in range(2):
+            self.tally.check_and_record("a@example.com", 1, self.caps, NOON).addErrback(failures.append)
+        self.assertEqual(len(failures), 2)

@@ -22,6 +22,7 @@ from tests.delivery_support import Sink, Zone, dns_server
 from tests.smtp_site import LATER, PASSWORD, client_context
 from trekmail import tls
 from trekmail.mailstore import maildir_path
+from trekmail.policy.tally import Tally
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.queue.interface import Envelope
 from trekmail.queue.service import QueueService
@@ -81,7 +82,7 @@ class RelayTests(unittest.TestCase):
         checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
         options = tls.server_options(self.config)
         factory = SubmissionFactory(
-            Portal(SubmissionRealm(self.directory), [checker]), self.directory, self.database,
+            Portal(SubmissionRealm(self.directory), [checker]), self.directory, Tally(self.database, clock),
             self.queue, clock, "mail.test", options, AuthThrottle(free=1000), True,
         )
         port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")

@@ -22,6 +22,7 @@ from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.service import QueueService
+from trekmail.policy.tally import Tally
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm import database, ldapdirectory, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
@@ -161,14 +162,16 @@ def submission_services(components, queue):
     """
     The C{submissions} (implicit TLS) and C{submission} (STARTTLS)
     listeners that are configured, handing messages to C{queue} (an
-    L{IMessageQueue}); both share one failed-login throttle.
+    L{IMessageQueue}); both share one failed-login throttle and one tally
+    of sending counts.
     """
     portal = Portal(SubmissionRealm(components.directory), [components.checker])
     throttle = AuthThrottle()
+    tally = Tally(components.database, components.reactor)
 
     def factory(implicit_tls):
         return SubmissionFactory(
-            portal, components.directory, components.database, queue, components.reactor,
+            portal, components.directory, tally, queue, components.reactor,
             components.config.get("server", "hostname"), components.tls_options, throttle, implicit_tls,
         )
 

@@ -3,9 +3,10 @@ The sending counters behind the caps of L{trekmail.policy.limits}, kept in
 sqlite so that they survive a restart (DESIGN.md, "Durability").
 
 Every function takes the connection first and runs whole on the database
-thread (L{ThreadedDatabase.run}); that thread is the only writer, and
-L{check_and_record} reads, decides and writes in one IMMEDIATE
-transaction, so concurrent sessions can never both take the last slot.
+thread (L{ThreadedDatabase.run}).  The decisions are not taken here: the
+server holds the counts of the accounts sending now in
+L{trekmail.policy.tally}, loads them with L{load} and writes every change
+back with L{record}.
 
 Tables (component "counters" in L{trekmail.realm.schema}):
   - C{send_daily(scope, key, day, count)}: messages per mailbox ("mailbox",
@@ -17,7 +18,7 @@ Rows older than the windows are pruned as each account records.
 
 from dataclasses import dataclass
 
-from trekmail.policy.limits import HOUR, Counts, day_number, over_limit
+from trekmail.policy.limits import HOUR, Counts, day_number
 from trekmail.realm.database import transaction
 
 
@@ -66,29 +67,31 @@ def _add(db, receipt, delta):
     )
 
 
-def check_and_record(db, mailbox, account_id, caps, now):
+def load(db, mailbox, account_id, now):
+    """C{(mailbox's count today, account's count today, [(second, count)] of the account's last hour})."""
+    recent = db.execute(
+        "SELECT second, count FROM send_recent WHERE account_id = ? AND second > ? ORDER BY second",
+        (account_id, int(now) - HOUR),
+    ).fetchall()
+    day = day_number(now)
+    return (
+        _daily(db, "mailbox", mailbox.lower(), day),
+        _daily(db, "account", str(account_id), day),
+        [(row[0], row[1]) for row in recent],
+    )
+
+
+def record(db, receipt, delta):
     """
-    Count one message from C{mailbox} if the caps leave room.
-
-    @return: C{(denial, receipt)}: a L{Denial} and C{None} when a cap is
-        full, else C{None} and the L{Receipt} of the message just counted.
+    Write one message counted (C{delta} 1) or taken back (-1) by
+    L{trekmail.policy.tally.Tally}; counting prunes what has left the
+    windows.
     """
-    mailbox = mailbox.lower()
     with transaction(db):
-        denial = over_limit(caps, counts(db, mailbox, account_id, now))
-        if denial is not None:
-            return denial, None
-        receipt = Receipt(mailbox, account_id, day_number(now), int(now))
-        _add(db, receipt, 1)
-        db.execute(
-            "DELETE FROM send_recent WHERE account_id = ? AND second <= ?",
-            (account_id, receipt.second - HOUR),
-        )
-        db.execute("DELETE FROM send_daily WHERE day < ?", (receipt.day - 1,))
-        return None, receipt
-
-
-def release(db, receipt):
-    """Take back a message counted by L{check_and_record} that was not accepted after all."""
-    with transaction(db):
-        _add(db, receipt, -1)
+        _add(db, receipt, delta)
+        if delta > 0:
+            db.execute(
+                "DELETE FROM send_recent WHERE account_id = ? AND second <= ?",
+                (receipt.account_id, receipt.second - HOUR),
+            )
+            db.execute("DELETE FROM send_daily WHERE day < ?", (receipt.day - 1,))

@@ -22,7 +22,7 @@ ask the directory for each one.  The checks run in this order:
   RCPT  the plan's recipients per message: past it, that RCPT and the
         DATA command get 550 5.5.3, so nothing of the message is accepted;
   end   header From (550 5.7.1), then the caps again, atomically with
-        counting the message (L{trekmail.policy.counters}), then the
+        counting the message (L{trekmail.policy.tally}), then the
         queue; 250 only once the queue holds the message on disk.  A queue
         failure gives the count back and answers 451 4.3.0.
 
@@ -39,7 +39,7 @@ from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.mail._except import IllegalClientResponse
 from zope.interface import Interface, implementer
 
-from trekmail.policy import counters, gate, limits, sender
+from trekmail.policy import gate, limits, sender
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp.server import ESMTPServer, Reply
@@ -212,7 +212,7 @@ class SubmissionServer(ESMTPServer):
             raise refuse(denial)
         caps = limits.caps_for(context, now)
         if not _recent(self._counted_at, now):
-            counts = yield self.factory.database.run(counters.counts, context.address, context.account.id, now)
+            counts = yield self.factory.tally.counts(context.address, context.account.id, now)
             denial = limits.over_limit(caps, counts)
             if denial is not None:
                 raise refuse(denial)
@@ -235,10 +235,8 @@ class SubmissionServer(ESMTPServer):
         if denial is not None:
             raise refuse(denial)
         now = self.clock.seconds()
-        database = self.factory.database
-        denial, receipt = yield database.run(
-            counters.check_and_record, context.address, context.account.id, caps, now
-        )
+        tally = self.factory.tally
+        denial, receipt = yield tally.check_and_record(context.address, context.account.id, caps, now)
         if denial is not None:
             self._counted_at = None
             raise refuse(denial)
@@ -254,7 +252,7 @@ class SubmissionServer(ESMTPServer):
         try:
             queue_id = yield self.factory.queue.enqueue(envelope, message)
         except Exception as e:
-            yield database.run(counters.release, receipt)
+            tally.release(receipt)
             if not isinstance(e, SpoolError):
                 self.log.failure("submission enqueue failed")
             raise Reply(451, "4.3.0", "could not store the message, please try again")
@@ -272,11 +270,11 @@ class SubmissionFactory(protocol.ServerFactory):
     client cannot escape it by switching ports.
     """
 
-    def __init__(self, portal, directory, database, queue, clock, hostname, tls_options,
+    def __init__(self, portal, directory, tally, queue, clock, hostname, tls_options,
                  throttle, implicit_tls):
         self.portal = portal
         self.directory = directory
-        self.database = database
+        self.tally = tally
         self.queue = queue
         self.clock = clock
         self.hostname = hostname
