@@ -5,6 +5,7 @@ counters across a restart and under concurrent callers.
 
 import dataclasses
 import datetime
+import threading
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
@@ -163,6 +164,25 @@ class TallyTests(unittest.TestCase):
         self.assertEqual(sum(1 for denial, _ in results if denial is None), 40)
         counts = yield threaded.run(counters.counts, "m0@example.com", 1, NOON)
         self.assertEqual(counts.account_day, 40)
+
+    @defer.inlineCallbacks
+    def test_counts_still_queued_at_stop_are_written(self):
+        threaded = database.ThreadedDatabase(database.connect(self.path), reactor)
+        threaded.start()
+        tally = Tally(threaded, self.clock)
+        yield tally.check_and_record("a@example.com", 1, self.caps, NOON)
+        busy, release = threading.Event(), threading.Event()
+
+        def hold(db):
+            busy.set()
+            release.wait(10)
+
+        threaded.run(hold)
+        busy.wait(10)
+        tally.check_and_record("a@example.com", 1, self.caps, NOON)
+        release.set()
+        threaded.stop()
+        self.assertEqual(counters.counts(self.db, "a@example.com", 1, NOON), limits.Counts(2, 2, 2))
 
     def test_failed_load_fails_every_waiting_check(self):
         self.db.execute("DROP TABLE send_recent")

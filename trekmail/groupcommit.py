@@ -68,6 +68,20 @@ class GroupCommit:
         if self._owns_writer:
             self._writer.stop()
 
+    def run_pending(self):
+        """
+        Once the writer has stopped, do what still waited for it here, so
+        that stopping loses no write submitted before it.
+        """
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                results = self._write_batch([item for item, _ in batch])
+            except Exception:
+                self._failed(Failure(), batch)
+            else:
+                self._written(results, batch)
+
     def submit(self, item):
         """Deferred firing with C{item}'s result once its batch is done."""
         d = Deferred()

@@ -111,6 +111,7 @@ class ThreadedDatabase:
 
     def stop(self):
         self._pool.stop()
+        self._calls.run_pending()
         self.db.close()
 
     def run(self, function, *args, **kwargs):
