@@ -15,6 +15,15 @@ def fsync_directory(path):
         os.close(fd)
 
 
+def remove_if_there(*paths):
+    """Unlink each of C{paths}; one already gone is what was wanted."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def write_all(fd, *chunks):
     """C{os.write} may write less than asked; loop until every byte is out."""
     for chunk in chunks:

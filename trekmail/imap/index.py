@@ -22,7 +22,7 @@ delete stale C{tmp/} files anyway.
 import os
 import time
 
-from trekmail.durable import fsync_directory, write_all
+from trekmail.durable import fsync_directory, remove_if_there, write_all
 from trekmail.imap import spares
 from trekmail.mailstore import unique_name
 from trekmail.realm import database
@@ -313,7 +313,7 @@ def delete_rows(db, root, name, records, highestmodseq, unneeded=frozenset(), ke
 def discard(root, name, filenames, keep=frozenset()):
     """Deletes parked files no session needs, but those in C{keep}: returns their paths."""
     path = os.path.join(folder_dir(root, name), "tmp")
-    spares.remove(os.path.join(path, f) for f in filenames if f not in keep)
+    remove_if_there(*(os.path.join(path, f) for f in filenames if f not in keep))
     return [os.path.join(path, f) for f in filenames if f in keep]
 
 

@@ -88,10 +88,3 @@ def reopen(path):
     os.unlink(path)
     return None
 
-
-def remove(paths):
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass

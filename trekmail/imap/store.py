@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
+from trekmail.durable import remove_if_there
 from trekmail.imap import fetch, index, message, spares
 from trekmail.mailstore import maildir_path
 from trekmail.workerthreads import WorkerThreads
@@ -520,7 +521,7 @@ class Folder:
 
 def _close(db, spare_files):
     db.close()
-    spares.remove(spare_files)
+    remove_if_there(*spare_files)
 
 
 def _flag_rows(batch):
@@ -744,7 +745,7 @@ class MailStore:
                 account.cancel_flag_timer()
                 index.update_flags_many(account.db, account.unsaved_flags())
                 account.db.close()
-                spares.remove(account.spares.drain())
+                remove_if_there(*account.spares.drain())
         self._accounts.clear()
 
     def seconds(self):

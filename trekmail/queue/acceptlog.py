@@ -42,7 +42,7 @@ import time
 
 from twisted.logger import Logger
 
-from trekmail.durable import fsync_directory, write_all
+from trekmail.durable import fsync_directory, remove_if_there, write_all
 
 RECORD = b"TREKLOG"
 SEGMENT = ".seg"
@@ -349,11 +349,7 @@ class AcceptLog:
             segment = self._segments.pop(seq, None)
             for queue_id in segment.live if segment else ():
                 self._where.pop(queue_id, None)
-        for suffix in (SEGMENT, DELETED):
-            try:
-                os.unlink(self._path(seq, suffix))
-            except FileNotFoundError:
-                pass
+        remove_if_there(self._path(seq), self._path(seq, DELETED))
 
     def _forget_orphan_deletions(self):
         segments = set(segments_on_disk(self.directory))
@@ -365,10 +361,7 @@ class AcceptLog:
                 except ValueError:
                     continue
                 if seq not in segments:
-                    try:
-                        os.unlink(os.path.join(self.directory, name))
-                    except FileNotFoundError:
-                        pass
+                    remove_if_there(os.path.join(self.directory, name))
 
 
 def _bounded(records, limit):

@@ -5,9 +5,9 @@ before the door answers C{250}.
 An accepted message first goes into the accept log
 (L{trekmail.queue.acceptlog}): a group-commit batch is appended to one
 segment and made durable with one C{fdatasync}.  Mail still queued when
-its segment is half a minute old moves into a file of its own under
-C{msg/}; that is where deferred mail waits, and what the CLI and recovery
-read.
+its segment has taken nothing for half a minute moves into a file of its
+own under C{msg/}; that is where deferred mail waits, and all recovery
+reads.
 
 Why files and not sqlite: a message is written once and deleted once, and
 a segment or file per message keeps the realm's single database thread
@@ -36,7 +36,7 @@ import zlib
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from trekmail.durable import fsync_directory, write_all
+from trekmail.durable import fsync_directory, remove_if_there, write_all
 from trekmail.groupcommit import GroupCommit, each
 from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
@@ -200,15 +200,11 @@ class SpoolLayout:
             f.write(json.dumps(state, separators=(",", ":")).encode("utf-8"))
         os.replace(temporary, path)
 
-    def remove(self, queue_id, paths=None):
-        for path in paths or (self.message_path(queue_id), self.state_path(queue_id)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    def remove(self, queue_id):
+        remove_if_there(self.message_path(queue_id), self.state_path(queue_id))
 
     def remove_state(self, queue_id):
-        self.remove(queue_id, (self.state_path(queue_id),))
+        remove_if_there(self.state_path(queue_id))
 
     def request_flush(self):
         """Ask a running server to retry every waiting message (C{trekmail queue flush})."""
