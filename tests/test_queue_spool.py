@@ -188,6 +188,17 @@ class SpoolTests(unittest.TestCase):
         self.spool.remove("0031")
         self.assertEqual((self.layout.queue_ids(), os.listdir(self.layout.state)), ([], []))
 
+    def test_deletion_list_outliving_its_segment_goes(self):
+        self.store("0042")
+        self.store("0043")
+        self.spool.remove("0042")
+        [segment] = [n for n in self.segments() if n.endswith(".seg")]
+        orphan = acceptlog.segment_name(acceptlog.segment_of(segment) - 1) + acceptlog.DELETED
+        with open(os.path.join(self.layout.log, orphan), "w") as f:
+            f.write("0041\n")
+        self.assertEqual(self.scan(), {"0043"})
+        self.assertEqual(self.segments(), sorted([segment, segment.replace(".seg", ".del")]))
+
     def test_removed_while_moving_out_leaves_no_file(self):
         self.store("0040")
         real = self.spool.log._materialize

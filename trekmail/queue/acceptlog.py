@@ -307,8 +307,8 @@ class AcceptLog:
         C{LOG_SECONDS} (and in every segment a previous run left) into
         files, then delete those segments.  A segment takes new mail for
         at most C{LOG_SECONDS}, so every message waits that long, and
-        never twice that long, for its file.  A segment whose entries could not all be written
-        stays for the next sweep.
+        never twice that long, for its file.  A segment whose entries
+        could not all be written stays for the next sweep.
         """
         cutoff = (self._clock() if now is None else now) - LOG_SECONDS
         with self._appending:
@@ -352,16 +352,25 @@ class AcceptLog:
         remove_if_there(self._path(seq), self._path(seq, DELETED))
 
     def _forget_orphan_deletions(self):
-        segments = set(segments_on_disk(self.directory))
+        """
+        A removal racing the move-out of its segment can leave a deletion
+        list behind.  The lists are read before the segments: a list of a
+        segment this run opened is only written once that segment is known.
+        """
+        lists = {}
         for name in os.listdir(self.directory):
             stem, suffix = os.path.splitext(name)
             if suffix == DELETED:
                 try:
-                    seq = int(stem, 16)
+                    lists[int(stem, 16)] = name
                 except ValueError:
                     continue
-                if seq not in segments:
-                    remove_if_there(os.path.join(self.directory, name))
+        with self._lock:
+            keep = set(self._segments)
+        keep.update(segments_on_disk(self.directory))
+        for seq, name in lists.items():
+            if seq not in keep:
+                remove_if_there(os.path.join(self.directory, name))
 
 
 def _bounded(records, limit):
