@@ -102,7 +102,7 @@ def deliver_batch(data_dir, hostname, items, syncers=None):
 
 class MaildirWriter:
     """
-    Local delivery with group commit (L{trekmail.queue.groupcommit}):
+    Local delivery with group commit (L{trekmail.groupcommit}):
     copies delivered at the same time share the fsync of their C{new/}
     directories.
     """
