@@ -11,7 +11,9 @@ from twisted.trial import unittest
 
 from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from trekmail.smtp.mx import MXFactory
-from trekmail.smtp.server import MAX_COMMAND_LINE, QUEUED_LOG_MESSAGES, QUEUED_LOG_SECONDS, DataReader, canonical
+from trekmail.smtp.server import (
+    MAX_COMMAND_LINE, MAX_ERRORS, QUEUED_LOG_MESSAGES, QUEUED_LOG_SECONDS, DataReader, canonical,
+)
 
 
 def session(tls=True, directory=None):
@@ -102,6 +104,20 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(replies(transport), [])
         server.dataReceived(b"yyy\r\nNOOP\r\n")
         self.assertEqual(replies(transport), ["500 5.5.2 line too long (the limit is 4096 bytes)", "250 2.0.0 OK"])
+
+    def test_too_many_errors_close_the_session(self):
+        server, transport, queue, directory = session()
+        server.dataReceived(b"EHLO c\r\n" + b"BOGUS\r\nNOOP\r\n" * (MAX_ERRORS - 1) + b"RCPT TO:<bob@example.com>\r\n")
+        self.assertEqual(codes(transport), ["250"] + ["500", "250"] * (MAX_ERRORS - 1) + ["503", "421"])
+        server.dataReceived(b"NOOP\r\n")
+        self.assertEqual(replies(transport), [])
+        self.assertTrue(transport.disconnecting)
+
+    def test_errors_below_the_limit_keep_the_session(self):
+        server, transport, queue, directory = session()
+        server.dataReceived(b"MAIL FROM:<a@remote.test>\r\n" * (MAX_ERRORS - 1) + b"NOOP\r\n")
+        self.assertEqual(codes(transport), ["503"] * (MAX_ERRORS - 1) + ["250"])
+        self.assertFalse(transport.disconnecting)
 
     def test_size_parameter_over_limit(self):
         server, transport, queue, directory = session()

@@ -50,6 +50,11 @@ MAX_MESSAGE_SIZE = 26214400
 MAX_COMMAND_LINE = 4096
 MAX_WAITING = 65536
 """Bytes held while a reply is pending before the transport is paused."""
+MAX_ERRORS = 20
+"""Syntax and sequence errors (500-504, 555) a session may make before it
+is told 421 and closed: a client that only sends junk, or probes
+commands, gets no more of the server (Postfix's smtpd_hard_error_limit)."""
+_CLIENT_ERRORS = frozenset((500, 501, 502, 503, 504, 555))
 QUEUED_LOG_SECONDS = 1.0
 QUEUED_LOG_MESSAGES = 100
 """A session logs its queued messages when the oldest unlogged one is this
@@ -156,6 +161,7 @@ class ESMTPServer(smtp.ESMTP):
         self._reader = None
         self._queued = []
         self._queued_since = 0.0
+        self._errors = 0
         self._reset_transaction()
 
     def _reset_transaction(self):
@@ -267,6 +273,11 @@ class ESMTPServer(smtp.ESMTP):
         if isinstance(text, str):
             text = text.encode("utf-8")
         smtp.ESMTP.sendCode(self, code, status.encode("ascii") + b" " + text)
+        if code in _CLIENT_ERRORS and not self._closing:
+            self._errors += 1
+            if self._errors >= MAX_ERRORS:
+                smtp.ESMTP.sendCode(self, 421, b"4.7.0 too many errors in this session, closing the connection")
+                self.close()
 
     def sendCode(self, code, message=b""):
         """
