@@ -256,6 +256,19 @@ class SpoolTests(unittest.TestCase):
         self.assertEqual(groups, [["0070"], ["0071"], ["0072"]])
         self.assertEqual(self.read("0071"), (ENVELOPE, large))
 
+    def test_sealed_segment_goes_once_its_mail_has_left(self):
+        self.patch(acceptlog, "SEGMENT_BYTES", 2 * len(encode(ENVELOPE, MESSAGE)))
+        for number in range(3):
+            self.store("008%d" % number)
+        first, second = [n for n in self.segments() if n.endswith(".seg")]
+        self.spool.remove("0080")
+        self.assertEqual(self.scan(), {"0081", "0082"})
+        self.assertIn(first, self.segments())
+        self.spool.remove("0081")
+        self.assertEqual(self.scan(), {"0082"})
+        self.assertEqual(self.segments(), [second])
+        self.assertEqual(os.listdir(self.layout.msg), [])
+
     def test_segments_roll_at_their_size(self):
         self.patch(acceptlog, "SEGMENT_BYTES", 2 * len(encode(ENVELOPE, MESSAGE)))
         for number in range(5):

@@ -307,7 +307,9 @@ class AcceptLog:
         C{LOG_SECONDS} (and in every segment a previous run left) into
         files, then delete those segments.  A segment takes new mail for
         at most C{LOG_SECONDS}, so every message waits that long, and
-        never twice that long, for its file.  A segment whose entries
+        never twice that long, for its file.  A sealed segment whose mail
+        has all left goes at once, so under steady delivery the log holds
+        little more than the mail in flight.  A segment whose entries
         could not all be written stays for the next sweep.
         """
         cutoff = (self._clock() if now is None else now) - LOG_SECONDS
@@ -315,7 +317,7 @@ class AcceptLog:
             if self._seq is not None and self._segments[self._seq].appended <= cutoff:
                 self._seal()
             with self._lock:
-                due = [seq for seq, s in self._segments.items() if s.sealed and s.appended <= cutoff]
+                due = [seq for seq, s in self._segments.items() if s.sealed and (s.appended <= cutoff or not s.live)]
                 known = set(self._segments)
             due += [seq for seq in segments_on_disk(self.directory) if seq not in known]
         for seq in sorted(due):
