@@ -81,9 +81,8 @@ class Tally:
 
     def counts(self, mailbox, account_id, now):
         """Deferred firing with the L{Counts} of C{mailbox} and its account at C{now}."""
-        return self._loaded(mailbox.lower(), account_id, now).addCallback(lambda _: self._counts(
-            mailbox.lower(), account_id, now
-        ))
+        mailbox = mailbox.lower()
+        return self._loaded(mailbox, account_id, now).addCallback(lambda _: self._counts(mailbox, account_id, now))
 
     def check_and_record(self, mailbox, account_id, caps, now):
         """

@@ -79,10 +79,10 @@ def record(queue_id, blob):
 
 def read_records(path):
     """
-    C{(records, tail)}: each whole record as C{(queue_id, offset, length)}
-    of its entry, and the offset of the bytes after the last whole one (a
-    write the crash cut short, which never got its C{250}).  Only the
-    record headers are read.
+    C{(records, tail, size)}: each whole record as C{(queue_id, offset,
+    length)} of its entry, the offset of the bytes after the last whole
+    one (a write the crash cut short, which never got its C{250}), and the
+    segment's size.  Only the record headers are read.
     """
     records = []
     with open(path, "rb") as f:
@@ -98,7 +98,7 @@ def read_records(path):
                 break
             records.append((parts[1].decode("ascii"), start, end - start))
             position = f.seek(end)
-    return records, position
+    return records, position, size
 
 
 def read_at(path, offset, length):
@@ -146,7 +146,7 @@ def listed(directory):
     for seq in segments_on_disk(directory):
         base = os.path.join(directory, segment_name(seq))
         try:
-            records, _ = read_records(base + SEGMENT)
+            records, _, _ = read_records(base + SEGMENT)
         except FileNotFoundError:
             continue
         deleted = read_deleted(base + DELETED)
@@ -227,7 +227,9 @@ class AcceptLog:
         return [None] * len(batch)
 
     def _open(self, now):
-        seq = max(time.time_ns(), self._last_seq + 1, *(s + 1 for s in segments_on_disk(self.directory)))
+        if not self._last_seq:
+            self._last_seq = max(segments_on_disk(self.directory), default=0)
+        seq = max(time.time_ns(), self._last_seq + 1)
         path = self._path(seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
@@ -327,9 +329,9 @@ class AcceptLog:
     def _move_out(self, seq):
         path = self._path(seq)
         try:
-            records, tail = read_records(path)
-            if tail < os.path.getsize(path):
-                self._quarantine(segment_name(seq) + ".tail", read_at(path, tail, os.path.getsize(path) - tail),
+            records, tail, size = read_records(path)
+            if tail < size:
+                self._quarantine(segment_name(seq) + ".tail", read_at(path, tail, size - tail),
                                  "unfinished write at the end of an accept-log segment")
         except FileNotFoundError:
             records = []

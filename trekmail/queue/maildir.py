@@ -15,6 +15,7 @@ from trekmail.mailstore import maildir_path, unique_name
 from trekmail.durable import fsync_directory, write_all
 from trekmail.groupcommit import GroupCommit
 
+
 def ensure_maildir(root):
     """Create C{root} with C{tmp/ new/ cur/} if missing, durably."""
     if os.path.isdir(os.path.join(root, "new")):
