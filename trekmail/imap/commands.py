@@ -11,6 +11,7 @@ import re
 from twisted.internet import defer
 
 from trekmail.imap import fetch, index, message, search
+from trekmail.imap.listpattern import MailboxPattern
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import Atom, ProtocolError, mailbox_name, sequence_members, uid_set, valid_new_name
 from trekmail.imap.store import SYSTEM_FLAGS
@@ -72,15 +73,6 @@ def _append_date(value):
                                  tzinfo=zone).timestamp()
     except ValueError:
         raise ProtocolError("Invalid date-time") from None
-
-
-def _pattern(reference, pattern):
-    """LIST's reference and wildcards (RFC 3501 6.3.8) as a regex; INBOX matches in any case."""
-    text = pattern if pattern.startswith(".") else reference + pattern
-    if text.upper().startswith("INBOX"):
-        text = "INBOX" + text[5:]
-    regex = "".join(".*" if c == "*" else "[^.]*" if c == "%" else re.escape(c) for c in text)
-    return re.compile("^" + regex + "$")
 
 
 class MailboxCommands:
@@ -260,7 +252,7 @@ class MailboxCommands:
 
     def _list_lines(self, tag, verb, subscribed_only, reference, pattern, folders):
         names = {name for name, _ in folders}
-        matcher = _pattern(reference, pattern)
+        matcher = MailboxPattern(reference, pattern)
         out = []
         for name, subscribed in folders:
             if subscribed_only and not subscribed:
