@@ -179,3 +179,34 @@ class LongFoldedHeaderTests(unittest.TestCase):
         self.assertEqual(message.parse(raw).fields, {"subject": "one two three", "to": "b@example.com"})
         self.assertEqual(message.header_index(raw[:raw.index(b"\r\n\r\n") + 2]),
                          ((b"subject", b"Subject: one\r\n two\r\n\tthree\r"), (b"to", b"To: b@example.com\r")))
+
+
+def count_parts(part):
+    return 1 + sum(count_parts(c) for c in part.children) + (count_parts(part.message) if part.message else 0)
+
+
+class PartCountTests(unittest.TestCase):
+    """A small message of very many empty parts: each one parsed cost memory and BODYSTRUCTURE bytes without end."""
+
+    def many_parts(self, count, nested=False):
+        inner = b"--in\r\n\r\n" * 5 + b"--in--\r\n"
+        part = (b"--b\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n" + inner) if nested else b"--b\r\n\r\n"
+        return (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+                + part * count + b"--b--\r\n")
+
+    def test_parts_past_the_bound_are_one_opaque_leaf(self):
+        for raw in (self.many_parts(100000), self.many_parts(20000, nested=True)):
+            tree = message.parse(raw)
+            self.assertLessEqual(count_parts(tree), message.MAX_PARTS + 2)
+            self.assertEqual(tree.children[-1].end, len(raw) - len(b"\r\n--b--\r\n"))
+            _, bodystructure, _ = message.structures(raw)
+            self.assertLess(len(bodystructure), 200 * message.MAX_PARTS)
+
+    def test_within_the_bound_nothing_changes(self):
+        tree = message.parse(self.many_parts(50))
+        self.assertEqual(count_parts(tree), 51)
+
+    def test_empty_parts_have_no_negative_size(self):
+        raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n--b\r\n--b--\r\n"
+        _, bodystructure, _ = message.structures(raw)
+        self.assertNotIn(b" -", bodystructure)
