@@ -53,6 +53,9 @@ def _flags_arg(value):
     return flags
 
 
+PARSE_INLINE = 256 * 1024
+"""Largest APPENDed message whose MIME tree is worked out on the reactor thread."""
+
 _DATE_TIME = re.compile(r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
 _MONTHS = {name: number for number, name in enumerate(
     ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
@@ -301,9 +304,12 @@ class MailboxCommands:
             return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
         filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when,
                                                 self.account.spares.take())
-        # Parsed here, not on the file thread: Python work there holds the GIL, and the reactor, giving it up in
-        # every sqlite call and send, would wait for it.
-        structures = message.structures(data)
+        # A small message is parsed here, not on the file thread: Python work there holds the GIL, and the reactor,
+        # giving it up in every sqlite call and send, would wait for it.  A large one would hold every session.
+        if len(data) <= PARSE_INLINE:
+            structures = message.structures(data)
+        else:
+            structures = yield self.account.run_files(message.structures, data)
         self.account.store.cache.put((self.account.root, filename), data)
         uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view,
                                 [structures])

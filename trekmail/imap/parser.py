@@ -67,6 +67,15 @@ class Framer:
     def feed(self, data):
         self.buffer += data
 
+    def backlog(self):
+        """
+        Bytes buffered past the literal being read: what the pipelining
+        bound applies to.  The literal itself was accepted at its size
+        (APPENDLIMIT for APPEND), so counting it would pause the
+        transport until bytes arrive that a paused transport never reads.
+        """
+        return max(0, len(self.buffer) - self.want)
+
     def next_command(self):
         """The next complete command's segments, or C{None} if more input is needed."""
         buffer = self.buffer

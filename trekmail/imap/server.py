@@ -166,7 +166,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         if self.state == "logout":
             return
         self.framer.feed(data)
-        if len(self.framer.buffer) > parser.MAX_PIPELINE and not self.paused:
+        if self.framer.backlog() > parser.MAX_PIPELINE and not self.paused:
             self.paused = True
             self.transport.pauseProducing()
         self._process()
@@ -188,7 +188,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
                 break
             self._touch()
             self._dispatch(segments)
-        if self.paused and len(self.framer.buffer) < parser.MAX_PIPELINE // 2 and self.state != "logout":
+        if self.paused and self.framer.backlog() < parser.MAX_PIPELINE // 2 and self.state != "logout":
             self.paused = False
             self.transport.resumeProducing()
 
