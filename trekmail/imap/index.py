@@ -119,7 +119,10 @@ def delete_folder(db, root, name):
 
 def rename_folder(db, root, old, new):
     """Renames a folder and its children; INBOX is moved, leaving an empty INBOX (RFC 3501 6.3.5)."""
-    names = [r[0] for r in db.execute("SELECT name FROM folders WHERE name = ? OR name LIKE ?", (old, old + ".%"))]
+    # An exact prefix, not LIKE: "_" would be a wildcard there and case would be ignored, moving unrelated folders.
+    children = old + "."
+    names = [r[0] for r in db.execute("SELECT name FROM folders WHERE name = ? OR substr(name, 1, ?) = ?",
+                                      (old, len(children), children))]
     with database.transaction(db):
         for name in names:
             target = new + name[len(old):]

@@ -105,17 +105,19 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.timeout = None
 
     def _release(self):
-        if self.view is not None:
-            self.view.close()
-            self.view = None
-        if self.account is not None:
-            self.factory.store.release(self.account)
-            self.account = None
-        self.factory.limits.release(self.slot)
-        self.slot = None
-        if self.admission is not None:
-            self.factory.cluster.dismiss(self.admission)
-            self.admission = None
+        """Gives back everything the session holds; one step failing (a folder's watch, say) must not keep the rest."""
+        view, self.view = self.view, None
+        account, self.account = self.account, None
+        slot, self.slot = self.slot, None
+        admission, self.admission = self.admission, None
+        for step, held in ((lambda v: v.close(), view), (self.factory.store.release, account),
+                           (self.factory.limits.release, slot), (self.factory.cluster.dismiss, admission)):
+            if held is None:
+                continue
+            try:
+                step(held)
+            except Exception:
+                self.log.failure("releasing {held!r} failed", held=held)
 
     def _close(self, farewell):
         self.transport.write(farewell)

@@ -817,4 +817,7 @@ class MailStore:
         path = self._watched.pop(folder, None)
         folder.watched = False
         if path is not None:
-            self._notifier.ignore(path)
+            try:
+                self._notifier.ignore(path)
+            except KeyError:
+                self.log.info("{path} was no longer watched (moved by RENAME)", path=path.path)
