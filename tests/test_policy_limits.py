@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import threading
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -178,7 +178,8 @@ class TallyTests(unittest.TestCase):
             release.wait(10)
 
         threaded.run(hold)
-        busy.wait(10)
+        yield threads.deferToThread(busy.wait, 10)
+        self.assertTrue(busy.is_set())
         tally.check_and_record("a@example.com", 1, self.caps, NOON)
         release.set()
         threaded.stop()
