@@ -242,7 +242,7 @@ class Postfix:
     A private Postfix: its own config_directory and queue_directory under
     C{base}, smtpd on 127.0.0.1:C{port} only, relaying everything to
     C{relayhost} (an smtp-sink).  With C{hold}, smtpd accepts into the
-    queue and the mail stays there (the accept-only figure of PEERS.md).
+    queue and the mail stays there (the accept-only figure).
     """
 
     def __init__(self, cleanup, base, port, relay_port, hold=False, tls=None):

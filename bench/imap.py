@@ -3,14 +3,14 @@ IMAP, side by side with Dovecot (Debian's dovecot-imapd, Maildir, plain
 IMAP on 127.0.0.1, static passdb), on the same mail:
 
 Each server runs over implicit TLS (993-style) and over plain IMAP:
-Dovecot plain as in PEERS.md, TrekMail plain with loopback in
+Dovecot plain as bench/README.md sets it up, TrekMail plain with loopback in
 [imap] trusted_networks (Dovecot also lets local clients log in without
 TLS), so plain compares with plain and TLS with TLS.
 
 1. imaptest, 20 clients, 20 s, mbox = 1,000 generated messages of
    1-20 KiB, in its default profile and with logout=0: operations/s and
    errors.  Each client logs in as one of 100 users (imaptest's
-   user=...%d, users=100), PEERS.md's method: with a single user all 20
+   user=...%d, users=100), the method of bench/README.md: with a single user all 20
    clients contend for one mailbox, which halves Dovecot's logout=0
    figure (4.3k against 8.7k ops/s here).  imaptest is not packaged: pass the path of an imaptest binary
    as IMAPTEST=/path/to/imaptest or --imaptest (see bench/README.md).
@@ -20,7 +20,7 @@ TLS), so plain compares with plain and TLS with TLS.
 4. Idle capacity: N connections (LOGIN, SELECT, IDLE) held at once, and
    memory (PSS) per connection above the idle server's own.
 
-    IMAPTEST=/work/build/imaptest/imaptest .venv/bin/python bench/imap.py \\
+    IMAPTEST=/path/to/imaptest .venv/bin/python bench/imap.py \\
         [--parts imaptest,latency,idle] [--idle 10000] [--dovecot-idle 5000] [--servers dovecot,trekmail]
 """
 
@@ -77,7 +77,7 @@ def raise_nofile():
 class Dovecot:
     """
     A private Dovecot.  C{tls}: (cert, key) for implicit TLS, or C{None}
-    for plain IMAP (PEERS.md's set-up).  C{performance}: imap-login in
+    for plain IMAP (the set-up of Dovecot's own published figures).  C{performance}: imap-login in
     "high-performance mode" (service_count = 0, each login process serving
     many clients), which Dovecot's docs recommend for busy servers; the
     Debian default starts one login process per connection, and with TLS
@@ -155,7 +155,7 @@ class TrekMailImap:
     """
     Over implicit TLS, or (C{tls=False}) plain IMAP with loopback as a
     trusted network, which is how Dovecot treats local clients: the
-    like-for-like peer of Dovecot's plain figures in PEERS.md.
+    like-for-like peer of Dovecot's plain figures.
     """
 
     def __init__(self, cleanup, realm_base, port, tls=True, processes="auto"):
@@ -345,7 +345,7 @@ def main():
 
     dovecot = "Dovecot %s" % Dovecot.version(None)
     version = {"dovecot": dovecot + " TLS, Debian's login mode", "dovecot-perf": dovecot + " TLS, login performance mode",
-               "dovecot-plain": dovecot + " plain IMAP (PEERS.md)", "trekmail": "TrekMail TLS",
+               "dovecot-plain": dovecot + " plain IMAP", "trekmail": "TrekMail TLS",
                "trekmail-plain": "TrekMail plain IMAP (loopback trusted)"}
     if "imaptest" in parts:
         rows = []

@@ -4,7 +4,7 @@ accepted by an smtp-sink (Debian's postfix package) acting as the remote
 MX; messages/s from the first connection to the last message at the sink.
 
 - Postfix (Debian's), relayhost = the sink, loaded by smtp-source -d
-  (plain SMTP, PEERS.md's method) and by bench/smtpload.py with STARTTLS.
+  (plain SMTP, as Postfix's own load tools run) and by bench/smtpload.py with STARTTLS.
 - TrekMail: submission on 587 (STARTTLS + AUTH PLAIN, 20 paid accounts),
   managed route, DKIM-signed, resolving example.net through bench/dnsd.py
   (every name is 127.0.0.1, MX mx.<name>) and delivering to the sink on

@@ -6,11 +6,11 @@ sending 10 KiB messages, a fixed count each run.
 Servers (each started fresh for every measurement, in its own temp dir):
 - smtp-sink: accepts and discards; the loopback limit of the load tools.
 - Postfix (Debian's) smtpd accepting into its own queue, mail held there
-  (PEERS.md's set-up); STARTTLS offered, no AUTH (Postfix would need SASL).
+  (accept-only); STARTTLS offered, no AUTH (Postfix would need SASL).
 - aiosmtpd, minimal, writing and fsyncing one file per message before 250
   (STARTTLS, AUTH PLAIN accepting any password).
 - TrekMail: `twistd -n trekmail` on 127.0.0.1, 20 paid accounts with one
-  mailbox each; fsync before every 250 (DESIGN.md).  Its queue's DNS
+  mailbox each; fsync before every 250 (docs/design.md).  Its queue's DNS
   points at a dead port, so nothing is delivered during the run.
 
 Last, TrekMail's memory while a client streams a 1 GiB DATA it refuses.

@@ -126,7 +126,7 @@ class LdapServerMixin:
 
     @defer.inlineCallbacks
     def test_every_scheme_logs_in(self):
-        """A paused mailbox reads mail but may not submit (DESIGN.md: 535 5.7.8)."""
+        """A paused mailbox reads mail but may not submit (docs/reply-codes.md: 535 5.7.8)."""
         for address, password in sorted(SAMPLE_PASSWORDS.items()):
             code, text = yield self.smtp(address, password)
             self.assertEqual(code, 535 if address.startswith("paused@") else 235, (address, text))

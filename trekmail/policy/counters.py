@@ -1,6 +1,6 @@
 """
 The sending counters behind the caps of L{trekmail.policy.limits}, kept in
-sqlite so that they survive a restart (DESIGN.md, "Durability").
+sqlite so that they survive a restart (docs/design.md, "On-disk formats").
 
 Every function takes the connection first and runs whole on the database
 thread (L{ThreadedDatabase.run}).  The decisions are not taken here: the
