@@ -10,9 +10,10 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from trekmail.smtp.data import DataIntake, DataReader, canonical
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.server import (
-    MAX_COMMAND_LINE, MAX_ERRORS, QUEUED_LOG_MESSAGES, QUEUED_LOG_SECONDS, DataReader, canonical,
+    MAX_COMMAND_LINE, MAX_ERRORS, QUEUED_LOG_MESSAGES, QUEUED_LOG_SECONDS,
 )
 
 
@@ -168,7 +169,12 @@ class DataTests(unittest.TestCase):
             b"Subject: x\r\n\r\na\n.\nb\r\n.\nc\r.\rd\n.\r\ne\r\n.\r\n"
         )
         self.assertEqual(result, ["250"])
-        self.assertEqual(queue.messages[0][1], b"Subject: x\r\n\r\na\r\n.\r\nb\r\n\r\nc\r\n.\r\nd\r\n.\r\ne\r\n")
+        self.assertEqual(queue.messages[0][1], b"Subject: x\r\n\r\na\r\n\r\nb\r\n\r\nc\r\n.\r\nd\r\n\r\ne\r\n")
+
+    def test_stuffing_dot_after_a_bare_lf_is_removed(self):
+        result, queue = self.deliver(b"a\n..x\n.y\r..z\r\n..\r\n.\r\n")
+        self.assertEqual(result, ["250"])
+        self.assertEqual(queue.messages[0][1], b"a\r\n.x\r\ny\r\n..z\r\n.\r\n")
 
     def test_end_split_across_reads(self):
         result, queue = self.deliver(b"a\r\n..b\r", b"\n.", b"\r", b"\n")
@@ -216,7 +222,7 @@ class DataTests(unittest.TestCase):
         self.assertEqual(canonical(b"\r\na\nb\rc\r\n"), b"a\r\nb\r\nc\r\n")
 
     def test_reader_byte_by_byte(self):
-        reader = DataReader(1000)
+        reader = DataReader(1000, DataIntake())
         stream = b"a\r\n..\r\nb\r\n.\r\nrest"
         results = [reader.feed(stream[i:i + 1]) for i in range(len(stream))]
         ended = [i for i, r in enumerate(results) if r is not None]

@@ -23,15 +23,19 @@ class BuilderTests(unittest.TestCase):
         queue = FakeQueue()
         services = submission_services(components, queue)
         self.assertEqual(len(services), 2)
-        implicit, starttls = (s.factory for s in services)
+        implicit_capped, starttls_capped = (s.factory for s in services)
+        self.assertIs(implicit_capped.caps, starttls_capped.caps)
+        implicit, starttls = implicit_capped.wrappedFactory.wrappedFactory, starttls_capped.wrappedFactory
         self.assertIsInstance(starttls, SubmissionFactory)
         self.assertFalse(starttls.implicit_tls)
-        self.assertTrue(implicit.wrappedFactory.implicit_tls)
-        self.assertIs(implicit.wrappedFactory.throttle, starttls.throttle)
+        self.assertTrue(implicit.implicit_tls)
+        self.assertIs(implicit.throttle, starttls.throttle)
         self.assertIs(starttls.queue, queue)
         mx = mx_service(components, queue)
         self.assertIsInstance(mx, StreamServerEndpointService)
-        self.assertIsInstance(mx.factory, MXFactory)
+        self.assertIsInstance(mx.factory.wrappedFactory, MXFactory)
+        self.assertEqual((mx.factory.caps.total, mx.factory.caps.per_address), (1000, 20))
+        self.assertIs(mx.factory.wrappedFactory.intake, starttls.intake)
 
     def test_unconfigured_listeners(self):
         components = self.components()

@@ -45,6 +45,13 @@ def _usable_cores():
         return os.cpu_count() or 1
 
 
+def _positive(value):
+    number = int(value.strip())
+    if number < 1:
+        raise ValueError("expected a number above 0, not %r" % (value.strip(),))
+    return number
+
+
 def _processes(value):
     value = value.strip()
     count = min(_usable_cores(), 64) if value == "auto" else int(value)
@@ -161,13 +168,25 @@ SCHEMA = {
         "ca_file": Key(""),
         "timeout": Key("60", _integer),
     },
+    "mx": {
+        "max_connections": Key("1000", _positive),
+        "max_connections_per_ip": Key("20", _positive),
+    },
+    "submission": {
+        "max_connections": Key("1000", _positive),
+        "max_connections_per_ip": Key("20", _positive),
+    },
     "admin": {
         "token": Key(""),
         "token_file": Key(""),
+        "max_connections": Key("100", _positive),
+        "max_connections_per_ip": Key("100", _positive),
     },
     "dav": {
         "threads": Key("10", _integer),
         "max_body": Key("26214400", _integer),
+        "max_connections": Key("1000", _positive),
+        "max_connections_per_ip": Key("50", _positive),
     },
     "imap": {
         "append_limit": Key("52428800", _integer),

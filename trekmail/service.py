@@ -4,6 +4,7 @@ L{MultiService} that C{twistd} runs.  Everything else receives its
 reactor, clock, database and endpoints from here.
 """
 
+import os
 import sys
 
 from twisted.application import service
@@ -16,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.logger import Logger
 
 from trekmail.config import LISTENERS, ConfigError
+from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, ConnectionCaps
 from trekmail.imap.cluster import Coordinator, Member, Placing, Solo
 from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
@@ -27,6 +29,7 @@ from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm import database, ldapdirectory, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
+from trekmail.smtp.data import DataIntake
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
@@ -81,6 +84,9 @@ class Components:
         self.database = database.ThreadedDatabase(db, reactor)
         self.directory, self.checker = build_realm(config, reactor, self.database)
         self.resolver = make_resolver(config, reactor)
+        incoming = config.data_path("incoming")
+        os.makedirs(incoming, mode=0o700, exist_ok=True)
+        self.data_intake = DataIntake(directory=incoming)
 
 
 def build_realm(config, reactor, database):
@@ -111,16 +117,26 @@ def _parse_endpoints(config, reactor):
     return parsed
 
 
-def listener(components, name, factory, implicit_tls=False):
+def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b""):
     """
     A service listening on the endpoint configured as C{[listen] name}, or
-    C{None} when that key is empty.
+    C{None} when that key is empty.  With C{caps}, a connection past them
+    is told C{refusal} (nothing on implicit TLS: the client expects a
+    handshake) and closed before TLS or the protocol are set up for it.
     """
     endpoint = components.endpoints.get(name)
     if endpoint is None:
         return None
-    return ListenerService(name, components.config.get("listen", name), endpoint,
-                           _served(components, name, factory, implicit_tls))
+    served = _served(components, name, factory, implicit_tls)
+    if caps is not None:
+        served = CappedFactory(served, caps, b"" if implicit_tls else refusal)
+    return ListenerService(name, components.config.get("listen", name), endpoint, served)
+
+
+def connection_caps(config, section):
+    """The C{[section] max_connections} and C{max_connections_per_ip} of a door, the total kept within descriptors."""
+    return ConnectionCaps(connection_ceiling(config.get(section, "max_connections")),
+                          config.get(section, "max_connections_per_ip"))
 
 
 def _served(components, name, factory, implicit_tls):
@@ -169,15 +185,19 @@ def submission_services(components, queue):
     throttle = AuthThrottle()
     tally = Tally(components.database, components.reactor)
 
+    caps = connection_caps(components.config, "submission")
+
     def factory(implicit_tls):
-        return SubmissionFactory(
+        built = SubmissionFactory(
             portal, components.directory, tally, queue, components.reactor,
             components.config.get("server", "hostname"), components.tls_options, throttle, implicit_tls,
         )
+        built.intake = components.data_intake
+        return built
 
     services = (
-        listener(components, "submissions", factory(True), implicit_tls=True),
-        listener(components, "submission", factory(False)),
+        listener(components, "submissions", factory(True), implicit_tls=True, caps=caps),
+        listener(components, "submission", factory(False), caps=caps, refusal=SMTP_REFUSAL),
     )
     return [s for s in services if s is not None]
 
@@ -188,7 +208,8 @@ def mx_service(components, queue):
         components.directory, queue, components.reactor,
         components.config.get("server", "hostname"), components.tls_options,
     )
-    return listener(components, "mx", factory)
+    factory.intake = components.data_intake
+    return listener(components, "mx", factory, caps=connection_caps(components.config, "mx"), refusal=SMTP_REFUSAL)
 
 
 def queue_service(components):
@@ -312,7 +333,8 @@ def sending_services(components):
     ops = operations.Operations(config, components.database, reactor,
                                 resolver=components.resolver,
                                 smarthost=smarthost, keyring=keyring)
-    return listener(components, "admin", api.site(ops, api.load_token(config)))
+    return listener(components, "admin", api.site(ops, api.load_token(config)),
+                    caps=connection_caps(config, "admin"), refusal=HTTP_REFUSAL)
 
 
 def dav_services(components):
@@ -323,7 +345,8 @@ def dav_services(components):
     if components.endpoints.get("https") is None:
         return []
     site, pool = dav_site(components.config, components.checker, components.reactor)
-    return [WorkersService(pool), listener(components, "https", site, implicit_tls=True)]
+    return [WorkersService(pool),
+            listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))]
 
 
 def realm_services(components):

@@ -33,9 +33,12 @@ DATA canonical form: the body ends only at CRLF "." CRLF (RFC 5321 4.1.1.4);
 a bare CR or LF anywhere else is *normalised* to CRLF, after
 dot-unstuffing, so the stored message has one line-ending form and nothing
 downstream (DKIM, the relay's own dot-stuffing) can read a different end
-of data than we did.  Body lines are not limited in length: the SIZE limit
-bounds memory, and a message over it stops being buffered and is answered
-C{552 5.2.3} at its end.
+of data than we did (L{trekmail.smtp.data}).  Body lines are not limited
+in length: the SIZE limit bounds a message, which past it stops being
+stored and is answered C{552 5.2.3} at its end.  Bodies wait in a
+temporary file past a small threshold, all of them together within the
+process's budget (C{452 4.3.1} past it), and each must end within a
+deadline of its 354 however steadily it drips (L{trekmail.smtp.data}).
 """
 
 import re
@@ -45,6 +48,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
+from trekmail.smtp.data import DataIntake, DataReader
 
 MAX_MESSAGE_SIZE = 26214400
 MAX_COMMAND_LINE = 4096
@@ -55,70 +59,11 @@ MAX_ERRORS = 20
 is told 421 and closed: a client that only sends junk, or probes
 commands, gets no more of the server (Postfix's smtpd_hard_error_limit)."""
 _CLIENT_ERRORS = frozenset((500, 501, 502, 503, 504, 555))
+_STORAGE_FULL = "insufficient system storage for messages in transit, try again later"
 QUEUED_LOG_SECONDS = 1.0
 QUEUED_LOG_MESSAGES = 100
 """A session logs its queued messages when the oldest unlogged one is this
 old or this many wait, and when the connection ends."""
-
-_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
-_END_OF_DATA = b"\r\n.\r\n"
-
-
-def canonical(body):
-    """Dot-unstuffed body (led by the virtual CRLF) -> CRLF-only message bytes."""
-    body = body.replace(b"\r\n.", b"\r\n")[2:]
-    crlf = body.count(b"\r\n")
-    if body.count(b"\r") == crlf and body.count(b"\n") == crlf:
-        return body
-    return _LINE_ENDS.sub(b"\r\n", body)
-
-
-class DataReader:
-    """
-    Collects a DATA body from arbitrary chunks.  The last four bytes stay
-    unstored so that an end-of-data split across reads is still found; the
-    stream is led by a virtual CRLF so that a first line of "." ends it.
-    """
-
-    def __init__(self, limit):
-        self.limit = limit
-        self.size = 0
-        self.too_big = False
-        self._chunks = []
-        self._held = b"\r\n"
-
-    def feed(self, data):
-        """
-        @return: C{None} while the body goes on, else the bytes received
-            after the end of data (often C{b""}).
-        """
-        window = self._held + data
-        end = window.find(_END_OF_DATA)
-        if end >= 0:
-            self._store(window[: end + 2])
-            self._held = b""
-            return window[end + 5 :]
-        self._store(window[:-4])
-        self._held = window[-4:]
-        return None
-
-    def _store(self, chunk):
-        if self.too_big:
-            return
-        self.size += len(chunk)
-        if self.size > self.limit + 2:
-            self.too_big = True
-            self._chunks = []
-        else:
-            self._chunks.append(chunk)
-
-    def message(self):
-        message = canonical(b"".join(self._chunks))
-        self._chunks = []
-        if len(message) > self.limit:
-            self.too_big = True
-        return message
-
 
 class Reply(Exception):
     """A complete reply; raised or returned by the hooks."""
@@ -137,7 +82,9 @@ class ESMTPServer(smtp.ESMTP):
     """
     One session.  Subclasses set C{door} and implement the hooks; each hook
     returns (or fires a Deferred with) C{None} to go on, or raises
-    L{Reply} to refuse.
+    L{Reply} to refuse.  The DATA of every session shares the
+    L{DataIntake} the service sets as its factory's C{intake}; a factory
+    without one (a test's) gives each session its own.
     """
 
     log = Logger()
@@ -159,6 +106,8 @@ class ESMTPServer(smtp.ESMTP):
         self._paused = False
         self._closing = False
         self._reader = None
+        self._deadline = None
+        self.intake = None
         self._queued = []
         self._queued_since = 0.0
         self._errors = 0
@@ -177,12 +126,13 @@ class ESMTPServer(smtp.ESMTP):
             self.startedTLS = True
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", str(peer))
+        self.intake = getattr(self.factory, "intake", None) or DataIntake()
 
     def connectionLost(self, reason):
         self._log_queued()
         self._closing = True
         self._discard_input()
-        self._reader = None
+        self._abandon_data()
         smtp.ESMTP.connectionLost(self, reason)
 
     def dataReceived(self, data):
@@ -402,9 +352,29 @@ class ESMTPServer(smtp.ESMTP):
         if self._from is None or not self._to:
             raise Reply(503, "5.5.1", "need MAIL and RCPT before DATA")
         self.check_data()
-        self._reader = DataReader(self.max_message_size)
+        if self.intake.budget.full():
+            raise Reply(452, "4.3.1", _STORAGE_FULL)
+        self._reader = DataReader(self.max_message_size, self.intake)
+        self._deadline = self.clock.callLater(self.intake.deadline, self._data_overdue)
         self.mode = smtp.DATA
         self.reply(354, "2.0.0", "send the message, end with <CRLF>.<CRLF>")
+
+    def _abandon_data(self):
+        """The transaction's DATA stops here: its bytes, file, budget and deadline are given back."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.release()
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _data_overdue(self):
+        self._deadline = None
+        self._abandon_data()
+        self.mode = smtp.COMMAND
+        self._reset_transaction()
+        self.reply(421, "4.4.2", "the message took too long to arrive, closing the connection")
+        self.close()
 
     def _feed_data(self):
         self.resetTimeout()
@@ -413,16 +383,22 @@ class ESMTPServer(smtp.ESMTP):
         self._buffer = b"" if rest is None else rest
         if rest is None:
             return
-        reader, self._reader = self._reader, None
+        reader = self._reader
+        message = reader.message()
+        self._reader = None
+        self._abandon_data()
         self.mode = smtp.COMMAND
         self.resetTimeout()
-        message = reader.message()
-        if reader.too_big:
+        if reader.too_big or reader.starved:
+            reader.release()
             self._reset_transaction()
-            self.reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+            if reader.too_big:
+                self.reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+            else:
+                self.reply(452, "4.3.1", _STORAGE_FULL)
             return
         d = defer.maybeDeferred(self.accept_message, self._from, tuple(self._to), message)
-        d.addBoth(self._end_transaction)
+        d.addBoth(self._end_transaction, reader)
         d.addCallback(lambda queue_id: self.reply(250, "2.0.0", "OK: queued as %s" % (queue_id,)))
         self._pending = d
         d.addErrback(self._command_failed).addBoth(self._command_done)
@@ -448,7 +424,8 @@ class ESMTPServer(smtp.ESMTP):
             text=", ".join("%s <%s> to %d" % entry for entry in queued),
         )
 
-    def _end_transaction(self, result):
+    def _end_transaction(self, result, reader):
+        reader.release()
         self._reset_transaction()
         return result
 
