@@ -137,4 +137,4 @@ class SharedConnectionTests(unittest.TestCase):
         results = self.deliver()
         [(take, ended)] = self.connections
         ended.callback(Connection(error=(421, "4.3.2 go away")))
-        self.assertEqual([(o.code, o.text) for o in results[0]], [(451, "4.3.2 go away")])
+        self.assertEqual([(o.code, o.text, o.permanent) for o in results[0]], [(421, "4.3.2 go away", False)])

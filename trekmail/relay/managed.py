@@ -102,7 +102,7 @@ class _Destination:
             return
         if index >= len(candidates):
             code, text = last_error or (451, "4.4.1 no MX host answered")
-            self._fail_waiting(code if code >= 500 else 451, text)
+            self._fail_waiting(code, text)
             self._closed()
             return
         host, address = candidates[index]
