@@ -116,6 +116,7 @@ class _Message:
         self.lines.append(line)
 
     def eomReceived(self):
+        self.session.messages += 1
         self.sink.tls_used.append(self.tls)
         data = b"".join(line + b"\r\n" for line in self.lines)
         self.sink.received.append((self.sender, self.recipient, data))
@@ -153,6 +154,7 @@ class _Delivery:
         def message():
             built = _Message(self.sink, sender, address)
             built.tls = tls
+            built.session = self.server
             return built
 
         return message
@@ -164,7 +166,10 @@ class _SinkServer(smtp.ESMTP):
         self.sink = sink
         self.delivery = _Delivery(sink, self)
 
+    messages = 0
+
     def connectionMade(self):
+        self.sink.sessions.append(self)
         self.sink.connections += 1
         self.sink.peers.append(self.transport.getPeer().host)
         super().connectionMade()
@@ -182,6 +187,8 @@ class Sink(protocol.Factory):
         self.refuse = {}
         self.waiters = []
         self.connections = 0
+        self.sessions = []
+        """Each connection's server; its C{messages} counts what it received."""
         self.peers = []
         self.tls_used = []
         self.port = None

@@ -32,7 +32,7 @@ def _pem(key):
     )
 
 
-def _certificate(subject, issuer, public_key, signing_key, ca):
+def _certificate(subject, issuer, public_key, signing_key, ca, names=("localhost", "127.0.0.1")):
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -45,14 +45,22 @@ def _certificate(subject, issuer, public_key, signing_key, ca):
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-        ]), critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
     return builder.sign(signing_key, hashes.SHA256())
 
 
+def _general_name(name):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class TestCA:
-    """A CA the client is told to trust, and one leaf for localhost/127.0.0.1."""
+    """
+    A CA the client is told to trust, one leaf for localhost/127.0.0.1, one
+    it signed for another name only, and a self-signed one.
+    """
 
     def __init__(self):
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -60,6 +68,9 @@ class TestCA:
         leaf_key = ec.generate_private_key(ec.SECP256R1())
         leaf = _certificate(_name("localhost"), self.ca.subject, leaf_key.public_key(), ca_key, False)
         self.server_options = _options(leaf_key, leaf)
+        other = _certificate(_name("smtp.other.test"), self.ca.subject, leaf_key.public_key(), ca_key, False,
+                             names=("smtp.other.test",))
+        self.wrong_name_options = _options(leaf_key, other)
         own_key = ec.generate_private_key(ec.SECP256R1())
         own = _certificate(_name("localhost"), _name("localhost"), own_key.public_key(), own_key, False)
         self.self_signed_options = _options(own_key, own)
@@ -165,12 +176,16 @@ class _Factory(protocol.Factory):
 class Provider:
     """
     The stand-in.  C{mode}: C{"implicit"}, C{"starttls"} or C{"none"};
-    C{trusted=False} serves the self-signed certificate instead of the CA's.
+    C{trusted=False} serves the self-signed certificate instead of the CA's,
+    C{wrong_name=True} the CA's certificate for another host.
     """
 
-    def __init__(self, ca, mode="starttls", trusted=True, username="apikey", password="SG.secret-key"):
+    def __init__(self, ca, mode="starttls", trusted=True, username="apikey", password="SG.secret-key",
+                 wrong_name=False):
         self.mode = mode
         options = ca.server_options if trusted else ca.self_signed_options
+        if wrong_name:
+            options = ca.wrong_name_options
         self.starttls_options = options if mode == "starttls" else None
         self._implicit_options = options if mode == "implicit" else None
         self.seen_credentials = []

@@ -282,3 +282,123 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(writes, [b"STARTTLS\r\n"])
         self.assertEqual(feed(p, t, b"220 go ahead"), b"EHLO relay.test\r\n")
         self.assertEqual(feed(p, t, b"250 sink over tls"), b"MAIL FROM:<a@s.test>\r\n")
+
+
+EIGHT_BIT = "Subject: caf\u00e9\r\nContent-Transfer-Encoding: 8bit\r\n\r\nd\u00e9j\u00e0 vu\r\n".encode("utf-8")
+
+
+class EightBitTests(unittest.TestCase):
+    """RFC 6152: BODY=8BITMIME when the server offers it, 554 5.6.3 when it does not."""
+
+    def greet(self, jobs, extensions):
+        p, t = session(jobs)
+        feed(p, t, b"220 sink")
+        return p, t, feed(p, t, *extensions)
+
+    def test_eight_bit_message_is_declared_pipelined(self):
+        job = client.Job("a@s.test", ("x@r.test",), EIGHT_BIT)
+        p, t, sent = self.greet([job], (b"250-sink", b"250-8BITMIME", b"250 PIPELINING"))
+        self.assertEqual(sent, b"MAIL FROM:<a@s.test> BODY=8BITMIME\r\nRCPT TO:<x@r.test>\r\nDATA\r\n")
+        self.assertEqual(feed(p, t, b"250 ok", b"250 ok", b"354 go"), EIGHT_BIT + b".\r\n")
+
+    def test_eight_bit_message_is_declared_in_lock_step(self):
+        job = client.Job("a@s.test", ("x@r.test",), EIGHT_BIT)
+        p, t, sent = self.greet([job], (b"250-sink", b"250 8BITMIME"))
+        self.assertEqual(sent, b"MAIL FROM:<a@s.test> BODY=8BITMIME\r\n")
+
+    def test_seven_bit_message_has_no_body_parameter(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"Subject: plain\r\n\r\nhi\r\n")
+        p, t, sent = self.greet([job], (b"250-sink", b"250 8BITMIME"))
+        self.assertEqual(sent, b"MAIL FROM:<a@s.test>\r\n")
+
+    def test_server_without_8bitmime_gets_no_eight_bit_message(self):
+        eight = client.Job("a@s.test", ("x@r.test", "y@r.test"), EIGHT_BIT)
+        seven = client.Job("b@s.test", ("z@r.test",), b"Subject: plain\r\n\r\nhi\r\n")
+        p, t, sent = self.greet([eight, seven], (b"250-sink", b"250 PIPELINING"))
+        self.assertEqual(sent, b"MAIL FROM:<b@s.test>\r\nRCPT TO:<z@r.test>\r\nDATA\r\n")
+        self.assertEqual([(o.code, o.status, o.permanent) for o in eight.done.result],
+                         [(554, "5.6.3", True)] * 2)
+        self.assertIn("8BITMIME", eight.done.result[0].text)
+        self.assertFalse(seven.done.called)
+
+
+class TimeoutTests(unittest.TestCase):
+    """RFC 5321 section 4.5.3.2: how long each reply is waited for."""
+
+    def session(self, jobs, extensions=(b"250-sink", b"250 PIPELINING")):
+        self.clock = Clock()
+        pending = list(jobs)
+        p = client.DeliveryClient(b"relay.test", lambda: pending.pop(0) if pending else None, clock=self.clock)
+        t = TLSStringTransport()
+        p.makeConnection(t)
+        return p, t
+
+    def assertWaits(self, p, t, seconds):
+        """Nothing happens for C{seconds} minus one, then the client gives up."""
+        t.clear()
+        self.clock.advance(seconds - 1)
+        self.assertEqual(t.value(), b"")
+        self.assertIsNone(p.error)
+        self.clock.advance(2)
+        self.assertEqual(p.error[0], 451)
+        self.assertTrue(t.disconnecting or b"QUIT" in t.value())
+
+    def test_greeting_waits_five_minutes(self):
+        p, t = self.session([])
+        self.assertWaits(p, t, 300)
+
+    def test_mail_and_rcpt_wait_five_minutes(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = self.session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        self.assertWaits(p, t, 300)
+
+    def test_data_reply_waits_two_minutes(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = self.session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250-sink", b"250 PIPELINING")
+        feed(p, t, b"250 ok", b"250 ok")
+        self.assertWaits(p, t, 120)
+
+    def test_data_reply_waits_two_minutes_in_lock_step(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = self.session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        feed(p, t, b"250 ok")
+        self.assertEqual(feed(p, t, b"250 ok"), b"DATA\r\n")
+        self.assertWaits(p, t, 120)
+
+    def test_final_dot_waits_ten_minutes(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        results = collect(job)
+        p, t = self.session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250-sink", b"250 PIPELINING")
+        self.assertEqual(feed(p, t, b"250 ok", b"250 ok", b"354 go"), b"x\r\n.\r\n")
+        self.assertWaits(p, t, 600)
+        p.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([o.code for o in results], [451])
+
+    def test_next_mail_after_a_message_waits_five_minutes_again(self):
+        first = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        second = client.Job("a@s.test", ("y@r.test",), b"y\r\n")
+        p, t = self.session([first, second])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        feed(p, t, b"250 ok")
+        feed(p, t, b"250 ok")
+        feed(p, t, b"354 go")
+        self.assertEqual(feed(p, t, b"250 queued"), b"MAIL FROM:<a@s.test>\r\n")
+        self.assertWaits(p, t, 300)
+
+
+class GreetingTests(unittest.TestCase):
+    def test_421_greeting_is_reported_as_given(self):
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        p, t = session([job])
+        feed(p, t, b"421 4.7.0 mx.r.test too many connections, try later")
+        self.assertEqual(p.error, (421, "4.7.0 mx.r.test too many connections, try later"))
+        self.assertFalse(job.done.called)

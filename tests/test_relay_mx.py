@@ -117,24 +117,47 @@ class SharedConnectionTests(unittest.TestCase):
         self.relay.deliver("a@example.com", [recipient], b"x\r\n").addCallback(results.append)
         return results
 
-    def test_connection_that_found_no_work_does_not_fail_later_messages(self):
+    def ok(self, job):
+        job.finish(client.outcomes(list(job.recipients), 250, "2.0.0 ok"))
+
+    def test_connection_on_its_way_keeps_the_message_it_was_opened_for(self):
         first, second = self.deliver(), self.deliver()
         (take_a, ended_a), (take_b, ended_b) = self.connections
-        for _ in range(2):
-            take_a().finish(client.outcomes(["bob@[127.0.0.1]"], 250, "2.0.0 ok"))
+        self.ok(take_a())
         self.assertIsNone(take_a())
-        self.assertIsNone(take_b())
+        self.ok(take_b())
+        self.assertEqual((len(first), len(second)), (1, 1))
+        self.assertEqual(len(self.connections), 2)
+
+    def test_connection_that_found_no_work_does_not_fail_later_messages(self):
+        """At the cap, a message that came after a connection ran out gets that connection back."""
+        self.relay.connections_per_destination = 1
+        first = self.deliver()
+        [(take_a, ended_a)] = self.connections
+        self.ok(take_a())
+        self.assertIsNone(take_a())
         third = self.deliver()
-        ended_b.callback(Connection(ran_out=True))
-        self.assertEqual((len(first), len(second), third), (1, 1, []))
-        self.assertEqual(len(self.connections), 3)
-        ended_a.callback(Connection(transactions=2, ran_out=True))
-        take_c, ended_c = self.connections[2]
-        take_c().finish(client.outcomes(["bob@[127.0.0.1]"], 250, "2.0.0 ok"))
-        self.assertEqual([o.code for o in third[0]], [250])
+        self.assertEqual(len(self.connections), 1)
+        ended_a.callback(Connection(transactions=1, ran_out=True))
+        take_c, ended_c = self.connections[1]
+        self.ok(take_c())
+        self.assertEqual([o.code for o in first[0] + third[0]], [250, 250])
+
+    def test_no_connection_without_a_message_for_it(self):
+        """A connection that ran out while others are on their way for the rest does not reconnect."""
+        first = self.deliver()
+        [(take_a, ended_a)] = self.connections
+        self.ok(take_a())
+        self.assertIsNone(take_a())
+        second = self.deliver()
+        self.assertEqual(len(self.connections), 2)
+        ended_a.callback(Connection(transactions=1, ran_out=True))
+        self.assertEqual(len(self.connections), 2)
+        self.ok(self.connections[1][0]())
+        self.assertEqual([o.code for o in first[0] + second[0]], [250, 250])
 
     def test_host_that_took_nothing_fails_the_waiting_messages(self):
         results = self.deliver()
         [(take, ended)] = self.connections
         ended.callback(Connection(error=(421, "4.3.2 go away")))
-        self.assertEqual([(o.code, o.text) for o in results[0]], [(451, "4.3.2 go away")])
+        self.assertEqual([(o.code, o.text, o.permanent) for o in results[0]], [(421, "4.3.2 go away", False)])

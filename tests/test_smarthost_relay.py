@@ -89,6 +89,29 @@ class SmarthostTests(unittest.TestCase):
         self.assertEqual(provider.seen_credentials, [])
 
     @inlineCallbacks
+    def test_certificate_for_another_name_is_refused_like_an_untrusted_one(self):
+        """
+        A certificate the trusted CA issued for another host fails in
+        service_identity, after the handshake, not in OpenSSL's chain check:
+        it must still be permanent and say why, on both TLS modes.
+        """
+        for mode in ("starttls", "implicit"):
+            provider, port = yield self.provider(mode=mode, wrong_name=True)
+            result = yield self.relay().deliver_via_profile(
+                login(port, tls=mode), "alice@example.com", ["bob@example.org"], MESSAGE)
+            self.assertEqual(result.status, smarthost.PERMANENT, mode)
+            self.assertIn("could not be verified", result.explanation)
+            self.assertIn("not issued to 127.0.0.1", result.explanation)
+            self.assertIn("credentials were not sent", result.explanation)
+            self.assertNotIn("retried", result.explanation)
+            self.assertTrue(all(o.permanent and o.status == "5.4.1" for o in result.outcomes))
+            self.assertEqual(provider.seen_credentials, [])
+            self.assertEqual(provider.messages, [])
+        result = yield self.relay().check_login(login(port, tls=mode))
+        self.assertEqual(result.status, smarthost.PERMANENT)
+        self.assertIn("not issued to 127.0.0.1", result.explanation)
+
+    @inlineCallbacks
     def test_bad_credentials_are_permanent_with_a_plain_explanation(self):
         provider, port = yield self.provider(mode="starttls")
         result = yield self.relay().deliver_via_profile(

@@ -25,6 +25,16 @@ requirements:
    order, each RCPT reply kept for its recipient; if DATA is refused
    (no recipient accepted) the transaction ends there and RSET follows.
    Without PIPELINING the twisted.mail lock-step is kept.
+
+A message with 8-bit bytes goes with C{BODY=8BITMIME} (RFC 6152) to a
+server that offers it; a server that does not gets no MAIL for it, and
+the message fails with C{554 5.6.3}: converting it to 7 bit here would
+break the DKIM signature made before the route was known (RFC 6152
+section 3 allows either).
+
+Each wait for a reply is bounded by RFC 5321 section 4.5.3.2: five
+minutes for the greeting, MAIL and RCPT, two for the reply to DATA, ten
+after the final dot.
 """
 
 import re
@@ -38,6 +48,17 @@ from twisted.mail._cred import CramMD5ClientAuthenticator, LOGINAuthenticator, P
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+COMMAND_TIMEOUT = 300
+"""RFC 5321 section 4.5.3.2.1-3: the greeting, MAIL and RCPT replies."""
+DATA_TIMEOUT = 120
+"""Section 4.5.3.2.4: the 354 to DATA."""
+END_TIMEOUT = 600
+"""
+Section 4.5.3.2.6: the reply after the final dot, while the server may be
+filtering or writing the message.  The body goes out in one write, so this
+wait also covers the data blocks (section 4.5.3.2.5, three minutes each).
+"""
 
 
 def wire_form(message):
@@ -107,6 +128,11 @@ class Job:
     message: bytes
     done: Deferred = field(default_factory=Deferred)
 
+    @property
+    def eight_bit(self):
+        """Whether the message needs C{BODY=8BITMIME} (RFC 6152)."""
+        return not self.message.isascii()
+
     def finish(self, results):
         if not self.done.called:
             self.done.callback(results)
@@ -125,7 +151,7 @@ class DeliveryClient(smtp.ESMTPClient):
     """
 
     debug = False
-    timeout = 300
+    timeout = COMMAND_TIMEOUT
 
     def __init__(self, identity, next_job, tls_context=None, require_tls=False,
                  username=None, password=None, remote="", clock=None):
@@ -152,14 +178,17 @@ class DeliveryClient(smtp.ESMTPClient):
         self.closed = Deferred()
 
     pipelining = False
+    eight_bit_mime = False
 
     def esmtpState_serverConfig(self, code, resp):
         """
-        Note PIPELINING from each EHLO reply, so what the server said in
-        the clear is forgotten after STARTTLS (RFC 3207 section 4.2).
+        Note PIPELINING and 8BITMIME from each EHLO reply, so what the
+        server said in the clear is forgotten after STARTTLS (RFC 3207
+        section 4.2).
         """
         keywords = {line.split(None, 1)[0].upper() for line in resp.splitlines() if line.strip()}
         self.pipelining = b"PIPELINING" in keywords
+        self.eight_bit_mime = b"8BITMIME" in keywords
         super().esmtpState_serverConfig(code, resp)
 
     def esmtpState_starttls(self, code, resp):
@@ -168,8 +197,24 @@ class DeliveryClient(smtp.ESMTPClient):
         self.tls_attempted = True
         super().esmtpState_starttls(code, resp)
 
+    def _take(self):
+        """
+        The next job this server can take: an 8-bit message for a server
+        without 8BITMIME is answered here (RFC 6152 section 3), and the
+        next one is asked for.
+        """
+        while True:
+            job = self._next_job()
+            if job is None or self.eight_bit_mime or not job.eight_bit:
+                return job
+            self.transactions += 1
+            job.finish(outcomes(job.recipients, 554,
+                                "5.6.3 the message has 8-bit content and %s does not offer 8BITMIME (RFC 6152);"
+                                " send it with a quoted-printable or base64 body" % (self.remote or "the server",),
+                                self.remote))
+
     def getMailFrom(self):
-        self.current = self._next_job()
+        self.current = self._take()
         if self.current is None:
             self.ran_out = True
             return None
@@ -179,13 +224,22 @@ class DeliveryClient(smtp.ESMTPClient):
         return self.current.recipients
 
     def smtpState_from(self, code, resp):
-        if not self.pipelining:
-            return super().smtpState_from(code, resp)
+        self.setTimeout(COMMAND_TIMEOUT)
         self._from = self.getMailFrom()
         if self._from is None:
             return self._disconnectFromServer()
-        self.transport.write(_commands(self.current))
-        self._begin(self.current)
+        if self.pipelining:
+            self.transport.write(_commands(self.current))
+            return self._begin(self.current)
+        self._failresponse = self.smtpTransferFailed
+        self.sendLine(_mail(self.current))
+        self._expected = [250]
+        self._okresponse = self.smtpState_to
+
+    def smtpState_toOrData(self, code, resp):
+        super().smtpState_toOrData(code, resp)
+        if self._okresponse == self.smtpState_data:
+            self.setTimeout(DATA_TIMEOUT)
 
     def _begin(self, job):
         """Read the replies to C{job}'s MAIL, RCPTs and DATA, already sent."""
@@ -202,6 +256,8 @@ class DeliveryClient(smtp.ESMTPClient):
     def _pipelinedMail(self, code, resp):
         self._mail_reply = (code, resp)
         self._okresponse = self._pipelinedRcpt if self._awaiting else self._pipelinedData
+        if not self._awaiting:
+            self.setTimeout(DATA_TIMEOUT)
 
     def _pipelinedRcpt(self, code, resp):
         address = self._awaiting.popleft()
@@ -210,6 +266,7 @@ class DeliveryClient(smtp.ESMTPClient):
             self.successAddresses.append(address)
         if not self._awaiting:
             self._okresponse = self._pipelinedData
+            self.setTimeout(DATA_TIMEOUT)
 
     def _pipelinedData(self, code, resp):
         if code == 354 and self._mail_reply[0] in smtp.SUCCESS and self.successAddresses:
@@ -219,6 +276,7 @@ class DeliveryClient(smtp.ESMTPClient):
             # 3.3); a server that starts one anyway gets an empty message
             # ended at once, so the replies stay in step with the commands.
             self.transport.write(b".\r\n")
+            self.setTimeout(END_TIMEOUT)
             self._okresponse = self._pipelinedEnd
             return
         self._pipelinedEnd(code, resp)
@@ -244,10 +302,11 @@ class DeliveryClient(smtp.ESMTPClient):
         """
         body = dot_stuff(self.current.message)
         if self.pipelining:
-            self._next = self._next_job()
+            self._next = self._take()
         if self._next is not None:
             body += _commands(self._next)
         self.transport.write(body)
+        self.setTimeout(END_TIMEOUT)
         self._expected = smtp.SUCCESS
         self._okresponse = self.smtpState_msgSent
 
@@ -260,6 +319,7 @@ class DeliveryClient(smtp.ESMTPClient):
         next message's commands are already on their way: whatever the
         reply, the transaction is over and the server reads them as new.
         """
+        self.setTimeout(COMMAND_TIMEOUT)
         queued, self._next = self._next, None
         if queued is not None:
             self.sentMail(code, resp, len(self.successAddresses), self.toAddressesResult, self.log)
@@ -307,10 +367,16 @@ class DeliveryClient(smtp.ESMTPClient):
 def _commands(job):
     """MAIL, one RCPT per recipient and DATA, as one pipelined group."""
     return b"".join(
-        [b"MAIL FROM:" + _path(job.sender) + b"\r\n"]
+        [_mail(job) + b"\r\n"]
         + [b"RCPT TO:" + _path(r) + b"\r\n" for r in job.recipients]
         + [b"DATA\r\n"]
     )
+
+
+def _mail(job):
+    """MAIL, with C{BODY=8BITMIME} for 8-bit content (RFC 6152 section 2)."""
+    line = b"MAIL FROM:" + _path(job.sender)
+    return line + b" BODY=8BITMIME" if job.eight_bit else line
 
 
 def _path(address):

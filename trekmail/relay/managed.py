@@ -52,10 +52,22 @@ class SourcePools:
         return next(cycle) if cycle else None
 
 
+class _Slot:
+    """
+    One connection to a destination, across its retries.  While
+    C{reserved}, one waiting message is held for it: it was opened for
+    that message, and a busy connection taking it instead would leave this
+    one to do its TLS handshake and quit with nothing to send.
+    """
+
+    reserved = False
+
+
 class _Destination:
     """
     The waiting messages and open connections for one recipient domain
-    from one pool.
+    from one pool.  A connection is opened only for a message that no
+    connection on its way is going to take (C{reserved} counts those).
     """
 
     def __init__(self, relay, domain, pool):
@@ -64,46 +76,75 @@ class _Destination:
         self.pool = pool
         self.jobs = deque()
         self.connections = 0
-
-    def next_job(self):
-        return self.jobs.popleft() if self.jobs else None
+        self.reserved = 0
 
     def add(self, job):
         self.jobs.append(job)
-        if self.connections == 0 or (
-            len(self.jobs) > 1 and self.connections < self.relay.connections_per_destination
-        ):
+        self._open()
+
+    def _open(self):
+        while len(self.jobs) > self.reserved and self.connections < self.relay.connections_per_destination:
+            slot = _Slot()
+            self._claim(slot)
             self.connections += 1
-            self._start()
+            d = mx.mail_hosts(self.relay.resolver, self.domain)
+            d.addCallbacks(self._try_hosts, self._lookup_failed, (slot,), errbackArgs=(slot,))
 
-    def _start(self):
-        d = mx.mail_hosts(self.relay.resolver, self.domain)
-        d.addCallbacks(self._try_hosts, self._lookup_failed)
+    def _claim(self, slot):
+        """Whether C{slot} has a message to connect for, reserving a free one if it holds none."""
+        if slot.reserved:
+            return bool(self.jobs)
+        if len(self.jobs) <= self.reserved:
+            return False
+        slot.reserved = True
+        self.reserved += 1
+        return True
 
-    def _lookup_failed(self, reason):
-        self.connections -= 1
+    def _release(self, slot):
+        if slot.reserved:
+            slot.reserved = False
+            self.reserved -= 1
+
+    def _taker(self, slot):
+        """
+        C{next_job} for C{slot}'s connection: its first call gets the
+        message held for it; later ones only messages no other connection
+        is on its way for.
+        """
+        def next_job():
+            if slot.reserved:
+                self._release(slot)
+            elif len(self.jobs) <= self.reserved:
+                return None
+            return self.jobs.popleft() if self.jobs else None
+
+        return next_job
+
+    def _lookup_failed(self, reason, slot):
         reason.trap(mx.LookupFailed)
         error = reason.value
         self._fail_waiting(550 if error.permanent else 451, str(error))
+        self._closed(slot)
 
-    def _try_hosts(self, hosts):
+    def _try_hosts(self, hosts, slot):
         candidates = [(host, address) for host, addresses in hosts for address in addresses]
-        self._try(candidates, 0, None)
+        self._try(slot, candidates, 0, None)
 
-    def _try(self, candidates, index, last_error, plain=False):
+    def _try(self, slot, candidates, index, last_error, plain=False):
         """
-        Connect to candidate C{index}.  A host that took no message (refused,
-        closed, or answered 4xx/5xx before MAIL) makes way for the next; a
-        failed STARTTLS is retried once in the clear, as opportunistic TLS
-        must not make mail undeliverable.
+        Connect to candidate C{index}, if a message is waiting for this
+        connection.  A host that took no message (refused, closed, or
+        answered 4xx/5xx before MAIL) makes way for the next; a failed
+        STARTTLS is retried once in the clear, as opportunistic TLS must
+        not make mail undeliverable.
         """
-        if not self.jobs:
-            self._closed()
+        if not self._claim(slot):
+            self._closed(slot)
             return
         if index >= len(candidates):
             code, text = last_error or (451, "4.4.1 no MX host answered")
-            self._fail_waiting(code if code >= 500 else 451, text)
-            self._closed()
+            self._fail_waiting(code, text)
+            self._closed(slot)
             return
         host, address = candidates[index]
         source = self.relay.pools.address(self.pool)
@@ -117,7 +158,7 @@ class _Destination:
         d = client.connect(
             endpoint,
             self.relay.hostname,
-            self.next_job,
+            self._taker(slot),
             tls_context=None if plain else self.relay.tls_context,
             remote="%s [%s]" % (host, address),
             clock=self.relay.reactor,
@@ -126,24 +167,19 @@ class _Destination:
 
         def ended(connection):
             if connection.ran_out and connection.error is None:
-                if self.jobs:
-                    self._try(candidates, index, None, plain)
-                else:
-                    self._closed()
+                self._try(slot, candidates, index, None, plain)
             elif connection.transactions == 0:
                 error = connection.error or (451, "4.4.2 %s [%s] closed the connection" % (host, address))
                 if connection.tls_attempted and not plain:
-                    self._try(candidates, index, error, plain=True)
+                    self._try(slot, candidates, index, error, plain=True)
                 else:
-                    self._try(candidates, index + 1, error)
-            elif self.jobs:
-                self._try(candidates, 0, None)
+                    self._try(slot, candidates, index + 1, error)
             else:
-                self._closed()
+                self._try(slot, candidates, 0, None)
 
         def failed(reason):
             text = "4.4.1 cannot connect to %s [%s]: %s" % (host, address, reason.getErrorMessage())
-            self._try(candidates, index + 1, (451, text))
+            self._try(slot, candidates, index + 1, (451, text))
 
         d.addCallbacks(ended, failed)
 
@@ -152,8 +188,10 @@ class _Destination:
         for job in jobs:
             job.finish(client.outcomes(job.recipients, code, text))
 
-    def _closed(self):
+    def _closed(self, slot):
+        self._release(slot)
         self.connections -= 1
+        self._open()
         if self.connections == 0 and not self.jobs:
             self.relay.forget(self)
 

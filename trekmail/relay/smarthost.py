@@ -16,6 +16,7 @@ C{explanation} is the plain sentence a report shows (seed 004, check 9).
 
 from dataclasses import dataclass
 
+from service_identity.exceptions import VerificationError
 from twisted.internet import endpoints, error, protocol, ssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -84,7 +85,21 @@ class _WatchingFactory(protocol.Factory):
 
 
 def _untrusted(reason):
-    return reason is not None and "certificate verify failed" in reason.getErrorMessage().lower()
+    """
+    Whether the certificate failed verification: its chain (OpenSSL) or
+    its name (service_identity, RFC 6125); either way the server is not
+    shown to be the one the profile names, and retrying cannot change it.
+    """
+    if reason is None:
+        return False
+    return bool(reason.check(VerificationError)) or "certificate verify failed" in reason.getErrorMessage().lower()
+
+
+def _certificate_problem(profile, reason):
+    """service_identity's error is a repr; the plain fact is the name that did not match."""
+    if reason.check(VerificationError):
+        return "it is not issued to %s" % (profile.host,)
+    return reason.getErrorMessage()
 
 
 def _refused_on_25(profile, reason):
@@ -101,7 +116,7 @@ def _explain(profile, code, reply, reason=None):
         return (
             "%s presented a TLS certificate that could not be verified (%s); the credentials were not sent."
             " Check the host name, or ask the provider for a valid certificate"
-            % (where, reason.getErrorMessage())
+            % (where, _certificate_problem(profile, reason))
         )
     if code in (530, 535, 534, 538) or (code >= 500 and "auth" in reply.lower()):
         return (
