@@ -74,6 +74,14 @@ class FolderNameTests(unittest.TestCase):
                          b"b NO [CANNOT] A child's new name would be too long")
         self.assertEqual(session.command(b"c RENAME Top Other")[1], b"c OK Rename completed")
 
+    def test_rename_onto_an_existing_child_is_refused(self):
+        """Found by the fuzzer: C{a.b} without C{a}, then RENAME of a folder with a child C{b} to C{a}."""
+        session = Session(self).login(select=False)
+        for line in (b"a CREATE x.b", b"b RENAME x.b a.b", b"c CREATE Top.b"):
+            self.assertTrue(session.command(line)[1].startswith(line[:2] + b"OK"))
+        self.assertEqual(session.command(b"d RENAME Top a")[1], b"d NO [ALREADYEXISTS] A child's new name exists")
+        self.assertEqual(session.command(b"e RENAME Top Other")[1], b"e OK Rename completed")
+
 
 class LoginDeadlineTests(unittest.TestCase):
     def test_commands_before_login_do_not_rearm_the_deadline(self):

@@ -218,7 +218,10 @@ class MailboxCommands:
             return self._tagged(tag, "NO [ALREADYEXISTS] Target exists")
         if new == "INBOX" or not valid_new_name(new) or new.startswith(old + "."):
             return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
-        if not all(name_fits(new + other[len(old):]) for other in existing if other.startswith(old + ".")):
+        children = [new + other[len(old):] for other in existing if other.startswith(old + ".")]
+        if any(child in existing for child in children):
+            return self._tagged(tag, "NO [ALREADYEXISTS] A child's new name exists")
+        if not all(name_fits(child) for child in children):
             return self._tagged(tag, "NO [CANNOT] A child's new name would be too long")
         if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
             self._close_view()
