@@ -37,9 +37,11 @@ def unique_name(hostname=None):
     A Maildir file name no other writer, here or on another host, can
     pick: time, process and a per-process counter (the Maildir spec's
     C{Q} form).  The process id and host name are read once: each is a
-    system call, and an APPEND is a few dozen of them in all.
+    system call, and an APPEND is a few dozen of them in all.  The
+    microseconds are padded to six digits so that names sort as they
+    were made (IMAP gives UIDs in that order).
     """
     now = time.time()
     seconds = int(now)
-    return "%d.M%dP%dQ%d.%s" % (seconds, int((now - seconds) * 1e6), _pid, next(_counter),
+    return "%d.M%06dP%dQ%d.%s" % (seconds, int((now - seconds) * 1e6), _pid, next(_counter),
                                 (hostname or _hostname).replace("/", "\\057").replace(":", "\\072"))

@@ -13,7 +13,8 @@ from twisted.internet import defer
 from trekmail.imap import fetch, index, message, search
 from trekmail.imap.listpattern import MailboxPattern
 from trekmail.imap.message import nstring
-from trekmail.imap.parser import Atom, ProtocolError, mailbox_name, sequence_members, uid_set, valid_new_name
+from trekmail.imap.parser import (Atom, ProtocolError, mailbox_name, name_fits, number, sequence_members, uid_set,
+                                  valid_new_name)
 from trekmail.imap.store import SYSTEM_FLAGS
 
 READ_CHUNK = 128
@@ -217,6 +218,11 @@ class MailboxCommands:
             return self._tagged(tag, "NO [ALREADYEXISTS] Target exists")
         if new == "INBOX" or not valid_new_name(new) or new.startswith(old + "."):
             return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
+        children = [new + other[len(old):] for other in existing if other.startswith(old + ".")]
+        if any(child in existing for child in children):
+            return self._tagged(tag, "NO [ALREADYEXISTS] A child's new name exists")
+        if not all(name_fits(child) for child in children):
+            return self._tagged(tag, "NO [CANNOT] A child's new name would be too long")
         if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
             self._close_view()
         self.account.forget(old)
@@ -407,10 +413,7 @@ class MailboxCommands:
             modifier = args.pop(0)
             if len(modifier) != 2 or str(modifier[0]).upper() != "UNCHANGEDSINCE":
                 raise ProtocolError("Invalid STORE modifier")
-            try:
-                unchangedsince = int(modifier[1])
-            except ValueError:
-                raise ProtocolError("Invalid UNCHANGEDSINCE") from None
+            unchangedsince = number(modifier[1], "UNCHANGEDSINCE")
             self.enable_condstore()
         if len(args) < 2 or not isinstance(args[0], Atom):
             raise ProtocolError("Invalid STORE arguments")
@@ -441,7 +444,10 @@ class MailboxCommands:
     @defer.inlineCallbacks
     def do_SEARCH(self, tag, reader, uid):
         view = self.view
-        query = search.parse(reader.rest(), view)
+        try:
+            query = search.parse(reader.rest(), view)
+        except search.BadCharset:
+            return self._tagged(tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
         folder = view.folder
         hits = []
         top = 0

@@ -13,7 +13,7 @@ import re
 import time
 
 from trekmail.imap import message
-from trekmail.imap.parser import Atom, ProtocolError
+from trekmail.imap.parser import Atom, ProtocolError, number
 
 MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
@@ -115,10 +115,7 @@ def changedsince(args):
     if len(args) == 2 and isinstance(args[1], list):
         modifier = args[1]
         if len(modifier) == 2 and str(modifier[0]).upper() == "CHANGEDSINCE":
-            try:
-                return int(modifier[1])
-            except ValueError:
-                pass
+            return number(modifier[1], "CHANGEDSINCE")
         raise ProtocolError("Invalid FETCH modifier")
     return None
 

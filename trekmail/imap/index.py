@@ -20,6 +20,7 @@ delete stale C{tmp/} files anyway.
 """
 
 import os
+import re
 import time
 
 from trekmail.durable import fsync_directory, remove_if_there, write_all
@@ -150,6 +151,23 @@ def subscribe(db, name, on):
     return db.execute("UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)).rowcount
 
 
+_UNIQUE = re.compile(r"(\d{1,20})\.(?:M(\d{1,9})P(\d{1,20})Q(\d{1,20}))?")
+
+
+def arrival_order(filename):
+    """
+    Sort key of Maildir file names in the order they were delivered, for
+    the UIDs given them: the time and counter of the name's C{M}, C{P}
+    and C{Q} parts as numbers, so that an unpadded C{M5} (as names were
+    once written) still comes before C{M40}.  Another writer's name sorts
+    by its seconds, then as text.
+    """
+    match = _UNIQUE.match(filename)
+    if match is None:
+        return (0, 0, 0, 0, filename)
+    return tuple(int(part or 0) for part in match.groups()) + (filename,)
+
+
 def load_folder(db, root, name):
     """
     The folder row and its messages in UID order.  Files in C{cur/} that
@@ -167,7 +185,7 @@ def load_folder(db, root, name):
     _clean_tmp(os.path.join(folder_dir(root, name), "tmp"))
     cur = os.path.join(folder_dir(root, name), "cur")
     found = []
-    for entry in sorted(os.listdir(cur)):
+    for entry in sorted(os.listdir(cur), key=arrival_order):
         if entry not in known and not entry.startswith("."):
             info = os.stat(os.path.join(cur, entry))
             found.append((entry, info.st_size, int(info.st_mtime)))
@@ -200,7 +218,7 @@ def take_new(root, name):
     path = folder_dir(root, name)
     new_dir = os.path.join(path, "new")
     try:
-        entries = sorted(e for e in os.listdir(new_dir) if not e.startswith("."))
+        entries = sorted((e for e in os.listdir(new_dir) if not e.startswith(".")), key=arrival_order)
     except FileNotFoundError:
         return []
     moved = []

@@ -287,8 +287,34 @@ def mailbox_name(value):
     return name
 
 
+MAX_NAME_BYTES = 254
+"""
+Longest mailbox name, in the UTF-8 bytes it is stored as: a folder is the
+directory C{"." + name} (Maildir++, hierarchy and all), and a directory
+name is at most 255 bytes (NAME_MAX), whatever the characters are.
+"""
+_NUMBER = re.compile(r"[0-9]{1,20}")
+
+
+def number(value, what):
+    """
+    An RFC 3501 C{number} (or RFC 7162 C{mod-sequence-value}): ASCII
+    digits only, so neither a list nor C{int()}'s other spellings
+    (C{"1_0"}, C{" 7"}, Arabic-Indic digits) get through.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value):
+        raise ProtocolError("Invalid %s" % (what,))
+    return int(value)
+
+
+def name_fits(name):
+    return len(name.encode("utf-8")) <= MAX_NAME_BYTES
+
+
 def valid_new_name(name):
-    return (name and len(name) <= 200 and not name.startswith(".") and not name.endswith(".")
+    return (name and name_fits(name) and not name.startswith(".") and not name.endswith(".")
             and ".." not in name and "/" not in name and "\0" not in name and not name.startswith("~")
             and all(ord(c) >= 0x20 for c in name) and not any(c in name for c in "*%"))
 

@@ -23,6 +23,13 @@ _FLAG_KEYS = {
     "UNFLAGGED": ("\\Flagged", False), "UNSEEN": ("\\Seen", False), "OLD": ("\\Recent", False),
 }
 MAX_KEYS = 1000
+MAX_DEPTH = 100
+"""
+Deepest nesting of NOT, OR and parentheses: the criteria are compiled and
+run by recursion, and a client's C{NOT NOT ... ALL} must not reach
+Python's recursion limit.
+"""
+CHARSETS = {"UTF-8": "utf-8", "US-ASCII": "ascii"}
 
 
 class Item:
@@ -83,17 +90,13 @@ def _internal_date(item):
     return datetime.datetime.fromtimestamp(item.msg.date, datetime.timezone.utc).date()
 
 
-def _text(value):
-    if isinstance(value, list) or value is None:
-        raise ProtocolError("Expected a string")
-    return (value.encode() if isinstance(value, str) else value).decode("utf-8", "replace").lower()
-
-
 class Query:
     """A compiled SEARCH: C{matches(item)}; C{needs_raw} says whether items need their bytes."""
 
-    def __init__(self, args, view):
+    def __init__(self, args, view, charset="UTF-8"):
         self.view = view
+        self.charset = charset
+        self.depth = 0
         self.needs_raw = False
         self.uses_modseq = False
         self.count = 0
@@ -106,6 +109,24 @@ class Query:
         if not args:
             raise ProtocolError("Missing search argument")
         return args.pop(0)
+
+    def _text(self, value):
+        """A search string in the declared charset (RFC 3501 6.4.4): bytes that are not valid in it are an error."""
+        if isinstance(value, list) or value is None:
+            raise ProtocolError("Expected a string")
+        try:
+            return (value.encode() if isinstance(value, str) else value).decode(CHARSETS[self.charset]).lower()
+        except UnicodeError:
+            raise ProtocolError("Search string is not valid %s" % (self.charset,)) from None
+
+    def _nested(self, compile_, args):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ProtocolError("Search keys nested too deeply")
+        try:
+            return compile_(args)
+        finally:
+            self.depth -= 1
 
     def _all(self, args):
         tests = [self._one(args)]
@@ -123,7 +144,7 @@ class Query:
         if isinstance(key, list):
             if not key:
                 raise ProtocolError("Empty search list")
-            return self._all(list(key))
+            return self._nested(self._all, list(key))
         if not isinstance(key, Atom):
             raise ProtocolError("Invalid search key")
         upper = key.upper()
@@ -135,20 +156,17 @@ class Query:
         if upper == "NEW":
             return lambda item: "\\Recent" in item.flags and "\\Seen" not in item.flags
         if upper in ("KEYWORD", "UNKEYWORD"):
-            flag = _text(self._take(args))
+            flag = self._text(self._take(args))
             present = upper == "KEYWORD"
             return lambda item: any(f.lower() == flag for f in item.flags) == present
         if upper == "NOT":
-            inner = self._one(args)
+            inner = self._nested(self._one, args)
             return lambda item: not inner(item)
         if upper == "OR":
-            a, b = self._one(args), self._one(args)
+            a, b = self._nested(self._one, args), self._nested(self._one, args)
             return lambda item: a(item) or b(item)
         if upper in ("LARGER", "SMALLER"):
-            try:
-                size = int(self._take(args))
-            except (TypeError, ValueError):
-                raise ProtocolError("Invalid size") from None
+            size = parser.number(self._take(args), "size")
             if upper == "LARGER":
                 return lambda item: item.msg.size > size
             return lambda item: item.msg.size < size
@@ -166,12 +184,12 @@ class Query:
                 return lambda item: get(item) == when
             return lambda item: (get(item) or datetime.date.min) >= when
         if upper in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return self._header(upper.lower(), _text(self._take(args)))
+            return self._header(upper.lower(), self._text(self._take(args)))
         if upper == "HEADER":
-            name = _text(self._take(args))
-            return self._header(name, _text(self._take(args)))
+            name = self._text(self._take(args))
+            return self._header(name, self._text(self._take(args)))
         if upper in ("BODY", "TEXT"):
-            needle = _text(self._take(args))
+            needle = self._text(self._take(args))
             self.needs_raw = True
             if upper == "BODY":
                 return lambda item: needle in item.body().decode("utf-8", "replace").lower()
@@ -184,10 +202,7 @@ class Query:
             if isinstance(value, bytes):
                 self._take(args)
                 value = self._take(args)
-            try:
-                modseq = int(value)
-            except (TypeError, ValueError):
-                raise ProtocolError("Invalid MODSEQ") from None
+            modseq = parser.number(value, "MODSEQ")
             self.uses_modseq = True
             return lambda item: item.msg.modseq >= modseq
         if upper[:1].isdigit() or upper[:1] == "*":
@@ -202,19 +217,24 @@ class Query:
 
 
 def parse(args, view):
-    """Arguments of SEARCH (after an optional CHARSET) -> L{Query}; raises L{ProtocolError}."""
+    """
+    Arguments of SEARCH (after an optional CHARSET) -> L{Query}; raises
+    L{ProtocolError}, or L{BadCharset}.  Without CHARSET, strings are
+    read as UTF-8, of which RFC 3501's default US-ASCII is a part.
+    """
     args = list(args)
+    charset = "UTF-8"
     if args and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
-        if len(args) < 2:
+        if len(args) < 2 or isinstance(args[1], list):
             raise ProtocolError("Missing charset")
-        charset = args[1].decode() if isinstance(args[1], bytes) else str(args[1])
-        if charset.upper() not in ("US-ASCII", "UTF-8"):
+        charset = (args[1].decode("ascii", "replace") if isinstance(args[1], bytes) else str(args[1])).upper()
+        if charset not in CHARSETS:
             raise BadCharset()
         args = args[2:]
     if not args:
         raise ProtocolError("Missing search criteria")
-    return Query(args, view)
+    return Query(args, view, charset)
 
 
-class BadCharset(ProtocolError):
-    pass
+class BadCharset(Exception):
+    """A charset we cannot search in: answered C{NO [BADCHARSET (UTF-8 US-ASCII)]} (RFC 5530), not C{BAD}."""

@@ -130,8 +130,9 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self._close(b"* BYE Autologout; idle for too long\r\n")
 
     def _touch(self):
-        if self.timeout is not None and self.timeout.active():
-            self.timeout.reset(LOGGED_IN_TIMEOUT if self.account is not None else PRE_LOGIN_TIMEOUT)
+        """Once logged in, activity re-arms the idle timeout; before, the login deadline runs from connect."""
+        if self.account is not None and self.timeout is not None and self.timeout.active():
+            self.timeout.reset(LOGGED_IN_TIMEOUT)
 
     def capabilities(self):
         words = [BASE_CAPABILITIES]
@@ -305,9 +306,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
 
     def do_NOOP(self, tag, reader, uid):
         self._no_args(reader)
-        if self.view is None:
-            return b"%s OK NOOP completed\r\n" % tag.encode()
-        if not self.view.folder.poll_due():
+        if self.view is None or not self.view.folder.poll_due():
             return self.updates() + b"%s OK NOOP completed\r\n" % tag.encode()
         return self.view.folder.poll().addCallback(
             lambda _: self.updates() + b"%s OK NOOP completed\r\n" % tag.encode())
