@@ -21,6 +21,7 @@ from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import CONTROL_SECONDS, MessageQueue
 from trekmail.queue.retry import RetryPolicy
+from trekmail.queue.returnpath import MAX_AGE_DAYS, ReturnPaths
 from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.realm import database, schema
@@ -38,10 +39,10 @@ class FakeTransport:
         self.answers = {}
         self.calls = []
 
-    def deliver(self, sender, recipients, message, sending_domain=None):
+    def deliver(self, sender, recipients, message, sending_domain=None, queue_id=None):
         self.calls.append((sender, tuple(recipients), message))
         return defer.succeed([
-            Outcome(r, *self.answers.get(r, (250, "2.0.0 ok")), remote="mx.remote.test [127.0.0.1]")
+            Outcome(r, *self.answers.get(r, (250, "2.0.0 ok")), remote="mx.remote.test [127.0.0.1]", reply=True)
             for r in recipients
         ])
 
@@ -84,6 +85,7 @@ class Harness:
         self.suppressions = Suppressions(FakeDatabase(self.db), self.reactor, 3)
         self.suppressions.start()
         self.signer = FakeSigner()
+        self.return_paths = ReturnPaths(lambda: [b"k" * 32], "mail.test", self.reactor)
         deliverer = Deliverer(
             self.directory, Router(self.transport), self.signer, self.suppressions,
             self.reactor, SyncPool(), MaildirWriter(self.root, "mail.test", self.reactor, writer=SyncPool()),
@@ -91,6 +93,7 @@ class Harness:
         self.queue = MessageQueue(
             self.spool, deliverer, self.suppressions,
             RetryPolicy((300, 600, 1200, 2400, 3600), 5 * 86400), self.reactor, "mail.test",
+            return_paths=self.return_paths,
         )
         self.queue.start()
         self.testcase.addCleanup(self.stop)
@@ -268,24 +271,91 @@ class SuppressionTests(unittest.TestCase):
         self.assertEqual(h.transport.calls[-1][1], ("x@remote.test", "y@remote.test"))
         self.assertEqual(queue_admin.suppression_list(h.db), [])
 
-    def test_returned_report_counts_as_hard_bounce(self):
+    def test_forged_report_to_a_mailbox_suppresses_nothing(self):
+        """Anybody can send a null-sender report naming anyone: it is mail, not a bounce."""
+        h = Harness(self)
+        for _ in range(3):
+            h.send(["a@example.com"], sender="", message=_report(["dead@remote.test"]), origin="mx")
+        self.assertEqual(len(h.inbox("a@example.com")), 3)
+        self.assertFalse(h.suppressions.is_suppressed("example.com", "dead@remote.test"))
+        self.assertEqual(_bounces(h), [])
+
+    def test_report_to_a_signed_return_path_counts_its_recipient_once(self):
+        h = Harness(self)
+        queue_id = h.send(["dead@remote.test", "alive@remote.test"])
+        path = h.return_paths.address(queue_id, "a@example.com", "dead@remote.test")
+        report = _report(["dead@remote.test", "dead@remote.test", "alive@remote.test", "x@elsewhere.test"])
+        h.send([path], sender="", message=report, origin="mx")
+        self.assertEqual(_bounces(h), [("example.com", "dead@remote.test", 1)])
+        [forwarded] = h.inbox("a@example.com")
+        self.assertTrue(forwarded.endswith(report))
+        self.assertEqual(h.layout.queue_ids(), [])
+        for _ in range(2):
+            h.send([path], sender="", message=report, origin="mx")
+        self.assertTrue(h.suppressions.is_suppressed("example.com", "dead@remote.test"))
+        self.assertFalse(h.suppressions.is_suppressed("example.com", "alive@remote.test"))
+
+    def test_policy_status_in_a_genuine_report_does_not_count(self):
+        h = Harness(self)
+        path = h.return_paths.address(h.send(["x@remote.test"]), "a@example.com", "x@remote.test")
+        h.send([path], sender="", message=_report(["x@remote.test"], status="5.7.1"), origin="mx")
+        self.assertEqual(_bounces(h), [])
+        self.assertEqual(len(h.inbox("a@example.com")), 1)
+
+    def test_tampered_forged_and_expired_return_paths_are_ignored(self):
+        h = Harness(self)
+        queue_id = h.send(["dead@remote.test"])
+        genuine = h.return_paths.address(queue_id, "a@example.com", "dead@remote.test")
+        local, _, domain = genuine.partition("@")
+        tampered = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain
+        other_key = ReturnPaths(lambda: [b"x" * 32], "mail.test", h.reactor)
+        forged = other_key.address(queue_id, "a@example.com", "dead@remote.test")
+        wrong_sender = h.return_paths.address(queue_id, "someone@example.com", "dead@remote.test")
+        report = _report(["dead@remote.test"])
+        for path in (tampered, forged, wrong_sender):
+            h.send([path], sender="", message=report, origin="mx")
+        h.clock.advance((MAX_AGE_DAYS + 1) * 86400)
+        h.send([genuine], sender="", message=report, origin="mx")
+        self.assertEqual(_bounces(h), [])
+        self.assertEqual(h.inbox("a@example.com"), [])
+        self.assertEqual(h.layout.queue_ids(), [])
+
+    def test_report_on_a_suppressed_address_has_no_smtp_diagnostic(self):
+        """TrekMail found it suppressed: no remote server said so (RFC 3464 section 2.3.6)."""
         h = Harness(self)
         h.transport.answers["gone@remote.test"] = (550, "5.1.1 user unknown")
-        h.send(["gone@remote.test"], sender="")
-        self.assertEqual(h.transport.calls[-1][1], ("gone@remote.test",))
-        report = (
-            b"From: MAILER-DAEMON@remote.test\r\nTo: a@example.com\r\nSubject: failed\r\n"
-            b"MIME-Version: 1.0\r\n"
-            b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-            b"--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n"
-            b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; remote.test\r\n\r\n"
-            b"Final-Recipient: rfc822; dead@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-            b"--b--\r\n"
-        )
-        for _ in range(3):
-            h.send(["a@example.com"], sender="", message=report, origin="mx")
-        self.assertEqual(len(h.inbox("a@example.com")), 3)
-        self.assertTrue(h.suppressions.is_suppressed("example.com", "dead@remote.test"))
+        for _ in range(4):
+            h.send(["gone@remote.test"])
+        reports = h.inbox("a@example.com")
+        _, _, _, [remote] = parse_report(reports[0])
+        _, _, _, [suppressed] = parse_report(reports[-1])
+        self.assertEqual(remote["Diagnostic-Code"], "smtp; 550 5.1.1 user unknown")
+        self.assertTrue(suppressed["Diagnostic-Code"].startswith("X-TrekMail; 5.1.1 gone@remote.test is suppressed"))
+
+
+def _bounces(h):
+    """Every counted hard bounce, suppressed yet or not."""
+    return [tuple(row) for row in h.db.execute("SELECT domain, address, count FROM hard_bounces ORDER BY address")]
+
+
+def _report(recipients, status="5.1.1"):
+    """A null-sender DSN as a remote MTA sends one back, returning our headers."""
+    groups = b"".join(
+        b"Final-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
+        b"Diagnostic-Code: smtp; 550 %s no such user\r\n\r\n" % (r.encode(), status.encode(), status.encode())
+        for r in recipients
+    )
+    return (
+        b"From: MAILER-DAEMON@remote.test\r\nTo: a@example.com\r\nSubject: failed\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; remote.test\r\n\r\n"
+        + groups
+        + b"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"From: Alice <A@example.com>\r\nTo: x@remote.test\r\nSubject: hi\r\n\r\n"
+        b"--b--\r\n"
+    )
 
 
 class RestartTests(unittest.TestCase):

@@ -97,6 +97,7 @@ class Connection:
         self.transactions = transactions
         self.ran_out = ran_out
         self.error = error
+        self.error_reply = error is not None
         self.tls_attempted = False
 
 

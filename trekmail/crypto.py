@@ -143,6 +143,7 @@ class SecretKeyring:
         self.path = path
         self._keys = list(keys)
         self._stamp = stamp
+        self._derived = {}
 
     def _refresh(self):
         """
@@ -226,6 +227,22 @@ class SecretKeyring:
             return AESGCM(key).decrypt(raw[:12], raw[12:], context).decode("utf-8")
         except InvalidTag:
             raise SecretKeyError("a stored secret failed authentication (tampered or moved)") from None
+
+    def derive(self, info):
+        """
+        A 32-byte subkey of each key, current first, for C{info} (HKDF,
+        RFC 5869), so a MAC made with it reveals nothing about the keys
+        that seal stored secrets, and one use's MACs never pass for another's.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        self._refresh()
+        stamp, derived = self._derived.get(info, (None, None))
+        if stamp != self._stamp or derived is None:
+            derived = [HKDF(hashes.SHA256(), 32, None, info).derive(key) for _, key in self._keys]
+            self._derived[info] = (self._stamp, derived)
+        return derived
 
     def begin_rotation(self):
         """Add a new current key, keeping the old ones so nothing becomes unreadable."""

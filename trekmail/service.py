@@ -202,11 +202,15 @@ def submission_services(components, queue):
     return [s for s in services if s is not None]
 
 
-def mx_service(components, queue):
-    """The C{[listen] mx} listener handing inbound mail to C{queue}, or C{None}."""
+def mx_service(components, queue, return_paths=None):
+    """
+    The C{[listen] mx} listener handing inbound mail to C{queue}, or
+    C{None}; it also takes reports to the queue's C{return_paths}.
+    """
     factory = MXFactory(
         components.directory, queue, components.reactor,
         components.config.get("server", "hostname"), components.tls_options,
+        return_paths=return_paths,
     )
     factory.intake = components.data_intake
     return listener(components, "mx", factory, caps=connection_caps(components.config, "mx"), refusal=SMTP_REFUSAL)
@@ -383,7 +387,7 @@ def make_service(config, reactor):
     components.queue_service = queue_service(components)
     components.queue_service.setServiceParent(top)
     queue = components.queue_service.queue
-    for door in submission_services(components, queue) + [mx_service(components, queue)]:
+    for door in submission_services(components, queue) + [mx_service(components, queue, components.queue_service.return_paths)]:
         if door is not None:
             door.setServiceParent(top)
     for imap in imap_services(components):

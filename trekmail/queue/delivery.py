@@ -94,12 +94,13 @@ class Deliverer:
         return found
 
     @inlineCallbacks
-    def attempt(self, envelope, message, recipients, kept=None):
+    def attempt(self, envelope, message, recipients, kept=None, queue_id=None):
         """
         Deferred firing with one L{Result} per recipient.  C{kept}, a dict
         the caller holds for this message across attempts, keeps the DKIM
         signature, so a retry (after a DNS failure, a deferral) or the next
-        recipients reuse it instead of signing again.
+        recipients reuse it instead of signing again.  C{queue_id} goes into
+        the managed route's signed return paths.
         """
         sender_context = None
         if envelope.sender:
@@ -114,7 +115,7 @@ class Deliverer:
         if local:
             results.extend((yield self._local(envelope, message, local)))
         if remote:
-            results.extend((yield self._remote(envelope, message, remote, sender_context, kept)))
+            results.extend((yield self._remote(envelope, message, remote, sender_context, kept, queue_id)))
         return results
 
     @inlineCallbacks
@@ -138,7 +139,7 @@ class Deliverer:
         return results
 
     @inlineCallbacks
-    def _remote(self, envelope, message, recipients, sender_context, kept):
+    def _remote(self, envelope, message, recipients, sender_context, kept, queue_id):
         if envelope.origin == "mx":
             return [Result(o) for o in outcomes(recipients, 550, "5.7.1 relay denied")]
         results = []
@@ -176,7 +177,10 @@ class Deliverer:
         except RouteUnavailable as e:
             code = 554 if e.permanent else 451
             return results + [Result(o) for o in outcomes(recipients, code, str(e))]
-        sent = yield transport.deliver(envelope.sender, recipients, wire, domain)
+        if route.managed:
+            sent = yield transport.deliver(envelope.sender, recipients, wire, domain, queue_id=queue_id)
+        else:
+            sent = yield transport.deliver(envelope.sender, recipients, wire, domain)
         return results + [Result(o, remote=True) for o in sent]
 
     def _signature(self, wire, domain, kept):

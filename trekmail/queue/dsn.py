@@ -7,14 +7,20 @@ original envelope sender, so that a report that itself fails is dropped
 instead of bouncing back and forth.  It carries the human explanation,
 the machine-readable C{message/delivery-status} part, and the original
 headers (not the body: the sender has it, and returning it doubles the
-traffic of a bounce storm).
+traffic of a bounce storm).  Only a remote server's own reply is reported
+as an C{smtp;} Diagnostic-Code; what TrekMail found itself (no such
+domain, a suppressed address, a timeout) is an C{X-TrekMail;} one, the
+extension diagnostic type of RFC 3464 section 2.3.6.
 """
 
 import email
 import email.policy
 import email.utils
+import itertools
 import re
 import secrets
+from dataclasses import dataclass
+from typing import Tuple
 
 from trekmail.relay.client import wire_form
 
@@ -80,7 +86,7 @@ def build_report(hostname, queue_id, envelope, failures, now, message):
         ]
         if outcome.remote:
             block.append("Remote-MTA: dns; %s" % (_field(outcome.remote.split(" ")[0]),))
-        if outcome.code >= 400:
+        if outcome.reply:
             block.append("Diagnostic-Code: smtp; %d %s" % (outcome.code, _field(outcome.text)))
         else:
             block.append("Diagnostic-Code: X-TrekMail; %s" % (_field(outcome.text),))
@@ -109,30 +115,82 @@ def build_report(hostname, queue_id, envelope, failures, now, message):
     return (head + "\r\n\r\n" + body).encode("ascii") + wire_form(original_headers(message)) + tail.encode("ascii")
 
 
-def failed_recipients(message):
+RETURNED_PARTS = 100
+RETURNED_GROUPS = 100
+RETURNED_SENDERS = 10
+"""
+How much of a returned report is looked at: every recipient and sender
+it names is checked against the return path's MAC, so a crafted one must
+not cost more than a few thousand of them.
+"""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One recipient's block of a returned report."""
+
+    recipients: Tuple[str, ...]
+    """Its C{Final-Recipient} and C{Original-Recipient} addresses."""
+    failed: bool
+    """C{Action: failed} with a permanent (5.x.x) C{Status}."""
+    status: str
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class Returned:
+    groups: Tuple[Group, ...]
+    senders: Tuple[str, ...]
+    """The C{From} addresses of the returned message or headers."""
+
+
+def returned_report(message):
     """
-    From a report another server sent us: C{[(recipient, diagnostic)]}
-    for every recipient it says failed permanently (Status 5.x.x).  Not a
-    report, or unreadable: C{[]}.
+    A report another server sent us, as a L{Returned}; C{None} when
+    C{message} is not a delivery-status report or cannot be read.  What it
+    says is only a claim: L{trekmail.queue.returnpath} decides whether it
+    is about a message we sent.
     """
     try:
         parsed = email.message_from_bytes(message, policy=email.policy.compat32)
+        if parsed.get_content_type() != "multipart/report":
+            return None
+        if (parsed.get_param("report-type") or "").lower() != "delivery-status":
+            return None
+        groups, senders = [], []
+        for part in itertools.islice(parsed.walk(), RETURNED_PARTS):
+            kind = part.get_content_type()
+            if kind == "message/delivery-status":
+                payload = part.get_payload()
+                groups.extend(_group(g) for g in (payload[1:] if isinstance(payload, list) else []))
+            elif kind in ("text/rfc822-headers", "message/rfc822", "message/rfc822-headers"):
+                senders.extend(_senders(part))
     except Exception:
+        return None
+    return Returned(tuple(groups[:RETURNED_GROUPS]), tuple(dict.fromkeys(senders))[:RETURNED_SENDERS])
+
+
+def _address(value):
+    """The address of an C{rfc822;} typed field (RFC 3464 section 2.3.2), or C{""}."""
+    kind, _, address = (value or "").partition(";")
+    address = address.strip().strip("<>")
+    return address if kind.strip().lower() == "rfc822" and "@" in address else ""
+
+
+def _group(fields):
+    status = (fields.get("Status") or "").strip()
+    action = (fields.get("Action") or "").strip().lower()
+    named = (_address(fields.get("Final-Recipient")), _address(fields.get("Original-Recipient")))
+    return Group(tuple(dict.fromkeys(a for a in named if a)), action == "failed" and status.startswith("5"),
+                 status, _field(fields.get("Diagnostic-Code") or status))
+
+
+def _senders(part):
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        headers = payload[0] if payload else None
+    else:
+        headers = email.message_from_string(str(payload), policy=email.policy.compat32)
+    if headers is None:
         return []
-    if parsed.get_content_type() != "multipart/report":
-        return []
-    if (parsed.get_param("report-type") or "").lower() != "delivery-status":
-        return []
-    failed = []
-    for part in parsed.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        groups = payload[1:] if isinstance(payload, list) else []
-        for group in groups:
-            action = (group.get("Action") or "").strip().lower()
-            status = (group.get("Status") or "").strip()
-            recipient = (group.get("Final-Recipient") or "").partition(";")[2].strip()
-            if action == "failed" and status.startswith("5") and "@" in recipient:
-                failed.append((recipient.strip("<>"), _field(group.get("Diagnostic-Code") or status)))
-    return failed
+    return [a for _, a in email.utils.getaddresses(headers.get_all("From") or []) if "@" in a]

@@ -10,6 +10,15 @@ The report is itself queued (durably) before the original's state
 changes, so a crash in between can duplicate a report but never lose one.
 A message from the null sender is never reported on.
 
+Reports other servers send back count as hard bounces only when they
+come to a signed return path (L{trekmail.queue.returnpath}) that verifies
+for the sender and recipient they name: then the bound recipient is
+counted once, and the report goes on to the sender's mailbox.  Anything
+else sent to a return path (forged, tampered, expired, not a report) is
+logged and dropped: it was accepted, and a null sender has nobody to
+tell.  A report to an ordinary mailbox is just mail: delivered, never
+counted.
+
 All timing goes through the injected clock: tests drive retries and
 expiry with L{twisted.internet.task.Clock}.
 """
@@ -25,7 +34,7 @@ from trekmail.queue import dsn
 from trekmail.queue.delivery import domain_of
 from trekmail.queue.interface import Envelope, IMessageQueue, SpoolError
 from trekmail.queue.spool import TornEntry, new_queue_id
-from trekmail.queue.suppression import is_hard_bounce
+from trekmail.queue.suppression import is_hard_bounce, is_hard_status
 from trekmail.relay.client import Outcome
 
 CONTROL_SECONDS = 5
@@ -35,7 +44,7 @@ log = Logger()
 
 class _Entry:
     __slots__ = ("queue_id", "envelope", "pending", "attempts", "next_at", "message",
-                 "timer", "active", "errors", "generation", "kept")
+                 "timer", "active", "errors", "replied", "generation", "kept")
 
     def __init__(self, queue_id, envelope, pending, generation, attempts=0, next_at=0.0, message=None):
         self.queue_id = queue_id
@@ -47,13 +56,15 @@ class _Entry:
         self.timer = None
         self.active = False
         self.errors = {}
+        self.replied = set()  # whose last error a server said (an smtp; diagnostic), not we
         self.generation = generation
         self.kept = {}
 
 
 @implementer(IMessageQueue)
 class MessageQueue:
-    def __init__(self, spool, deliverer, suppressions, policy, clock, hostname, concurrency=100):
+    def __init__(self, spool, deliverer, suppressions, policy, clock, hostname, concurrency=100,
+                 return_paths=None):
         self._spool = spool
         self._deliverer = deliverer
         self._suppressions = suppressions
@@ -61,6 +72,7 @@ class MessageQueue:
         self._clock = clock
         self._hostname = hostname
         self._concurrency = concurrency
+        self._return_paths = return_paths
         self._entries = {}
         self._ready = []
         self._running = 0
@@ -109,6 +121,7 @@ class MessageQueue:
                 entry = _Entry(queue_id, envelope, state.get("pending", envelope.recipients),
                                self._generation, state.get("attempts", 0), state.get("next_at") or now)
                 entry.errors = dict(state.get("errors", {}))
+                entry.replied = set(state.get("replied", ()))
             else:
                 entry = _Entry(queue_id, envelope, envelope.recipients, self._generation)
             self._entries[queue_id] = entry
@@ -223,30 +236,37 @@ class MessageQueue:
                 self._drop(entry)
                 return
         envelope = entry.envelope
-        results = yield self._deliverer.attempt(envelope, message, entry.pending, entry.kept)
+        if envelope.origin == "mx" and self._return_paths is not None:
+            entry.pending = yield self._take_returned(entry, message)
+            if not entry.pending:
+                self._drop(entry)
+                yield self._spool.remove(entry.queue_id)
+                return
+        results = yield self._deliverer.attempt(envelope, message, entry.pending, entry.kept, entry.queue_id)
         entry.attempts += 1
         failed = []
         still = []
         for result in results:
             outcome = result.outcome
+            entry.replied.discard(outcome.recipient)
             if outcome.delivered:
                 entry.errors.pop(outcome.recipient, None)
             elif outcome.permanent:
                 entry.errors.pop(outcome.recipient, None)
                 failed.append(outcome)
                 if result.remote and is_hard_bounce(outcome):
-                    yield self._hard_bounce(envelope.sender, outcome)
+                    yield self._hard_bounce(envelope.sender, outcome.recipient, "%d %s" % (outcome.code, outcome.text))
             else:
                 entry.errors[outcome.recipient] = "%d %s" % (outcome.code, outcome.text)
+                if outcome.reply:
+                    entry.replied.add(outcome.recipient)
                 still.append(outcome.recipient)
-        if envelope.origin == "mx" and not envelope.sender and entry.attempts == 1:
-            yield self._returned_report(message, envelope.recipients)
         now = self._clock.seconds()
         next_at = None
         if still:
             next_at = self._policy.next_attempt(entry.attempts, envelope.received_at, now)
             if next_at is None:
-                failed.extend(_expired(r, entry.errors.get(r)) for r in still)
+                failed.extend(_expired(r, entry.errors.get(r), r in entry.replied) for r in still)
                 still = []
         entry.pending = still + [o.recipient for o in failed]
         if failed:
@@ -258,6 +278,7 @@ class MessageQueue:
             return
         yield self._spool.write_state(entry.queue_id, {
             "attempts": entry.attempts, "next_at": next_at, "pending": still, "errors": entry.errors,
+            "replied": sorted(entry.replied),
         })
         self._schedule(entry, next_at)
 
@@ -284,7 +305,7 @@ class MessageQueue:
                  count=len(failed), queue_id=entry.queue_id, report_id=report_id)
 
     @inlineCallbacks
-    def _hard_bounce(self, sender, outcome):
+    def _hard_bounce(self, sender, recipient, diagnostic):
         """
         Count a hard bounce against the sending domain.  Bookkeeping only:
         if the database cannot record it, the delivery results stand
@@ -297,26 +318,70 @@ class MessageQueue:
         try:
             if (yield self._deliverer.hosted(domain)) is None:
                 return
-            yield self._suppressions.record(domain, outcome.recipient, "%d %s" % (outcome.code, outcome.text))
+            yield self._suppressions.record(domain, recipient, diagnostic)
         except Exception:
-            log.failure("cannot record the hard bounce of {address}", address=outcome.recipient)
+            log.failure("cannot record the hard bounce of {address}", address=recipient)
 
     @inlineCallbacks
-    def _returned_report(self, message, recipients):
-        """A report another server sent back counts as a hard bounce for our domain."""
-        failed = dsn.failed_recipients(message)
-        for recipient in recipients:
-            domain = domain_of(recipient)
-            for address, diagnostic in failed:
-                try:
-                    yield self._suppressions.record(domain, address, diagnostic)
-                except Exception:
-                    log.failure("cannot record the returned report for {address}", address=address)
+    def _take_returned(self, entry, message):
+        """
+        Handle the recipients of an inbound message that are our return
+        paths (see the module docstring); the recipients left to deliver
+        to, with each verified report's sender in place of its return path.
+        """
+        pending = []
+        counted = set()
+        for address in entry.pending:
+            path = self._return_paths.parse(address)
+            if path is None:
+                pending.append(address)
+                continue
+            sender = yield self._returned(entry.queue_id, path, message, counted)
+            if sender is not None and sender not in pending:
+                pending.append(sender)
+        return pending
+
+    @inlineCallbacks
+    def _returned(self, queue_id, path, message, counted):
+        """
+        Count a report to return path C{path} against the one recipient
+        it is signed for, unless in C{counted} already; the sender it
+        verifies for, or C{None}.
+        """
+        report = dsn.returned_report(message)
+        bound = None if report is None else _bound(self._return_paths, path, report)
+        if bound is None:
+            log.info("dropped {queue_id}: unsigned, forged or expired report to the return path of {sent}",
+                     queue_id=queue_id, sent=path.queue_id)
+            return None
+        sender, recipient = bound
+        hard = [g for g in report.groups
+                if g.failed and is_hard_status(g.status) and recipient in _lowered(g.recipients)]
+        if hard and (sender, recipient) not in counted:
+            counted.add((sender, recipient))
+            yield self._hard_bounce(sender, recipient, hard[0].diagnostic)
+        log.info("report {queue_id} on {sent} to {recipient} goes to {sender}",
+                 queue_id=queue_id, sent=path.queue_id, recipient=recipient, sender=sender)
+        return sender
 
 
-def _expired(recipient, last_error):
+def _lowered(addresses):
+    return {a.lower() for a in addresses}
+
+
+def _bound(return_paths, path, report):
+    """The C{(sender, recipient)} the report names that C{path} is signed for, or C{None}."""
+    for sender in report.senders:
+        for group in report.groups:
+            for recipient in group.recipients:
+                if return_paths.verify(path, sender, recipient):
+                    return sender.lower(), recipient.lower()
+    return None
+
+
+def _expired(recipient, last_error, reply):
     """The outcome reported for a recipient still deferred at expiry: its last error."""
     code, _, text = (last_error or "").partition(" ")
     if not code.isdigit():
         return Outcome(recipient, 451, "4.4.7 delivery time expired")
-    return Outcome(recipient, int(code), text)
+    return Outcome(recipient, int(code), text, reply=reply)

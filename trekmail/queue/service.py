@@ -12,10 +12,12 @@ from twisted.internet import ssl
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from trekmail.crypto import SecretKeyring
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import MessageQueue
 from trekmail.queue.retry import RetryPolicy
+from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
 from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.relay.dkim import Signer
@@ -32,8 +34,10 @@ class QueueService(service.Service):
     provider-profile transport is plugged in (C{router.profiles}).
     """
 
-    def __init__(self, config, reactor, database, directory, resolver=None, tls_context=None):
+    def __init__(self, config, reactor, database, directory, resolver=None, tls_context=None, keyring=None):
         hostname = config.get("server", "hostname")
+        keyring = keyring if keyring is not None else SecretKeyring.load(config.secret_key_path)
+        self.return_paths = ReturnPaths(lambda: keyring.derive(KEY_INFO), hostname, reactor)
         self.workers = ThreadPool(minthreads=1, maxthreads=8, name="trekmail-queue")
         self.syncers = ThreadPoolExecutor(8, thread_name_prefix="trekmail-fsync")
         self.spool = Spool(SpoolLayout(config.data_path("queue")), reactor, self.workers, syncers=self.syncers)
@@ -46,6 +50,7 @@ class QueueService(service.Service):
             pools=SourcePools(config.get("relay", "source_pools"), reactor),
             tls_context=tls_context if tls_context is not None else ssl.CertificateOptions(),
             connections_per_destination=config.get("queue", "connections_per_destination"),
+            return_paths=self.return_paths,
         )
         self.router = Router(self.relay)
         self.mailboxes = MaildirWriter(config.data_dir, hostname, reactor, self.syncers)
@@ -55,7 +60,7 @@ class QueueService(service.Service):
         )
         self.queue = MessageQueue(
             self.spool, self.deliverer, self.suppressions, RetryPolicy.from_config(config),
-            reactor, hostname, concurrency=config.get("queue", "concurrency"),
+            reactor, hostname, concurrency=config.get("queue", "concurrency"), return_paths=self.return_paths,
         )
         self._reactor = reactor
 

@@ -36,7 +36,13 @@ recipient suppressed.
 
 def is_hard_bounce(outcome):
     """Whether a failed L{trekmail.relay.client.Outcome} counts against its address."""
-    return outcome.permanent and outcome.status.split(".")[1] in HARD_BOUNCE_SUBJECTS
+    return outcome.permanent and is_hard_status(outcome.status)
+
+
+def is_hard_status(status):
+    """Whether an enhanced status code (RFC 3463), such as a returned report's, counts against its address."""
+    parts = status.split(".")
+    return len(parts) == 3 and parts[0] == "5" and parts[1] in HARD_BOUNCE_SUBJECTS
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,8 @@ class Outcome:
     """The server's reply, or our own explanation; shown in reports."""
     remote: str = ""
     """The host that answered, for the report's Remote-MTA field."""
+    reply: bool = False
+    """C{code} and C{text} are a server's SMTP reply, not our own finding (a timeout, a DNS answer)."""
 
     @property
     def delivered(self):
@@ -111,8 +113,8 @@ class Outcome:
         return "5.0.0" if self.permanent else "4.0.0"
 
 
-def outcomes(recipients, code, text, remote=""):
-    return [Outcome(r, code, text, remote) for r in recipients]
+def outcomes(recipients, code, text, remote="", reply=False):
+    return [Outcome(r, code, text, remote, reply) for r in recipients]
 
 
 @dataclass
@@ -175,6 +177,7 @@ class DeliveryClient(smtp.ESMTPClient):
         self.tls_attempted = False
         self.ran_out = False
         self.error = None
+        self.error_reply = False
         self.closed = Deferred()
 
     pipelining = False
@@ -336,20 +339,21 @@ class DeliveryClient(smtp.ESMTPClient):
         self.transactions += 1
         text = _text(resp)
         if not addresses:
-            job.finish(outcomes(job.recipients, code, text, self.remote))
+            job.finish(outcomes(job.recipients, code, text, self.remote, True))
             return
         results = []
         for address, rcpt_code, rcpt_resp in addresses:
             address = address.decode("utf-8") if isinstance(address, bytes) else str(address)
             if rcpt_code in smtp.SUCCESS and code >= 0:
-                results.append(Outcome(address, code, text, self.remote))
+                results.append(Outcome(address, code, text, self.remote, True))
             else:
-                results.append(Outcome(address, rcpt_code, _text(rcpt_resp), self.remote))
+                results.append(Outcome(address, rcpt_code, _text(rcpt_resp), self.remote, True))
         job.finish(results)
 
     def sendError(self, exc):
         code = getattr(exc, "code", -1)
-        if not isinstance(code, int) or code < 400:
+        self.error_reply = isinstance(code, int) and code >= 400
+        if not self.error_reply:
             code = 451
         self.error = (code, _text(getattr(exc, "resp", b"") or str(exc)))
         super().sendError(exc)
@@ -360,7 +364,7 @@ class DeliveryClient(smtp.ESMTPClient):
         self.current = self._next = None
         for job in jobs:
             code, text = self.error or (451, "4.4.2 connection lost during the transaction")
-            job.finish(outcomes(job.recipients, code, text, self.remote))
+            job.finish(outcomes(job.recipients, code, text, self.remote, self.error is not None and self.error_reply))
         self.closed.callback(self)
 
 

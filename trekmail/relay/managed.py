@@ -123,7 +123,7 @@ class _Destination:
     def _lookup_failed(self, reason, slot):
         reason.trap(mx.LookupFailed)
         error = reason.value
-        self._fail_waiting(550 if error.permanent else 451, str(error))
+        self._fail_waiting(550 if error.permanent else 451, str(error), False)
         self._closed(slot)
 
     def _try_hosts(self, hosts, slot):
@@ -142,8 +142,8 @@ class _Destination:
             self._closed(slot)
             return
         if index >= len(candidates):
-            code, text = last_error or (451, "4.4.1 no MX host answered")
-            self._fail_waiting(code, text)
+            code, text, reply = last_error or (451, "4.4.1 no MX host answered", False)
+            self._fail_waiting(code, text, reply)
             self._closed(slot)
             return
         host, address = candidates[index]
@@ -169,7 +169,8 @@ class _Destination:
             if connection.ran_out and connection.error is None:
                 self._try(slot, candidates, index, None, plain)
             elif connection.transactions == 0:
-                error = connection.error or (451, "4.4.2 %s [%s] closed the connection" % (host, address))
+                error = (connection.error + (connection.error_reply,) if connection.error
+                         else (451, "4.4.2 %s [%s] closed the connection" % (host, address), False))
                 if connection.tls_attempted and not plain:
                     self._try(slot, candidates, index, error, plain=True)
                 else:
@@ -179,14 +180,14 @@ class _Destination:
 
         def failed(reason):
             text = "4.4.1 cannot connect to %s [%s]: %s" % (host, address, reason.getErrorMessage())
-            self._try(slot, candidates, index + 1, (451, text))
+            self._try(slot, candidates, index + 1, (451, text, False))
 
         d.addCallbacks(ended, failed)
 
-    def _fail_waiting(self, code, text):
+    def _fail_waiting(self, code, text, reply):
         jobs, self.jobs = self.jobs, deque()
         for job in jobs:
-            job.finish(client.outcomes(job.recipients, code, text))
+            job.finish(client.outcomes(job.recipients, code, text, reply=reply))
 
     def _closed(self, slot):
         self._release(slot)
@@ -201,7 +202,7 @@ class ManagedRelay:
     """Delivers to recipients' MX hosts; see the module docstring."""
 
     def __init__(self, reactor, resolver, hostname, port=25, pools=None, tls_context=None,
-                 connections_per_destination=4):
+                 connections_per_destination=4, return_paths=None):
         self.reactor = reactor
         self.resolver = resolver
         self.hostname = hostname
@@ -209,6 +210,7 @@ class ManagedRelay:
         self.pools = pools or SourcePools({}, reactor)
         self.tls_context = tls_context if tls_context is not None else ssl.CertificateOptions()
         self.connections_per_destination = connections_per_destination
+        self.return_paths = return_paths
         self.clients = set()
         self._destinations = {}
 
@@ -219,20 +221,31 @@ class ManagedRelay:
             c.transport.abortConnection()
         return gatherResults(waits, consumeErrors=True)
 
-    def deliver(self, sender, recipients, message, sending_domain=None):
+    def deliver(self, sender, recipients, message, sending_domain=None, queue_id=None):
+        """
+        With C{return_paths} and the C{queue_id}, each recipient's copy
+        leaves in a transaction of its own, from its signed return path
+        (L{trekmail.queue.returnpath}), so that a report can be told from
+        a forgery; the connections are shared all the same.  A report
+        (C{sender} C{""}) keeps the null sender.
+        """
         by_domain = {}
         for recipient in recipients:
             by_domain.setdefault(recipient.rpartition("@")[2].lower(), []).append(recipient)
         pool = self.pools.pool_for(sending_domain)
         waits = []
         for domain, group in by_domain.items():
-            job = client.Job(sender, tuple(group), message)
+            if self.return_paths is not None and sender and queue_id:
+                jobs = [client.Job(self.return_paths.address(queue_id, sender, r), (r,), message) for r in group]
+            else:
+                jobs = [client.Job(sender, tuple(group), message)]
             key = (domain, pool)
             destination = self._destinations.get(key)
             if destination is None:
                 destination = self._destinations[key] = _Destination(self, domain, pool)
-            destination.add(job)
-            waits.append(job.done)
+            for job in jobs:
+                destination.add(job)
+                waits.append(job.done)
         d = gatherResults(waits)
         d.addCallback(lambda lists: [o for results in lists for o in results])
         return d

@@ -10,7 +10,9 @@ local parts, source routes, bang paths, a second C{@}) that older relays
 have been tricked by.  A paused mailbox still receives: pausing stops
 sending only.  No AUTH here; STARTTLS is offered with the same
 buffer-discarding rule as submission, and SIZE and the canonical DATA
-form come from L{trekmail.smtp.server}.
+form come from L{trekmail.smtp.server}.  Our own unexpired return paths
+(L{trekmail.queue.returnpath}) are accepted too, for the reports that
+come back to them.
 """
 
 from twisted.internet import defer, protocol
@@ -37,6 +39,9 @@ class MXServer(ESMTPServer):
     def check_recipient(self, recipient):
         if len(self._to) >= MAX_RECIPIENTS:
             raise Reply(452, "4.5.3", "too many recipients, send the rest in another transaction")
+        paths = self.factory.return_paths
+        if paths is not None and paths.parse(recipient) is not None:
+            return  # a report on mail we sent: the queue checks its signature
         directory = self.factory.directory
         domain = recipient.rpartition("@")[2]
         try:
@@ -70,7 +75,8 @@ class MXServer(ESMTPServer):
 
 
 class MXFactory(protocol.ServerFactory):
-    def __init__(self, directory, queue, clock, hostname, tls_options):
+    def __init__(self, directory, queue, clock, hostname, tls_options, return_paths=None):
+        self.return_paths = return_paths
         self.directory = directory
         self.queue = queue
         self.clock = clock
