@@ -171,14 +171,26 @@ class Administration:
         return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
 
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest INTEGER: a larger id can name no row, and binding it raises OverflowError."""
+
+
 def check_id(value, what="account"):
+    shown = _shorten(value)
+    if isinstance(value, str) and len(value) > 19:
+        raise InvalidInput("%s is not %s id (expected a number up to %d)" % (shown, _article(what), MAX_ID))
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise InvalidInput("%r is not %s id (expected a number)" % (value, _article(what))) from None
-    if number <= 0:
-        raise InvalidInput("%r is not %s id (expected a positive number)" % (value, _article(what)))
+        raise InvalidInput("%s is not %s id (expected a number)" % (shown, _article(what))) from None
+    if not 0 < number <= MAX_ID:
+        raise InvalidInput("%s is not %s id (expected a number from 1 to %d)" % (shown, _article(what), MAX_ID))
     return number
+
+
+def _shorten(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _article(noun):
