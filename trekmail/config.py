@@ -106,6 +106,15 @@ def _networks(value):
     return tuple(ipaddress.ip_network(word, strict=False) for word in value.replace(",", " ").split())
 
 
+def _address(value):
+    """Empty, or one C{local@domain} (checked against the directory when used)."""
+    value = value.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if value and (not at or not local or "." not in domain or any(c.isspace() for c in value)):
+        raise ValueError("expected an address such as ops@provider.example, not %r" % (value,))
+    return value
+
+
 def _seconds_list(value):
     """C{300 600 3600} -> (300, 600, 3600): the queue's retry intervals."""
     seconds = tuple(int(word) for word in value.split())
@@ -142,6 +151,9 @@ SCHEMA = {
         "nameservers": Key("", _nameservers),
         "spf_include": Key("spf.example.net"),
         "dmarc_record": Key("v=DMARC1; p=quarantine; adkim=r; aspf=r"),
+    },
+    "mx": {
+        "postmaster": Key("", _address),
     },
     "relay": {
         "mx_port": Key("25", _integer),

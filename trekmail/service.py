@@ -187,6 +187,7 @@ def mx_service(components, queue):
     factory = MXFactory(
         components.directory, queue, components.reactor,
         components.config.get("server", "hostname"), components.tls_options,
+        postmaster=components.config.get("mx", "postmaster"),
     )
     return listener(components, "mx", factory)
 
