@@ -30,7 +30,7 @@ SECRET = "SG.secret-key"
 
 
 def http(port, method, path, body=None, token=TOKEN):
-    data = None if body is None else json.dumps(body).encode()
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data, method=method)
     if token is not None:
         request.add_header("Authorization", "Bearer " + token)
@@ -147,6 +147,29 @@ class AdminAPITests(unittest.TestCase):
         status, answer = yield self.request("DELETE", "/accounts")
         self.assertEqual(status, 404)
         self.assertIn("not allowed", answer["error"])
+
+    @inlineCallbacks
+    def test_deep_json_and_huge_ids_are_bad_input(self):
+        yield self.populate()
+        for depth in (33, 30000):
+            status, answer = yield self.request("POST", "/accounts", b'{"plan": ' + b"[" * depth + b"]" * depth + b"}")
+            self.assertEqual(status, 400, answer)
+            self.assertIn("nests deeper", answer["error"])
+        status, answer = yield self.request("POST", "/accounts", b'{"plan": ' + b"9" * 5000 + b"}")
+        self.assertEqual(status, 400, answer)
+        huge = "9" * 30
+        for method, path, body in [("GET", "/accounts/" + huge, None), ("PATCH", "/accounts/" + huge, {}),
+                                   ("POST", "/accounts/%s/suspend" % huge, {"reason": "billing"}),
+                                   ("GET", "/smtp/profiles/" + huge, None), ("GET", "/accounts/9223372036854775808", None),
+                                   ("POST", "/domains", {"domain": "b.example", "account": 10**30}),
+                                   ("GET", "/domains?account=" + huge, None),
+                                   ("GET", "/mailboxes/alice@example.com/doctor?recipients=" + huge, None),
+                                   ("POST", "/mailboxes/alice@example.com/doctor", {"recipients": "many"})]:
+            status, answer = yield self.request(method, path, body)
+            self.assertEqual(status, 400, (path, answer))
+            self.assertLess(len(answer["error"]), 200)
+        status, answer = yield self.request("GET", "/accounts/9223372036854775807")
+        self.assertEqual(status, 404, answer)
 
     @inlineCallbacks
     def test_verify_and_doctor_match_the_cli(self):

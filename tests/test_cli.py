@@ -7,6 +7,8 @@ import sys
 from twisted.trial import unittest
 
 from trekmail.cli import main
+from trekmail.config import Config
+from trekmail.mailstore import maildir_path
 
 from tests.support import REPO, write_config
 
@@ -61,6 +63,7 @@ class CLITests(unittest.TestCase):
             (("domain", "add", "example.com", "--account", "1"), "", "already exists"),
             (("mailbox", "add", "bob@other.org", "--password-stdin"), "pw\n", "is not hosted here"),
             (("mailbox", "add", "bob", "--password-stdin"), "pw\n", "is not an email address"),
+            (("mailbox", "add", "a/b@example.com", "--password-stdin"), "pw\n", "cannot be a mailbox: "),
             (("mailbox", "pause", "nobody@example.com"), "", "no mailbox nobody@example.com"),
         ]:
             code, out, err = self.run_cli(*argv, stdin=stdin)
@@ -69,6 +72,21 @@ class CLITests(unittest.TestCase):
             self.assertIn(message, err)
             self.assertEqual(len(err.splitlines()), 1, err)
             self.assertTrue(err.startswith("trekmail: "))
+
+    def test_mailbox_add_accepts_only_deliverable_addresses(self):
+        """C{mailbox add} and delivery (L{maildir_path}) agree on every address character."""
+        self.populate()
+        data_dir = Config.from_file(self.config).data_dir
+        for c in "!#$&'*+/=?^_`{|}~-.":
+            address = "a%sb@example.com" % (c,)
+            code, out, err = self.run_cli("mailbox", "add", address, "--password-stdin", stdin="pw\n")
+            if code == 0:
+                maildir_path(data_dir, address)
+            else:
+                self.assertRaises(ValueError, maildir_path, data_dir, address)
+        listed = [m["address"] for m in json.loads(self.ok("--json", "mailbox", "list"))]
+        self.assertNotIn("a/b@example.com", listed)
+        self.assertIn("a.b@example.com", listed)
 
     def test_bad_config_is_one_line(self):
         with open(self.config, "a") as f:

@@ -1,7 +1,8 @@
 """
-C{doctor ADDRESS} names the right check of seed 004 for a mailbox broken
-in each of the ten ways, and "all clear" for a healthy one; live DNS from
-a test server, a live provider stand-in for the BYO check.
+C{doctor ADDRESS} reports all ten checks for a mailbox broken in each of
+the ten ways, names the first blocking one, and says "all clear" for a
+healthy one; live DNS from a test server, a live provider stand-in for
+the BYO check.
 """
 
 from twisted.internet import reactor
@@ -31,12 +32,29 @@ class DoctorTests(unittest.TestCase):
 
     @inlineCallbacks
     def assertCheck(self, number, contains, **options):
+        """Check C{number} is the first blocking one, and every other check passes."""
         answer = yield self.doctor(**options)
         self.assertEqual(answer["result"], "fail", answer)
         self.assertEqual(answer["check"], number, answer)
         self.assertIn(contains, answer["problem"] + " " + answer["fix"])
-        self.assertEqual([c["check"] for c in answer["checks"]][-1], number)
+        self.assertStatuses(answer, {number: "blocking"})
         return answer
+
+    @inlineCallbacks
+    def assertAdvisory(self, number, contains):
+        answer = yield self.doctor()
+        self.assertEqual(answer["result"], "advisory", answer)
+        self.assertNotIn("check", answer)
+        entry = self.assertStatuses(answer, {number: "advisory"})[number - 1]
+        self.assertIn(contains, entry["problem"] + " " + entry["fix"])
+        self.assertIn("check %d" % (number,), answer["summary"])
+        return answer
+
+    def assertStatuses(self, answer, failing):
+        checks = answer["checks"]
+        self.assertEqual([c["check"] for c in checks], list(range(1, 11)), answer)
+        self.assertEqual({c["check"]: c["status"] for c in checks if c["status"] != "ok"}, failing, answer)
+        return checks
 
     @inlineCallbacks
     def test_all_clear(self):
@@ -53,8 +71,21 @@ class DoctorTests(unittest.TestCase):
     @inlineCallbacks
     def test_2_dns(self):
         yield self.healthy(publish=False)
-        answer = yield self.assertCheck(2, "include:spf.trekmail.test")
-        self.assertIn("domain verify example.com", answer["fix"])
+        answer = yield self.assertAdvisory(2, "include:spf.trekmail.test")
+        self.assertIn("domain verify example.com", answer["checks"][1]["fix"])
+
+    @inlineCallbacks
+    def test_every_check_reported_past_a_failing_one(self):
+        """Unverified DNS does not hide a paused mailbox or a suspension behind it."""
+        yield self.healthy(publish=False)
+        yield self.site.call("mailbox_pause", address=ADDRESS, paused=True)
+        yield self.site.call("account_suspend", account_id=self.account["id"], reason="billing")
+        answer = yield self.doctor()
+        self.assertEqual((answer["result"], answer["check"]), ("fail", 6), answer)
+        self.assertIn("mailbox resume", answer["fix"])
+        self.assertStatuses(answer, {2: "advisory", 6: "blocking", 7: "blocking"})
+        self.assertIn("check 7", answer["summary"])
+        self.assertIn("check 2", answer["summary"])
 
     @inlineCallbacks
     def test_3_nano(self):
@@ -91,7 +122,7 @@ class DoctorTests(unittest.TestCase):
         yield self.healthy()
         yield self.assertCheck(8, "mailbox password", password="owner's password")
         answer = yield self.site.call("doctor", address="bob@example.com")
-        self.assertEqual(answer["check"], 8)
+        self.assertEqual((answer["result"], answer["check"]), ("fail", 8))
         self.assertIn("does not exist", answer["problem"])
 
     @inlineCallbacks
@@ -124,5 +155,5 @@ class DoctorTests(unittest.TestCase):
         yield self.site.db(lambda db: db.execute(
             "INSERT INTO hard_bounces (domain, address, count, first_at, last_at, last_diagnostic)"
             " VALUES ('example.com', 'gone@example.org', 1, ?, ?, '550 5.1.1 no such user')", (now, now)))
-        answer = yield self.assertCheck(10, "gone@example.org")
-        self.assertIn("550 5.1.1", answer["problem"])
+        answer = yield self.assertAdvisory(10, "gone@example.org")
+        self.assertIn("550 5.1.1", answer["checks"][9]["problem"])

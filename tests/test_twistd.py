@@ -3,12 +3,13 @@
 import os
 import socket
 import stat
+import subprocess
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from tests.server_process import ServerProcess, run_twistd
-from tests.support import write_config
+from tests.server_process import TWISTD, ServerProcess, run_twistd
+from tests.support import REPO, write_config
 
 
 class RefusedConfigurationTests(unittest.TestCase):
@@ -70,3 +71,40 @@ class StartupTests(unittest.TestCase):
         server.stop()
         with open(cert, "rb") as f:
             self.assertEqual(f.read(), first)
+
+
+class PrivateFilesTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_nothing_readable_by_other_users(self):
+        """
+        With the caller's umask 022, every directory and file the server
+        creates under data_dir, and twistd's own log file, is 0700 / 0600
+        (the certificate excepted: it is public and made 0644 on purpose).
+        """
+        path = write_config(self.mktemp(), extra="[admin]\n", mx="tcp:0:interface=127.0.0.1",
+                            imap="tcp:0:interface=127.0.0.1")
+        directory = os.path.dirname(path)
+        log_path = os.path.join(directory, "own.log")
+        previous = os.umask(0o022)
+        try:
+            process = subprocess.Popen(TWISTD + ["--logfile", log_path, "trekmail", "--config", path],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO)
+        finally:
+            os.umask(previous)
+        server = ServerProcess(self, path)
+        server.process, server.log_path = process, log_path
+        for _ in range(300):
+            if os.path.exists(log_path) or process.poll() is not None:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        yield server.wait_for_log("trekmail started")
+        server.stop()
+        exposed = []
+        for root, dirs, files in os.walk(os.path.join(directory, "var")):
+            for name in dirs + files:
+                full = os.path.join(root, name)
+                if name != "cert.pem" and os.stat(full).st_mode & 0o077:
+                    exposed.append((full, oct(os.stat(full).st_mode & 0o777)))
+        self.assertEqual(stat.S_IMODE(os.stat(log_path).st_mode), 0o600)
+        self.assertEqual(exposed, [])
+        self.assertGreater(len(os.listdir(os.path.join(directory, "var"))), 2)

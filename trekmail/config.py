@@ -113,6 +113,15 @@ def _networks(value):
     return tuple(ipaddress.ip_network(word, strict=False) for word in value.replace(",", " ").split())
 
 
+def _address(value):
+    """Empty, or one C{local@domain} (checked against the directory when used)."""
+    value = value.strip().lower()
+    local, at, domain = value.rpartition("@")
+    if value and (not at or not local or "." not in domain or any(c.isspace() for c in value)):
+        raise ValueError("expected an address such as ops@provider.example, not %r" % (value,))
+    return value
+
+
 def _seconds_list(value):
     """C{300 600 3600} -> (300, 600, 3600): the queue's retry intervals."""
     seconds = tuple(int(word) for word in value.split())
@@ -171,6 +180,7 @@ SCHEMA = {
     "mx": {
         "max_connections": Key("1000", _positive),
         "max_connections_per_ip": Key("20", _positive),
+        "postmaster": Key("", _address),
     },
     "submission": {
         "max_connections": Key("1000", _positive),

@@ -25,10 +25,27 @@ def _forked():
 os.register_at_fork(after_in_child=_forked)
 
 
-def maildir_path(data_dir, address):
+def mailbox_address_problem(address):
+    """
+    Why C{address} cannot have a Maildir of its own under C{mail/DOMAIN/LOCAL},
+    or C{None}.  Delivery refuses such an address, so C{mailbox add} asks
+    the same question before it creates the mailbox.
+    """
     local, _, domain = address.lower().rpartition("@")
-    if not local or not domain or "/" in address or address.startswith(".") or "\0" in address:
-        raise ValueError("not a mailbox address: %r" % (address,))
+    if not local or not domain:
+        return "it has no local part or no domain"
+    if "/" in address or "\0" in address:
+        return "a mailbox's name cannot contain '/' or NUL (each part of the address names a directory)"
+    if local.startswith(".") or domain.startswith("."):
+        return "a mailbox's local part and domain cannot start with '.'"
+    return None
+
+
+def maildir_path(data_dir, address):
+    problem = mailbox_address_problem(address)
+    if problem:
+        raise ValueError("not a mailbox address: %r: %s" % (address, problem))
+    local, _, domain = address.lower().rpartition("@")
     return os.path.join(data_dir, "mail", domain, local)
 
 

@@ -210,7 +210,7 @@ def mx_service(components, queue, return_paths=None):
     factory = MXFactory(
         components.directory, queue, components.reactor,
         components.config.get("server", "hostname"), components.tls_options,
-        return_paths=return_paths,
+        postmaster=components.config.get("mx", "postmaster"), return_paths=return_paths,
     )
     factory.intake = components.data_intake
     return listener(components, "mx", factory, caps=connection_caps(components.config, "mx"), refusal=SMTP_REFUSAL)

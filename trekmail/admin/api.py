@@ -8,9 +8,12 @@ same operation.  Every request carries C{Authorization: Bearer TOKEN}
 (C{[admin] token}, else the C{[admin] token_file}, generated 0600 in the
 data directory on first start).  Errors are JSON too: 400 bad input, 401
 no or wrong token, 404 not found, 409 duplicate, 413 body too large.
+The token and the body's size are checked as soon as the headers are in,
+before any of the body is read (L{AdminRequest}).
 """
 
 import hmac
+import io
 import json
 import os
 import re
@@ -19,13 +22,17 @@ from urllib.parse import unquote
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from trekmail.admin.operations import present
 from trekmail.crypto import SecretKeyError
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 
 MAX_BODY = 64 * 1024
+
+MAX_DEPTH = 32
+"""Arrays and objects nested deeper than this are refused before C{json.loads},
+whose decoder recurses once per level (a few thousand levels exhaust the stack)."""
 
 _STATUS = ((InvalidInput, 400), (NotFound, 404), (Duplicate, 409), (SecretKeyError, 503))
 
@@ -43,6 +50,44 @@ def load_token(config):
             f.write(secrets.token_urlsafe(32) + "\n")
     with open(path) as f:
         return f.read().strip()
+
+
+def bearer_matches(values, token):
+    """
+    Whether the raw C{Authorization} header values carry C{Bearer TOKEN}.
+    Compared as bytes: decoding the header first would raise on a
+    non-UTF-8 value before any answer could be sent.
+    """
+    if not values:
+        return False
+    scheme, _, offered = values[-1].partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(offered.strip(), token)
+
+
+def too_deep(raw, limit=MAX_DEPTH):
+    """
+    Whether the JSON text C{raw} nests arrays or objects more than
+    C{limit} deep: one pass over the bytes, brackets inside strings skipped.
+    """
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
 
 
 def _flag(value):
@@ -90,7 +135,7 @@ ROUTES = [
     ("POST", r"/mailboxes/([^/]+)/pause", lambda m, b, q: ("mailbox_pause", dict(address=m[1], paused=True))),
     ("POST", r"/mailboxes/([^/]+)/resume", lambda m, b, q: ("mailbox_pause", dict(address=m[1], paused=False))),
     ("GET", r"/mailboxes/([^/]+)/doctor", lambda m, b, q: ("doctor", dict(
-        address=m[1], recipients=int(_q(q, "recipients")) if (_q(q, "recipients") or "").isdigit() else None))),
+        address=m[1], recipients=_q(q, "recipients")))),
     ("POST", r"/mailboxes/([^/]+)/doctor", lambda m, b, q: ("doctor", dict(
         address=m[1], recipients=b.get("recipients"), password=b.get("password")))),
     ("GET", r"/smtp/profiles", lambda m, b, q: ("profile_list", dict(account_id=_q(q, "account")))),
@@ -124,24 +169,21 @@ class AdminAPI(resource.Resource):
         self._answer(request)
         return server.NOT_DONE_YET
 
-    def _authorised(self, request):
-        offered = request.getHeader("authorization") or ""
-        scheme, _, token = offered.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), self._token)
+    def authorised(self, request):
+        return bearer_matches(request.requestHeaders.getRawHeaders(b"authorization"), self._token)
 
     def _body(self, request):
-        length = request.getHeader("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return None
         raw = request.content.read(MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             return None
         if not raw.strip():
             return {}
+        if too_deep(raw):
+            raise InvalidInput("the request body nests deeper than %d levels" % (MAX_DEPTH,))
         try:
             body = json.loads(raw)
         except ValueError:
-            raise InvalidInput("the request body is not JSON") from None
+            raise InvalidInput("the request body is not JSON (or has a number over 4300 digits)") from None
         if not isinstance(body, dict):
             raise InvalidInput("the request body must be a JSON object")
         return body
@@ -163,7 +205,7 @@ class AdminAPI(resource.Resource):
     def _answer(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        if not self._authorised(request):
+        if not self.authorised(request):
             self._finish(request, 401, {"error": "missing or wrong bearer token"})
             return
         try:
@@ -195,5 +237,58 @@ class AdminAPI(resource.Resource):
         request.finish()
 
 
+class AdminRequest(server.Request):
+    """
+    A request refused as soon as its headers are in, when the token is
+    wrong or the body is too large.
+
+    twisted.web's own Request spools a body with no Content-Length, or
+    one of 100,000 bytes or more, to a temporary file, and calls
+    C{render} only once all of it has arrived: an anonymous client could
+    fill the disk before the token was ever looked at.  The channel calls
+    C{gotLength} right after the last header, so the token and the declared
+    length are checked there; C{handleContentChunk} counts the bytes of a
+    body sent without a length (chunked) as they arrive.  The body is
+    kept in memory, at most L{MAX_BODY} bytes.  A refusal is written
+    straight to the transport and the connection closed, which also
+    stops reading the rest of the body.
+    """
+
+    refused = False
+
+    def gotLength(self, length):
+        self.content = io.BytesIO()
+        self._received = 0
+        if not self.channel.site.resource.authorised(self):
+            self._refuse(http.UNAUTHORIZED, "missing or wrong bearer token")
+        elif length is not None and length > MAX_BODY:
+            self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "request body larger than %d bytes" % (MAX_BODY,))
+
+    def handleContentChunk(self, data):
+        if self.refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self._refuse(http.REQUEST_ENTITY_TOO_LARGE, "request body larger than %d bytes" % (MAX_BODY,))
+            return
+        self.content.write(data)
+
+    def process(self):
+        if not self.refused:
+            super().process()
+
+    def _refuse(self, status, message):
+        self.refused = True
+        self.content = io.BytesIO()
+        # No "100 Continue" after the answer: the client must not send the body.
+        self.requestHeaders.removeHeader(b"expect")
+        body = json.dumps({"error": message}).encode("utf-8") + b"\n"
+        self.channel.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, http.RESPONSES[status], len(body), body))
+        self.channel.loseConnection()
+
+
 def site(operations, token):
-    return server.Site(AdminAPI(operations, token))
+    return server.Site(AdminAPI(operations, token), requestFactory=AdminRequest)

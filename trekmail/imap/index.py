@@ -65,7 +65,7 @@ def folder_dir(root, name):
 
 def _make_maildir(path):
     for sub in ("tmp", "new", "cur"):
-        os.makedirs(os.path.join(path, sub), exist_ok=True)
+        os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
 
 
 def open_index(root):

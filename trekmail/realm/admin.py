@@ -9,6 +9,7 @@ import datetime
 import re
 
 from trekmail.crypto import hash_password
+from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
 from trekmail.realm import dkimkeys, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
@@ -32,6 +33,15 @@ def check_address(address):
     if not at or len(local) > 64 or not _LOCAL.match(local):
         raise InvalidInput("%r is not an email address (expected name@example.com)" % (address,))
     return "%s@%s" % (local, check_domain(domain))
+
+
+def check_mailbox_address(address):
+    """L{check_address}, and the address can be delivered to (L{mailbox_address_problem})."""
+    address = check_address(address)
+    problem = mailbox_address_problem(address)
+    if problem:
+        raise InvalidInput("%r cannot be a mailbox: %s" % (address, problem))
+    return address
 
 
 def _check_plan(name):
@@ -143,7 +153,7 @@ class Administration:
 
     def mailbox_add(self, address, password):
         self._directory_owned("mailboxes")
-        address = check_address(address)
+        address = check_mailbox_address(address)
         password = _check_password(password)
         domain = address.rpartition("@")[2]
         if store.domain_find(self.db, domain) is None:
@@ -171,14 +181,26 @@ class Administration:
         return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
 
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest INTEGER: a larger id can name no row, and binding it raises OverflowError."""
+
+
 def check_id(value, what="account"):
+    shown = _shorten(value)
+    if isinstance(value, str) and len(value) > 19:
+        raise InvalidInput("%s is not %s id (expected a number up to %d)" % (shown, _article(what), MAX_ID))
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise InvalidInput("%r is not %s id (expected a number)" % (value, _article(what))) from None
-    if number <= 0:
-        raise InvalidInput("%r is not %s id (expected a positive number)" % (value, _article(what)))
+        raise InvalidInput("%s is not %s id (expected a number)" % (shown, _article(what))) from None
+    if not 0 < number <= MAX_ID:
+        raise InvalidInput("%s is not %s id (expected a number from 1 to %d)" % (shown, _article(what), MAX_ID))
     return number
+
+
+def _shorten(value):
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _article(noun):

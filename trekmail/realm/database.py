@@ -40,7 +40,7 @@ def connect(path):
     """
     if path != ":memory:":
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)

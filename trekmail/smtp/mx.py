@@ -7,7 +7,10 @@ and the mailbox exists (C{directory.mailbox}); an unknown local user gets
 C{550 5.1.1} and every other destination C{550 5.7.1} relay denied, as do
 the unusual address forms of L{trekmail.smtp.address} (C{%} hack, quoted
 local parts, source routes, bang paths, a second C{@}) that older relays
-have been tricked by.  A paused mailbox still receives: pausing stops
+have been tricked by.  C{postmaster@} any hosted domain, in any case, is
+accepted (RFC 5321 4.5.1) and delivered to the hosted mailbox named by
+C{[mx] postmaster} when the domain has no postmaster mailbox of its
+own.  A paused mailbox still receives: pausing stops
 sending only.  No AUTH here; STARTTLS is offered with the same
 buffer-discarding rule as submission, and SIZE and the canonical DATA
 form come from L{trekmail.smtp.server}.  Our own unexpired return paths
@@ -31,6 +34,7 @@ class MXServer(ESMTPServer):
     def __init__(self, factory):
         super().__init__(factory.clock, factory.hostname, factory.tls_options)
         self.factory = factory
+        self._postmaster_of = {}
 
     def recipient_refused(self, reason):
         return 550, "5.7.1", "relay denied: " + reason
@@ -53,13 +57,31 @@ class MXServer(ESMTPServer):
             raise Reply(451, "4.4.3", "directory unavailable, try again later")
         if hosted is None:
             raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,))
+        if (yield self._postmaster(recipient)):
+            return
         raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,))
+
+    @defer.inlineCallbacks
+    def _postmaster(self, recipient):
+        """Whether C{recipient} of a hosted domain is its postmaster, delivered to C{[mx] postmaster}."""
+        postmaster = self.factory.postmaster
+        if not postmaster or recipient.rpartition("@")[0].lower() != "postmaster":
+            return False
+        try:
+            found = yield self.factory.directory.mailbox(postmaster)
+        except DirectoryUnavailable:
+            raise Reply(451, "4.4.3", "directory unavailable, try again later")
+        if found is None:
+            self.log.error("[mx] postmaster {postmaster} is not a mailbox here", postmaster=postmaster)
+            return False
+        self._postmaster_of[recipient.lower()] = postmaster
+        return True
 
     @defer.inlineCallbacks
     def accept_message(self, sender, recipients, message):
         envelope = Envelope(
             sender=sender,
-            recipients=tuple(r.lower() for r in recipients),
+            recipients=tuple(dict.fromkeys(self._postmaster_of.get(r.lower(), r.lower()) for r in recipients)),
             origin="mx",
             received_at=self.clock.seconds(),
             client_address=self.client_address,
@@ -75,13 +97,14 @@ class MXServer(ESMTPServer):
 
 
 class MXFactory(protocol.ServerFactory):
-    def __init__(self, directory, queue, clock, hostname, tls_options, return_paths=None):
+    def __init__(self, directory, queue, clock, hostname, tls_options, postmaster="", return_paths=None):
         self.return_paths = return_paths
         self.directory = directory
         self.queue = queue
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options
+        self.postmaster = postmaster.lower()
 
     def buildProtocol(self, addr):
         return MXServer(self)
