@@ -89,7 +89,8 @@ def build_realm(config, reactor, database):
         return ldapdirectory.build(config, reactor, database)
     directory = SqliteDirectory(database)
     checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n")
+        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"),
+        hash_threads=config.get("auth", "hash_threads"),
     )
     return directory, checker
 
