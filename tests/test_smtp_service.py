@@ -27,7 +27,7 @@ class BuilderTests(unittest.TestCase):
         self.assertIsInstance(starttls, SubmissionFactory)
         self.assertFalse(starttls.implicit_tls)
         self.assertTrue(implicit.wrappedFactory.implicit_tls)
-        self.assertIs(implicit.wrappedFactory.throttle, starttls.throttle)
+        self.assertIs(implicit.wrappedFactory.logins, starttls.logins)
         self.assertIs(starttls.queue, queue)
         mx = mx_service(components, queue)
         self.assertIsInstance(mx, StreamServerEndpointService)

@@ -23,7 +23,7 @@ from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.service import QueueService
 from trekmail.policy.tally import Tally
-from trekmail.policy.throttle import AuthThrottle
+from trekmail.policy.logins import LoginGuard
 from trekmail.realm import database, ldapdirectory, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
@@ -80,6 +80,8 @@ class Components:
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
         self.directory, self.checker = build_realm(config, reactor, self.database)
+        self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"))
+        """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
         self.resolver = make_resolver(config, reactor)
 
 
@@ -163,17 +165,15 @@ def submission_services(components, queue):
     """
     The C{submissions} (implicit TLS) and C{submission} (STARTTLS)
     listeners that are configured, handing messages to C{queue} (an
-    L{IMessageQueue}); both share one failed-login throttle and one tally
-    of sending counts.
+    L{IMessageQueue}); both share one tally of sending counts.
     """
     portal = Portal(SubmissionRealm(components.directory), [components.checker])
-    throttle = AuthThrottle()
     tally = Tally(components.database, components.reactor)
 
     def factory(implicit_tls):
         return SubmissionFactory(
             portal, components.directory, tally, queue, components.reactor,
-            components.config.get("server", "hostname"), components.tls_options, throttle, implicit_tls,
+            components.config.get("server", "hostname"), components.tls_options, components.logins, implicit_tls,
         )
 
     services = (
@@ -271,7 +271,8 @@ def imap_services(components):
     size = components.config.get("imap", "processes")
     reactor = components.reactor
     store_service, cluster, doors = _imap_parts(
-        components, lambda limits: Coordinator(limits, reactor, size) if size > 1 else Solo(limits, reactor))
+        components, lambda limits: Coordinator(limits, reactor, size, components.logins) if size > 1
+        else Solo(limits, reactor, guard=components.logins))
     listeners = []
     for name, door in doors.items():
         if size > 1:
@@ -323,7 +324,7 @@ def dav_services(components):
     """
     if components.endpoints.get("https") is None:
         return []
-    site, pool = dav_site(components.config, components.checker, components.reactor)
+    site, pool = dav_site(components.config, components.checker, components.reactor, components.logins)
     return [WorkersService(pool), listener(components, "https", site, implicit_tls=True)]
 
 
