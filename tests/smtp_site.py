@@ -19,6 +19,7 @@ from tests.smtp_fakes import FakeQueue
 from trekmail import tls
 from trekmail.policy.limits import DAY
 from trekmail.policy.tally import Tally
+from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm import database
 from trekmail.realm.checkers import MailboxPasswordChecker
@@ -35,7 +36,7 @@ class TrackingFactory(TrackingFactoryMixin, SubmissionFactory):
 
 
 class Site:
-    def __init__(self, testcase, now=LATER, throttle=None, clock=None):
+    def __init__(self, testcase, now=LATER, throttle=None, clock=None, in_progress=1000):
         self.testcase = testcase
         self.config, self.admin, _ = support.realm(testcase)
         self.clock = clock
@@ -46,7 +47,8 @@ class Site:
         self.clients = ThreadPool(minthreads=0, maxthreads=32, name="smtp-test-clients")
         self.clients.start()
         testcase.addCleanup(self.clients.stop)
-        self.throttle = throttle or AuthThrottle(free=1000)
+        self.throttle = throttle or AuthThrottle(free=1000, disconnect_after=1000)
+        self.logins = LoginGuard(self.clock, self.throttle, in_progress)
         self.stopped = []
         self.start()
 
@@ -67,7 +69,7 @@ class Site:
         for name, implicit in (("submissions", True), ("submission", False)):
             factory = TrackingFactory(
                 portal, self.directory, self.tally, self.queue, self.clock, "mail.test",
-                options, self.throttle, implicit,
+                options, self.logins, implicit,
             )
             testcase.addCleanup(factory.close_all)
             if implicit:

@@ -28,6 +28,7 @@ from tests.support import NOON, client_context, write_config
 from trekmail.config import Config
 from trekmail.dav.auth import Door, LoginRefused, Logins, LoginThrottled
 from trekmail.dav.site import radicale_application
+from trekmail.policy.logins import LoginGuard
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
 from trekmail.realm.errors import DirectoryUnavailable
@@ -299,7 +300,7 @@ class LoginTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.checker = FakeChecker()
-        self.logins = Logins(self.checker, self.clock)
+        self.logins = Logins(self.checker, LoginGuard(self.clock))
 
     def attempt(self, password, client="192.0.2.1"):
         results = []
@@ -337,7 +338,7 @@ class DoorTests(unittest.TestCase):
             start_response("207 Multi-Status", [])
             return [b""]
 
-        self.door = Door(application, Logins(self.checker, reactor), reactor)
+        self.door = Door(application, Logins(self.checker, LoginGuard(reactor)), reactor)
 
     def call(self, authorization=None, **environ):
         if authorization is not None:

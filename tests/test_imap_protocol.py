@@ -243,6 +243,18 @@ class ProtocolTests(unittest.TestCase):
         server.dataReceived(b"c CAPABILITY\r\n")
         self.assertIn(b"AUTH=PLAIN", self.lines(transport)[0])
 
+    def test_an_authorization_identity_other_than_the_login_is_refused(self):
+        """RFC 4616 and RFC 5530: acting as another mailbox answers AUTHORIZATIONFAILED, not a login as oneself."""
+        import base64
+        for authzid, expected in [(b"bob@example.com", b"a NO [AUTHORIZATIONFAILED]"), (b"alice@example.com", b"a OK"),
+                                  (b"", b"a OK")]:
+            server, transport = self.connect()
+            self.lines(transport)
+            server.dataReceived(b"a AUTHENTICATE PLAIN " + base64.b64encode(authzid + b"\0alice@example.com\0pw")
+                                + b"\r\n")
+            self.assertTrue(self.lines(transport)[-1].startswith(expected), authzid)
+            self.assertEqual(server.state, "nonauth" if b"NO" in expected else "auth")
+
     def test_login_before_tls_refused(self):
         server, transport = self.connect(self.make_factory(implicit_tls=False))
         self.lines(transport)

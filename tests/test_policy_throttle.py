@@ -10,7 +10,7 @@ class ThrottleTests(unittest.TestCase):
         self.throttle = AuthThrottle(free=2, base_delay=1.0, max_delay=4.0, disconnect_after=6, window=900)
 
     def fail(self, address="192.0.2.1"):
-        return self.throttle.failed(address, self.clock.seconds())
+        return self.throttle.attempted(address, self.clock.seconds())
 
     def test_growing_delay_then_disconnect(self):
         verdicts = [self.fail() for _ in range(7)]
@@ -36,5 +36,5 @@ class ThrottleTests(unittest.TestCase):
     def test_bounded_memory(self):
         throttle = AuthThrottle(max_tracked=10)
         for i in range(100):
-            throttle.failed("10.0.0.%d" % i, 0)
+            throttle.attempted("10.0.0.%d" % i, 0)
         self.assertEqual(len(throttle._records), 10)

@@ -3,7 +3,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from trekmail.crypto import hash_password
+from trekmail.crypto import hash_password, verify_password
 from trekmail.realm import store
 from trekmail.realm.checkers import MailboxPasswordChecker, normalise_address
 from trekmail.realm.database import ThreadedDatabase
@@ -80,6 +80,50 @@ class CheckerTests(unittest.TestCase):
         checker = MailboxPasswordChecker(BrokenDirectory(), reactor, scrypt_n=1024)
         with self.assertRaises(DirectoryUnavailable):
             yield checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"x"))
+
+    @defer.inlineCallbacks
+    def test_unknown_names_cost_one_hash_like_a_wrong_password(self):
+        """Timing must not tell which mailboxes exist: every failure pays one scrypt at the configured cost."""
+        import threading
+        from trekmail.realm import checkers
+        calls = []
+
+        def counting(password, stored, wanted_n):
+            calls.append((stored, threading.current_thread().name))
+            return verify_password(password, stored, wanted_n)
+        self.patch(checkers, "verify_password", counting)
+        real = store.mailbox_get(self.admin.db, "alice@example.com").password_hash
+        for username in (b"nobody@example.com", b"alice", b"", b"alice@example.com"):
+            del calls[:]
+            with self.assertRaises(UnauthorizedLogin):
+                yield self.login(username, b"wrong")
+            self.assertEqual(len(calls), 1, username)
+            self.assertEqual(calls[0][0].split("$")[0], real.split("$")[0], "same scrypt parameters")
+            self.assertIn("trekmail-password-hash", calls[0][1], "its own pool, not the reactor's")
+
+    @defer.inlineCallbacks
+    def test_hashing_pool_is_bounded(self):
+        """Forty logins at once hash on at most C{hash_threads} threads."""
+        import threading
+        import time
+        from trekmail.realm import checkers
+        lock, running, most = threading.Lock(), [0], [0]
+
+        def slow(password, stored, wanted_n):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+            return False, False
+        self.patch(checkers, "verify_password", slow)
+        checker = MailboxPasswordChecker(SqliteDirectory(self.threaded), reactor, scrypt_n=1024, hash_threads=2)
+        attempts = [checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"x")) for _ in range(40)]
+        results = yield defer.DeferredList(attempts, consumeErrors=True)
+        self.assertTrue(all(not ok and f.check(UnauthorizedLogin) for ok, f in results))
+        self.assertEqual(most[0], 2)
+        self.assertEqual(len(checker.hashing.threads), 2)
 
 
 class NormaliseTests(unittest.TestCase):

@@ -23,6 +23,7 @@ from tests.smtp_site import LATER, PASSWORD, client_context
 from trekmail import tls
 from trekmail.mailstore import maildir_path
 from trekmail.policy.tally import Tally
+from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.queue.interface import Envelope
 from trekmail.queue.service import QueueService
@@ -83,7 +84,7 @@ class RelayTests(unittest.TestCase):
         options = tls.server_options(self.config)
         factory = SubmissionFactory(
             Portal(SubmissionRealm(self.directory), [checker]), self.directory, Tally(self.database, clock),
-            self.queue, clock, "mail.test", options, AuthThrottle(free=1000), True,
+            self.queue, clock, "mail.test", options, LoginGuard(clock, AuthThrottle(free=1000)), True,
         )
         port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

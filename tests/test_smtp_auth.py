@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests.smtp_fakes import FakeQueue, TLSStringTransport, replies
-from trekmail.policy.throttle import AuthThrottle
+from trekmail.policy.logins import LoginGuard
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp.submission import ISubmitter, Submitter, SubmissionFactory
 
@@ -50,7 +50,7 @@ class AuthTests(unittest.TestCase):
     def connect(self, checker, implicit_tls=True):
         self.clock = Clock()
         factory = SubmissionFactory(Portal(Realm(), [checker]), None, None, FakeQueue(), self.clock,
-                                    "mail.test", object(), AuthThrottle(), implicit_tls)
+                                    "mail.test", object(), LoginGuard(self.clock), implicit_tls)
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)
@@ -80,6 +80,16 @@ class AuthTests(unittest.TestCase):
         d, username = checker.waiting.pop()
         d.callback(username)
         self.assertEqual([line[:9] for line in replies(transport)], ["235 2.7.0", "250 2.0.0", "503 5.5.1"])
+
+    def test_an_authorization_identity_other_than_the_login_is_refused(self):
+        """RFC 4616: a mailbox may act only as itself; an empty or equal authzid is the login itself."""
+        checker = InMemoryUsernamePasswordDatabaseDontUse(**{"alice@example.com": b"pw"})
+        for authzid, expected in [(b"bob@example.com", "535 5.7.8"), (b"alice@example.com", "235 2.7.0"),
+                                  (b"Alice@Example.COM", "235 2.7.0"), (b"", "235 2.7.0")]:
+            server, transport = self.connect(checker)
+            server.dataReceived(b"AUTH PLAIN " + base64.b64encode(authzid + b"\0alice@example.com\0pw") + b"\r\n")
+            self.assertEqual([line[:9] for line in replies(transport)], [expected], authzid)
+            self.assertEqual(server.authenticated, expected.startswith("235"))
 
     def test_not_before_tls(self):
         checker = InMemoryUsernamePasswordDatabaseDontUse(**{"alice@example.com": b"pw"})

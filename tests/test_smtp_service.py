@@ -29,7 +29,7 @@ class BuilderTests(unittest.TestCase):
         self.assertIsInstance(starttls, SubmissionFactory)
         self.assertFalse(starttls.implicit_tls)
         self.assertTrue(implicit.implicit_tls)
-        self.assertIs(implicit.throttle, starttls.throttle)
+        self.assertIs(implicit.logins, starttls.logins)
         self.assertIs(starttls.queue, queue)
         mx = mx_service(components, queue)
         self.assertIsInstance(mx, StreamServerEndpointService)

@@ -206,6 +206,10 @@ SCHEMA = {
         "message_cache": Key("33554432", _integer),
         "processes": Key("1", _processes),
     },
+    "auth": {
+        "hash_threads": Key("2", _integer),
+        "max_logins_in_progress_per_ip": Key("3", _integer),
+    },
     "realm": {
         "backend": Key("sqlite", _choice("sqlite", "ldap")),
         "database": Key(""),

@@ -25,7 +25,7 @@ from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.service import QueueService
 from trekmail.policy.tally import Tally
-from trekmail.policy.throttle import AuthThrottle
+from trekmail.policy.logins import LoginGuard
 from trekmail.realm import database, ldapdirectory, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
@@ -83,6 +83,8 @@ class Components:
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
         self.directory, self.checker = build_realm(config, reactor, self.database)
+        self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"))
+        """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
         self.resolver = make_resolver(config, reactor)
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
@@ -95,7 +97,8 @@ def build_realm(config, reactor, database):
         return ldapdirectory.build(config, reactor, database)
     directory = SqliteDirectory(database)
     checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n")
+        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"),
+        hash_threads=config.get("auth", "hash_threads"),
     )
     return directory, checker
 
@@ -178,11 +181,9 @@ def submission_services(components, queue):
     """
     The C{submissions} (implicit TLS) and C{submission} (STARTTLS)
     listeners that are configured, handing messages to C{queue} (an
-    L{IMessageQueue}); both share one failed-login throttle and one tally
-    of sending counts.
+    L{IMessageQueue}); both share one tally of sending counts.
     """
     portal = Portal(SubmissionRealm(components.directory), [components.checker])
-    throttle = AuthThrottle()
     tally = Tally(components.database, components.reactor)
 
     caps = connection_caps(components.config, "submission")
@@ -190,7 +191,7 @@ def submission_services(components, queue):
     def factory(implicit_tls):
         built = SubmissionFactory(
             portal, components.directory, tally, queue, components.reactor,
-            components.config.get("server", "hostname"), components.tls_options, throttle, implicit_tls,
+            components.config.get("server", "hostname"), components.tls_options, components.logins, implicit_tls,
         )
         built.intake = components.data_intake
         return built
@@ -295,7 +296,8 @@ def imap_services(components):
     size = components.config.get("imap", "processes")
     reactor = components.reactor
     store_service, cluster, doors = _imap_parts(
-        components, lambda limits: Coordinator(limits, reactor, size) if size > 1 else Solo(limits, reactor))
+        components, lambda limits: Coordinator(limits, reactor, size, components.logins) if size > 1
+        else Solo(limits, reactor, guard=components.logins))
     listeners = []
     for name, door in doors.items():
         if size > 1:
@@ -348,7 +350,7 @@ def dav_services(components):
     """
     if components.endpoints.get("https") is None:
         return []
-    site, pool = dav_site(components.config, components.checker, components.reactor)
+    site, pool = dav_site(components.config, components.checker, components.reactor, components.logins)
     return [WorkersService(pool),
             listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))]
 

@@ -1,9 +1,9 @@
 """
 Who may use the calendars and address books: the mailbox realm, through
 the same cred checker as IMAP and SMTP (full address and mailbox
-password; a bare local part fails), with the same failed-login throttle
-as SMTP AUTH, and a directory outage answered as an outage (503), never
-as a wrong password.
+password; a bare local part fails), under the server's one
+failed-login guard (shared with SMTP AUTH and IMAP), and a directory
+outage answered as an outage (503), never as a wrong password.
 
 Radicale cannot answer 503 or 429 from an auth plugin (it turns every
 exception into a 500), so the check runs in L{Door}, a WSGI layer in
@@ -20,13 +20,11 @@ import secrets
 
 from radicale import auth as radicale_auth
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import fail
 from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
-from trekmail.policy.throttle import AuthThrottle
+from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.realm.errors import DirectoryUnavailable
 
 VERIFIED = "trekmail.dav.address"
@@ -48,34 +46,40 @@ class LoginThrottled(Exception):
     """Too many failures from this client address lately."""
 
 
+class LoginBusy(Exception):
+    """Too many logins from this client address are being checked at once."""
+
+
 class Logins:
     """
-    Checks Basic credentials on the reactor thread: the throttle first,
-    then the cred checker; a failure is held for the throttle's delay, as
-    SMTP AUTH holds its 535.
+    Checks Basic credentials on the reactor thread, under the server's
+    L{trekmail.policy.logins.LoginGuard}; a failure is held for the
+    throttle's delay, as SMTP AUTH holds its 535.
     """
 
-    def __init__(self, checker, clock, throttle=None):
+    def __init__(self, checker, guard):
         self._checker = checker
-        self._clock = clock
-        self._throttle = throttle or AuthThrottle()
+        self._guard = guard
 
     def login(self, username, password, client):
-        """Deferred firing with the mailbox address, or failing with L{LoginRefused}, L{LoginThrottled} or L{DirectoryUnavailable}."""
-        if self._throttle.blocked(client, self._clock.seconds()):
-            return fail(LoginThrottled())
-        d = self._checker.requestAvatarId(UsernamePassword(username.encode("utf-8"), password.encode("utf-8")))
+        """Deferred firing with the mailbox address, or failing with L{LoginRefused}, L{LoginThrottled}, L{LoginBusy} or L{DirectoryUnavailable}."""
+        credentials = UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        d = self._guard.login(client, lambda: self._checker.requestAvatarId(credentials))
 
         def refused(failure):
-            failure.trap(UnauthorizedLogin)
-            verdict = self._throttle.failed(client, self._clock.seconds())
+            failure.trap(Throttled, Busy, Failed)
+            if failure.check(Throttled):
+                raise LoginThrottled()
+            if failure.check(Busy):
+                raise LoginBusy()
+            verdict = failure.value.verdict
             log.info("DAV login failed for {username} from {client}", username=username, client=client)
 
             def answer():
                 raise LoginThrottled() if verdict.disconnect else LoginRefused()
             if verdict.delay <= 0:
                 answer()
-            return deferLater(self._clock, verdict.delay, answer)
+            return deferLater(self._guard.clock, verdict.delay, answer)
 
         d.addErrback(refused)
         d.addCallback(lambda address: address.decode("utf-8") if isinstance(address, bytes) else address)
@@ -116,6 +120,9 @@ class Door:
             except LoginThrottled:
                 return _answer(start_response, "429 Too Many Requests", b"Too many failed logins; try later\n",
                                [("Retry-After", "900")])
+            except LoginBusy:
+                return _answer(start_response, "429 Too Many Requests", b"Too many logins at once; try again\n",
+                               [("Retry-After", "1")])
             except DirectoryUnavailable:
                 return _answer(start_response, "503 Service Unavailable", b"Directory temporarily unavailable\n",
                                [("Retry-After", "60")])

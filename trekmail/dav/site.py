@@ -137,10 +137,10 @@ def site(application, pool, reactor, max_body=BoundedRequest.limit):
     return Site(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
 
 
-def dav_site(config, checker, reactor):
+def dav_site(config, checker, reactor, logins):
     """C{(site, pool)}: the HTTPS site for C{[listen] https} and the thread pool it needs started."""
     collections = os.path.join(config.data_dir, "dav", "collections")
     os.makedirs(collections, mode=0o700, exist_ok=True)
     pool = ThreadPool(minthreads=1, maxthreads=config.get("dav", "threads"), name="trekmail-dav")
-    door = Door(radicale_application(collections), Logins(checker, reactor), reactor)
+    door = Door(radicale_application(collections), Logins(checker, logins), reactor)
     return site(door, pool, reactor, config.get("dav", "max_body")), pool

@@ -21,11 +21,11 @@ evenly instead of landing wherever the kernel woke first, and a TLS
 session starts where it will most likely be served.
 
 The first process coordinates: it holds the per-account connection caps
-for all (L{ConnectionLimits.admit}) and counts every process's failed
-logins (L{AuthThrottle}; the others also remember locally which addresses
-it has refused), and the others reach it, and each other through it, over AMP on a socketpair made when it spawned them, so
-no one else can connect.  The caps of a process that dies are released
-when its link closes.
+for all (L{ConnectionLimits.admit}) and counts every process's logins in
+its L{LoginGuard}, the one SMTP and DAV use too (L{clusterlogins}); the
+others reach it, and each other through it, over AMP on a socketpair made
+when it spawned them, so no one else can connect.  The caps of a process
+that dies are released when its link closes.
 """
 
 import json
@@ -38,7 +38,8 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from trekmail.plans import plan_named
-from trekmail.policy.throttle import AuthThrottle, Verdict
+from trekmail.imap.clusterlogins import AskingCoordinator, CountingLogins
+from trekmail.policy.logins import LoginGuard
 
 _log = Logger()
 
@@ -136,9 +137,6 @@ class Release(amp.Command):
     requiresAnswer = False
 
 
-class LoginFailed(amp.Command):
-    arguments = [(b"peer", amp.Unicode()), (b"now", amp.Float())]
-    response = [(b"delay", amp.Float()), (b"disconnect", amp.Boolean())]
 
 
 class Place(amp.Command):
@@ -227,9 +225,10 @@ class Solo:
     session moves.
     """
 
-    def __init__(self, limits, reactor=None, index=0):
+    def __init__(self, limits, reactor=None, index=0, guard=None):
         self.limits = limits
-        self.throttle = AuthThrottle()
+        self.guard = LoginGuard(reactor) if guard is None else guard
+        """What every login passes (L{trekmail.policy.logins})."""
         self.leases = Leases()
         self.reactor = reactor
         self.index = index
@@ -258,14 +257,6 @@ class Solo:
     def released(self, address):
         """This process has closed mailbox C{address} (its flags are written back)."""
         self.leases.release(address, self.index)
-
-    def blocked(self, peer, now):
-        """Whether C{peer} has failed to log in too often to be let try."""
-        return self.throttle.blocked(peer, now)
-
-    def failed(self, peer, now):
-        """Counts a failed login from C{peer}: the L{Verdict} (may be a Deferred)."""
-        return self.throttle.failed(peer, now)
 
     def hand_off(self, session, handoff):
         """
@@ -340,8 +331,8 @@ class _One(protocol.Factory):
 class Coordinator(Solo):
     """The first process: counts everyone's caps and routes sessions to the other processes."""
 
-    def __init__(self, limits, reactor, size):
-        super().__init__(limits, reactor, 0)
+    def __init__(self, limits, reactor, size, guard=None):
+        super().__init__(limits, reactor, 0, guard)
         self.size = size
         self.links = {}
         self.loads = {}
@@ -396,10 +387,11 @@ class Coordinator(Solo):
         return link.callRemote(Adopt, **_arguments(descriptor, family, **vars(handoff)))
 
 
-class CoordinatorLink(amp.AMP):
+class CoordinatorLink(CountingLogins, amp.AMP):
     def __init__(self, coordinator, index):
         super().__init__()
         self.coordinator = coordinator
+        self.guard = coordinator.guard
         self.index = index
 
     def connectionMade(self):
@@ -409,6 +401,7 @@ class CoordinatorLink(amp.AMP):
     def connectionLost(self, reason):
         super().connectionLost(reason)
         self.coordinator.left(self.index, self)
+        self.end_logins()
 
     @Admit.responder
     def admit(self, account, address, peer, plan):
@@ -433,11 +426,6 @@ class CoordinatorLink(amp.AMP):
         self.coordinator.dismiss(admission)
         return {}
 
-    @LoginFailed.responder
-    def login_failed(self, peer, now):
-        verdict = self.coordinator.failed(peer, now)
-        return {"delay": verdict.delay, "disconnect": verdict.disconnect}
-
     @Adopt.responder
     def adopt(self, **fields):
         descriptor = _received(self, fields)
@@ -454,6 +442,7 @@ class Member(Solo):
     def __init__(self, limits, reactor, index, orphaned=lambda: None):
         super().__init__(limits, reactor, index)
         self.coordinator = None
+        self.guard = AskingCoordinator(self)
         self._reporting = None
         limits.changed = self._connections_changed
         self.orphaned = orphaned
@@ -488,16 +477,6 @@ class Member(Solo):
         self._reporting = None
         if self.coordinator is not None:
             self.coordinator.callRemote(Load, connections=self.limits.held())
-
-    def failed(self, peer, now):
-        if self.coordinator is None:
-            return defer.fail(Unavailable())
-
-        def verdict(answer):
-            if answer["disconnect"]:
-                self.throttle.block(peer, now)
-            return Verdict(answer["delay"], answer["disconnect"])
-        return self.coordinator.callRemote(LoginFailed, peer=peer, now=now).addCallback(verdict)
 
     def _deliver(self, handoff, descriptor, family):
         if self.coordinator is None:

@@ -21,7 +21,6 @@ import re
 import sqlite3
 
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.python import failure
@@ -33,7 +32,9 @@ from trekmail.imap.cluster import Handoff, Solo, Unavailable
 from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
+from trekmail import sasl
 from trekmail.plans import plan_named
+from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.realm.errors import DirectoryUnavailable
 
 PRE_LOGIN_TIMEOUT = 60
@@ -352,28 +353,32 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         return self._plain(tag, initial.encode() if isinstance(initial, str) else initial)
 
     def _plain(self, tag, response):
-        if response.strip() == b"*":
+        message = response.strip()
+        if message == b"*":
             return b"%s BAD Authentication cancelled\r\n" % tag.encode()
         try:
-            decoded = base64.b64decode(response.strip() if response.strip() != b"=" else b"", validate=True)
-            _, user, password = decoded.split(b"\0")
+            user, password = sasl.plain(base64.b64decode(b"" if message == b"=" else message, validate=True))
         except ValueError:
             return b"%s BAD Invalid SASL PLAIN response\r\n" % tag.encode()
+        except sasl.AuthorizationRefused:
+            return b"%s NO [AUTHORIZATIONFAILED] You may act only as yourself\r\n" % tag.encode()
         return self._login(tag, user, password)
 
     @defer.inlineCallbacks
     def _login(self, tag, user, password):
         if not self.secure:
             return b"%s NO [PRIVACYREQUIRED] Plaintext login needs TLS (use STARTTLS)\r\n" % tag.encode()
-        cluster = self.factory.cluster
-        if cluster.blocked(self.peer, self.factory.clock.seconds()):
+        cluster, portal, credentials = self.factory.cluster, self.factory.portal, UsernamePassword(user, password)
+        try:
+            _, address, _ = yield cluster.guard.login(self.peer, lambda: portal.login(credentials, None, IMailUser))
+        except Throttled:
             self._close(b"%s NO [UNAVAILABLE] Too many failed logins from your address, try again later\r\n"
                         % tag.encode())
             return None
-        try:
-            _, address, _ = yield self.factory.portal.login(UsernamePassword(user, password), None, IMailUser)
-        except (UnauthorizedLogin, UnhandledCredentials):
-            return (yield self._login_failed(tag))
+        except Busy:
+            return b"%s NO [UNAVAILABLE] Too many logins at once, try again\r\n" % tag.encode()
+        except Failed as e:
+            return (yield self._login_failed(tag, e.verdict))
         context = yield self.factory.directory.mailbox(address)
         if self.state != "nonauth":
             return None
@@ -395,13 +400,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         return self._enter(account, tag)
 
     @defer.inlineCallbacks
-    def _login_failed(self, tag):
-        """
-        Failures are counted per client address across every IMAP process
-        (L{AuthThrottle}): past the first few the answer is held back,
-        and past many the connection is closed.
-        """
-        verdict = yield self.factory.cluster.failed(self.peer, self.factory.clock.seconds())
+    def _login_failed(self, tag, verdict):
+        """Held back, or the connection closed, as the server's one throttle says (L{trekmail.policy.logins})."""
         self.log.info("IMAP login failed from {peer}", peer=self.peer)
         if verdict.delay > 0:
             yield task.deferLater(self.factory.clock, verdict.delay, lambda: None)
@@ -555,7 +555,7 @@ class IMAPFactory(protocol.ServerFactory):
         self.directory = directory
         self.store = store
         self.limits = limits
-        self.cluster = cluster if cluster is not None else Solo(limits)
+        self.cluster = cluster if cluster is not None else Solo(limits, clock)
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options

@@ -1,7 +1,12 @@
 """
-Failed-login throttling per client address, shared by every connection of
-one listener group so that opening parallel connections buys an attacker
-nothing.
+Failed-login throttling per client address, one for every protocol of
+the server (L{trekmail.policy.logins}) so that opening parallel
+connections, or trying another protocol, buys an attacker nothing.
+
+An attempt counts as a failure from the moment it starts (L{attempted})
+and is given back if it succeeds (L{succeeded}): forty logins sent at
+once are counted before any answer comes back, so no more of them are
+checked than the rule allows one after another.
 
 Each failure within C{window} seconds of the previous one raises the
 address's count: the first C{free} failures answer at once (people
@@ -59,10 +64,10 @@ class AuthThrottle:
     def block(self, address, now):
         """Refuse C{address} from now on, as if it had failed C{disconnect_after} times (another process's verdict)."""
         while not self.blocked(address, now):
-            self.failed(address, now)
+            self.attempted(address, now)
 
-    def failed(self, address, now):
-        """Record one failed login from C{address}; returns the L{Verdict}."""
+    def attempted(self, address, now):
+        """Counts a login from C{address} starting now as failed: the L{Verdict} to apply if it does fail."""
         record = self._current(address, now)
         if record is None:
             record = self._records[address] = _Record(0, now)
@@ -74,3 +79,9 @@ class AuthThrottle:
         excess = record.failures - self.free
         delay = 0.0 if excess <= 0 else min(self.max_delay, self.base_delay * 2 ** (excess - 1))
         return Verdict(delay, record.failures >= self.disconnect_after)
+
+    def succeeded(self, address, now):
+        """The login counted by L{attempted} succeeded (or was never checked): its count goes back."""
+        record = self._current(address, now)
+        if record is not None and record.failures > 0:
+            record.failures -= 1

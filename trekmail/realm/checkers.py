@@ -2,11 +2,14 @@
 The one login check every protocol uses, through a C{twisted.cred} portal.
 
 Logins are by full address; a bare local part, an unknown mailbox and a
-wrong password fail with the same L{UnauthorizedLogin} so that nobody can
-probe which mailboxes exist.  A paused mailbox still logs in here: pausing
+wrong password fail with the same L{UnauthorizedLogin} and after the same
+work (one scrypt at the configured cost, against a dummy hash when there
+is no real one), so that nobody can probe which mailboxes exist, by the
+answer or by its timing.  A paused mailbox still logs in here: pausing
 stops sending only, which the submission realm enforces.
 """
 
+import base64
 import hashlib
 import hmac
 import os
@@ -18,9 +21,10 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from trekmail.crypto import OWASP_SCRYPT_N, hash_password, verify_password
+from trekmail.crypto import OWASP_SCRYPT_N, SCRYPT_P, SCRYPT_R, hash_password, verify_password
 
 
 def normalise_address(username):
@@ -35,6 +39,16 @@ def normalise_address(username):
     if not at or not local or not domain or any(c.isspace() for c in address):
         return None
     return address
+
+
+def dummy_hash(n):
+    """
+    A well-formed scrypt value at cost C{n} that no password matches (its
+    digest is random): verifying against it costs what a real one does,
+    without the hash it would take to make a real one.
+    """
+    salt, digest = (base64.b64encode(os.urandom(size)).decode("ascii") for size in (16, 32))
+    return "{SCRYPT}n=%d,r=%d,p=%d$%s$%s" % (n, SCRYPT_R, SCRYPT_P, salt, digest)
 
 
 def address_and_password(credentials):
@@ -79,9 +93,14 @@ class VerifiedPasswordCache:
 @implementer(ICredentialsChecker)
 class MailboxPasswordChecker:
     """
-    Checks a mailbox password against the directory.  Hash work runs in the
-    reactor's thread pool; a directory failure propagates as
-    L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong password.
+    Checks a mailbox password against the directory.  Hash work runs on a
+    pool of C{hash_threads} threads of its own (C{[auth] hash_threads}):
+    a flood of logins then costs at most that many cores and never delays
+    the other work of the reactor's pool (DNS, the IMAP processes' calls).
+    The pool makes its threads as calls need them and stops with the
+    reactor, as the reactor's own does.  A directory failure propagates
+    as L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong
+    password.
 
     @param rehash: C{False} when the directory's hashes are not ours to
         replace (LDAP): a login then never pays for a hash it would discard.
@@ -90,23 +109,26 @@ class MailboxPasswordChecker:
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True):
+    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True, hash_threads=2):
         self._directory = directory
         self._reactor = reactor
         self._scrypt_n = scrypt_n
         self._cache = VerifiedPasswordCache() if cache is None else cache
         self._rehash = rehash
+        self._dummy = dummy_hash(scrypt_n)
+        self.hashing = ThreadPool(minthreads=0, maxthreads=hash_threads, name="trekmail-password-hash")
+        self.hashing.start()
+        reactor.addSystemEventTrigger("during", "shutdown", self.hashing.stop)
 
     def _in_thread(self, function, *args):
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)
+        return deferToThreadPool(self._reactor, self.hashing, function, *args)
 
     @defer.inlineCallbacks
     def requestAvatarId(self, credentials):
         address, password = address_and_password(credentials)
-        if address is None:
-            raise UnauthorizedLogin()
-        context = yield self._directory.mailbox(address)
+        context = None if address is None else (yield self._directory.mailbox(address))
         if context is None:
+            yield self._in_thread(verify_password, password, self._dummy, self._scrypt_n)
             raise UnauthorizedLogin()
         stored = context.mailbox.password_hash
         if self._cache.knows(address, stored, password):

@@ -407,6 +407,7 @@ def build(config, reactor, database):
     if settings.auth == "bind":
         return directory, LdapBindChecker(directory)
     checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"), rehash=False
+        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"), rehash=False,
+        hash_threads=config.get("auth", "hash_threads"),
     )
     return directory, checker

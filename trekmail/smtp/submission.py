@@ -4,10 +4,10 @@ through, on C{[listen] submissions} (implicit TLS, 465) and C{[listen]
 submission} (STARTTLS, 587).
 
 AUTH PLAIN and LOGIN are offered only once TLS is up (C{538 5.7.11}
-before), and every login goes through the cred portal; failures are
-throttled per client address by a L{AuthThrottle} shared by both
-listeners.  The facts (the mailbox context) are read again on each new
-connection and, within a session, at the first MAIL after
+before), and every login goes through the cred portal under the
+server's one L{LoginGuard}, which throttles failures per client address
+across every protocol.
+The facts (the mailbox context) are read again on each new connection and, within a session, at the first MAIL after
 L{CONTEXT_SECONDS}: an upgrade, a suspension or a pause applies within
 that time, and a session sending hundreds of messages a second does not
 ask the directory for each one.  The checks run in this order:
@@ -35,13 +35,14 @@ import binascii
 from twisted.cred import error as cred_error
 from twisted.cred.portal import IRealm
 from twisted.internet import defer, protocol, task
-from twisted.mail._cred import LOGINCredentials, PLAINCredentials
-from twisted.mail._except import IllegalClientResponse
+from twisted.mail._cred import LOGINCredentials
 from zope.interface import Interface, implementer
 
 from trekmail.policy import gate, limits, sender
+from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.sasl import AuthorizationRefused, MalformedPlain, PlainCredentials
 from trekmail.smtp.server import ESMTPServer, Reply
 
 CONTEXT_SECONDS = 5.0
@@ -97,7 +98,7 @@ class SubmissionServer(ESMTPServer):
 
     def __init__(self, factory, implicit_tls):
         super().__init__(factory.clock, factory.hostname, factory.tls_options, implicit_tls)
-        self.challengers = {b"PLAIN": PLAINCredentials, b"LOGIN": LOGINCredentials}
+        self.challengers = {b"PLAIN": PlainCredentials, b"LOGIN": LOGINCredentials}
         self.factory = factory
         self.portal = factory.portal
         self.submitter = None
@@ -127,10 +128,8 @@ class SubmissionServer(ESMTPServer):
             raise Reply(503, "5.5.1", "already authenticated")
         if self._from is not None:
             raise Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
-        if self.factory.throttle.blocked(self.client_address, self.clock.seconds()):
-            self.reply(421, "4.7.0", "too many failed logins from your address, try again later")
-            self.close()
-            return None
+        if self.factory.logins.blocked(self.client_address):
+            return self._throttled()
         parts = rest.split(None, 1)
         make = self.challengers.get(parts[0].upper()) if parts else None
         if make is None:
@@ -151,14 +150,16 @@ class SubmissionServer(ESMTPServer):
             raise Reply(501, "5.7.0", "authentication cancelled")
         try:
             self.challenger.setResponse(base64.b64decode(response, validate=True))
-        except (binascii.Error, IllegalClientResponse):
+        except (binascii.Error, MalformedPlain):
             raise Reply(501, "5.5.2", "malformed authentication response")
+        except AuthorizationRefused:
+            raise Reply(535, "5.7.8", "authentication failed: the authorization identity must be empty or your login")
         if self.challenger.moreChallenges():
             self.mode = "AUTH"
             self.sendCode(334, base64.b64encode(self.challenger.getChallenge()))
             return None
         credentials, self.challenger = self.challenger, None
-        d = self.portal.login(credentials, None, ISubmitter)
+        d = self.factory.logins.login(self.client_address, lambda: self.portal.login(credentials, None, ISubmitter))
         return d.addCallbacks(self._logged_in, self._login_failed)
 
     def _logged_in(self, result):
@@ -169,13 +170,17 @@ class SubmissionServer(ESMTPServer):
         self.reply(235, "2.7.0", "authentication successful")
 
     def _login_failed(self, failure):
+        if failure.check(Throttled):
+            return self._throttled()
+        if failure.check(Busy):
+            raise Reply(454, "4.7.0", "too many logins in progress from your address, try again shortly")
         if failure.check(DirectoryUnavailable):
             self.log.warn("submission login: directory unavailable: {error}", error=failure.value)
             raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
-        if not failure.check(cred_error.UnauthorizedLogin, cred_error.UnhandledCredentials):
+        if not failure.check(Failed):
             self.log.failure("submission login failed", failure)
             raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
-        verdict = self.factory.throttle.failed(self.client_address, self.clock.seconds())
+        verdict = failure.value.verdict
         self.log.info("submission login failed from {client}", client=self.client_address)
         if verdict.delay <= 0:
             return self._answer_failure(verdict.disconnect)
@@ -184,8 +189,11 @@ class SubmissionServer(ESMTPServer):
     def _answer_failure(self, disconnect):
         self.reply(535, "5.7.8", "authentication failed: use your full mailbox address and the mailbox password")
         if disconnect:
-            self.reply(421, "4.7.0", "too many failed logins from your address, try again later")
-            self.close()
+            self._throttled()
+
+    def _throttled(self):
+        self.reply(421, "4.7.0", "too many failed logins from your address, try again later")
+        self.close()
 
     # -- transaction ----------------------------------------------------
 
@@ -266,12 +274,12 @@ def _recent(then, now):
 
 class SubmissionFactory(protocol.ServerFactory):
     """
-    One per listener; both listeners share the L{AuthThrottle} so that a
-    client cannot escape it by switching ports.
+    One per listener; both listeners (and IMAP and DAV) share one
+    L{LoginGuard} so that a client cannot escape it by switching ports.
     """
 
     def __init__(self, portal, directory, tally, queue, clock, hostname, tls_options,
-                 throttle, implicit_tls):
+                 logins, implicit_tls):
         self.portal = portal
         self.directory = directory
         self.tally = tally
@@ -279,7 +287,7 @@ class SubmissionFactory(protocol.ServerFactory):
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options
-        self.throttle = throttle
+        self.logins = logins
         self.implicit_tls = implicit_tls
 
     def buildProtocol(self, addr):
