@@ -10,13 +10,16 @@ local parts, source routes, bang paths, a second C{@}) that older relays
 have been tricked by.  A paused mailbox still receives: pausing stops
 sending only.  No AUTH here; STARTTLS is offered with the same
 buffer-discarding rule as submission, and SIZE and the canonical DATA
-form come from L{trekmail.smtp.server}.
+form come from L{trekmail.smtp.server}.  A message whose header block is
+malformed is refused at the end of DATA (L{trekmail.smtp.headercheck});
+an accepted one gets our C{Received:} field (L{trekmail.smtp.trace}).
 """
 
 from twisted.internet import defer, protocol
 
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.smtp import headercheck, trace
 from trekmail.smtp.server import ESMTPServer, Reply
 
 MAX_RECIPIENTS = 100
@@ -52,15 +55,20 @@ class MXServer(ESMTPServer):
 
     @defer.inlineCallbacks
     def accept_message(self, sender, recipients, message):
+        try:
+            headercheck.field_names(message)
+        except headercheck.MalformedHeader as e:
+            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,))
+        recipients = tuple(r.lower() for r in recipients)
         envelope = Envelope(
             sender=sender,
-            recipients=tuple(r.lower() for r in recipients),
+            recipients=recipients,
             origin="mx",
             received_at=self.clock.seconds(),
             client_address=self.client_address,
         )
         try:
-            queue_id = yield self.factory.queue.enqueue(envelope, message)
+            queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
             if not isinstance(e, SpoolError):
                 self.log.failure("mx enqueue failed")
