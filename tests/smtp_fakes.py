@@ -17,12 +17,16 @@ from trekmail.realm.errors import DirectoryUnavailable
 class FakeQueue:
     def __init__(self):
         self.messages = []
+        self.traces = []
+        """What each C{trace} gave, kept apart so the messages are as the door passed them."""
         self.fail = False
         self.held = None
 
-    def enqueue(self, envelope, message):
+    def enqueue(self, envelope, message, trace=None):
         if self.fail:
             return defer.fail(SpoolError("disk full"))
+        if trace is not None:
+            self.traces.append(trace("Q%d" % (len(self.messages) + 1,)))
         if self.held is not None:
             d = defer.Deferred()
             self.held.append((envelope, message, d))

@@ -24,9 +24,9 @@ from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.returnpath import MAX_AGE_DAYS, ReturnPaths
 from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
-from trekmail.realm import database, schema
+from trekmail.realm import database, dkimkeys, schema
 from trekmail.relay.client import Outcome
-from trekmail.relay.dkim import Signature
+from trekmail.relay.dkim import Signature, Signer
 
 NOW = 1795262400.0
 MESSAGE = b"From: a@example.com\r\nTo: x@remote.test\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -413,3 +413,46 @@ class RetryPolicyTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             Config.from_text("[queue]\nretry_intervals = 0\n")
         self.assertIn("[queue] retry_intervals", str(caught.exception))
+
+
+class SigningFailureTests(unittest.TestCase):
+    """A signing failure is reported as what failed, never as a missing key it is not."""
+
+    def harness(self, with_key):
+        h = Harness(self)
+        data_dir = os.path.join(h.root, "data")
+        os.makedirs(os.path.join(data_dir, "dkim"))
+        if with_key:
+            dkimkeys.generate(data_dir, "example.com")
+        h.signer.signature = Signer(data_dir).signature
+        return h
+
+    def test_missing_key_waits_and_says_so(self):
+        h = self.harness(with_key=False)
+        h.send(["x@remote.test"])
+        [entry] = h.queue.entries()
+        self.assertIn("451 4.3.0 DKIM key of example.com (selector dkim) is missing",
+                      entry["errors"]["x@remote.test"])
+        self.assertEqual(h.transport.calls, [])
+
+    def test_unsignable_message_fails_for_good_with_its_reason(self):
+        h = self.harness(with_key=True)
+        h.send(["x@remote.test"], message=b"From: a@example.com\r\nnot a header\r\n\r\nHello.\r\n")
+        self.assertEqual(h.queue.entries(), [])
+        report, _, _, [status] = parse_report(h.inbox("a@example.com")[0])
+        self.assertEqual(status["Status"], "5.6.0")
+        self.assertIn("cannot DKIM-sign: malformed header line 'not a header'", status["Diagnostic-Code"])
+        self.assertNotIn("unavailable", status["Diagnostic-Code"])
+
+
+class TraceTests(unittest.TestCase):
+    def test_trace_names_the_queue_id_and_is_stored_first(self):
+        h = Harness(self)
+        h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
+        ids = []
+        h.queue.enqueue(Envelope("a@example.com", ("x@remote.test",), "submission"), MESSAGE,
+                        lambda queue_id: b"Received: id %s\r\n" % (queue_id.encode(),)).addCallback(ids.append)
+        h.clock.advance(0)
+        [(_, _, data)] = h.transport.calls
+        self.assertTrue(data.startswith(b"DKIM-Signature: d=example.com\r\nReceived: id %s\r\nFrom: " % (
+            ids[0].encode(),)))

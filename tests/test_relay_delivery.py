@@ -99,6 +99,34 @@ class RelayTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.05, lambda: None)
 
     @defer.inlineCallbacks
+    def test_submission_adds_trace_date_and_message_id(self):
+        port = self.submission()
+        message = b"From: alice@example.com\r\nTo: bob@remote.test\r\nSubject: bare\r\n\r\nHello\r\n"
+
+        def send():
+            c = smtplib.SMTP_SSL("127.0.0.1", port, local_hostname="client.example", context=client_context(),
+                                 timeout=30)
+            c.login("alice@example.com", PASSWORD)
+            c.sendmail("alice@example.com", ["bob@remote.test"], message)
+            c.quit()
+
+        yield self.wait_until(lambda: self.queue.started)
+        yield threads.deferToThread(send)
+        [(sender, recipient, data)] = yield self.sink.wait_for(1)
+        answers, _, _ = yield self.resolver.lookupText("dkim._domainkey.example.com")
+        published = b"".join(answers[0].payload.data)
+        self.assertTrue(dkim.verify(data, dnsfunc=lambda name, timeout=5: published))
+        head = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+        lines = head.split(b"\r\n")
+        self.assertTrue(lines[0].startswith(b"DKIM-Signature: "))
+        self.assertRegex(lines[1], rb"^Received: from client\.example \(\[127\.0\.0\.1\]\) by \S+ \(TrekMail\)"
+                                   rb" with ESMTPSA id [0-9a-f]+ for <bob@remote\.test>; \w{3}, .* \+0000$")
+        self.assertRegex(lines[2], rb"^Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000$")
+        self.assertRegex(lines[3], rb"^Message-ID: <[0-9a-f]{32}@\S+>$")
+        self.assertIn(b"h=from : from : subject : subject : date : date : to : to : message-id : message-id;",
+                      lines[0])
+
+    @defer.inlineCallbacks
     def test_submission_to_sink_with_dkim(self):
         port = self.submission()
         message = (
@@ -129,7 +157,7 @@ class RelayTests(unittest.TestCase):
         header = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
         self.assertIn(b"c=relaxed/relaxed", header)
         self.assertIn(b"a=rsa-sha256", header)
-        self.assertIn(b"h=from : to : subject : date : message-id : from", header)
+        self.assertIn(b"h=from : from : subject : subject : date : date : to : to : message-id : message-id;", header)
         self.assertEqual(self.sink.tls_used, [True])
         self.assertEqual(self.sink.peers, ["127.0.0.3"])
 

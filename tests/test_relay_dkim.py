@@ -56,7 +56,7 @@ class CanonicalizationTests(unittest.TestCase):
     def test_signed_headers(self):
         data = self.check(HEADERS + b"\r\nx\r\n")
         header = data.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ")
-        self.assertIn(b"h=from : to : subject : date : message-id : from;", header)
+        self.assertIn(b"h=from : from : subject : subject : date : date : to : to : message-id : message-id;", header)
         self.assertIn(b"s=dkim;", header)
 
     def test_added_from_breaks_the_signature(self):
@@ -64,10 +64,39 @@ class CanonicalizationTests(unittest.TestCase):
         head, body = data.split(b"\r\n\r\n", 1)
         self.assertFalse(verifies(head + b"\r\nFrom: mallory@evil.test\r\n\r\n" + body))
 
-    def test_absent_header_added_later_breaks_the_signature(self):
-        data = self.check(b"From: alice@example.com\r\nDate: Sat, 21 Nov 2026 12:00:00 +0000\r\n\r\nx\r\n")
+    def test_absent_header_is_not_signed(self):
+        data = self.check(b"From: alice@example.com\r\nSubject: hi\r\n\r\nx\r\n")
+        self.assertIn(b"h=from : from : subject : subject;", data)
         head, body = data.split(b"\r\n\r\n", 1)
-        self.assertFalse(verifies(head + b"\r\nSubject: added\r\n\r\n" + body))
+        self.assertTrue(verifies(head + b"\r\nMessage-ID: <added@relay.test>\r\nDate: Sat,"
+                                 b" 21 Nov 2026 12:00:00 +0000\r\n\r\n" + body))
+
+    def test_second_instance_of_a_singleton_breaks_the_signature(self):
+        data = self.check(HEADERS + b"Cc: carol@remote.test\r\n\r\nx\r\n")
+        head, body = data.split(b"\r\n\r\n", 1)
+        for added in (b"Subject: pay now", b"To: mallory@evil.test", b"Cc: mallory@evil.test",
+                      b"Date: Sun, 22 Nov 2026 12:00:00 +0000", b"Message-ID: <2@example.com>"):
+            self.assertFalse(verifies(head + b"\r\n" + added + b"\r\n\r\n" + body), added)
+        self.assertTrue(verifies(head + b"\r\nList-Id: <list.remote.test>\r\n\r\n" + body))
+
+    def test_rfc_6376_recommended_fields_are_signed(self):
+        fields = (
+            b"Reply-To: a@example.com", b"Cc: c@remote.test", b"In-Reply-To: <0@remote.test>",
+            b"References: <0@remote.test>", b"MIME-Version: 1.0", b"Content-Type: text/plain",
+            b"Content-Transfer-Encoding: 7bit", b"Resent-From: r@example.com", b"List-Id: <l.example.com>",
+        )
+        data = self.check(HEADERS + b"".join(f + b"\r\n" for f in fields) + b"\r\nx\r\n")
+        for field in fields:
+            name, value = field.split(b": ", 1)
+            self.assertFalse(verifies(data.replace(field, name + b": " + value + b"x")), field)
+        names = data.split(b" h=", 1)[1].split(b";", 1)[0].replace(b"\r\n ", b" ").split(b" : ")
+        self.assertEqual(names.count(b"from"), 2)
+        self.assertEqual((names.count(b"cc"), names.count(b"resent-from"), names.count(b"list-id")), (2, 1, 1))
+
+    def test_repeated_resent_fields_are_each_signed(self):
+        data = self.check(HEADERS + b"Resent-To: a@remote.test\r\nResent-To: b@remote.test\r\n\r\nx\r\n")
+        self.assertFalse(verifies(data.replace(b"Resent-To: a@", b"Resent-To: z@")))
+        self.assertFalse(verifies(data.replace(b"Resent-To: b@", b"Resent-To: z@")))
 
     def test_folded_headers(self):
         self.check(
@@ -105,7 +134,11 @@ class CanonicalizationTests(unittest.TestCase):
         self.assertFalse(verifies(data[:-3] + b"X\r\n"))
 
     def test_malformed_header_is_refused(self):
-        self.assertRaises(signer.SigningError, signer.sign, b"no colon here\r\n\r\nx\r\n", "example.com", "dkim", PEM)
+        e = self.assertRaises(signer.UnsignableMessage, signer.sign, b"no colon here\r\n\r\nx\r\n",
+                              "example.com", "dkim", PEM)
+        self.assertTrue(e.permanent)
+        self.assertIn("malformed header line 'no colon here'", str(e))
+        self.assertNotIn("key", str(e))
 
     def test_body_canonicalization_matches_dkimpy(self):
         pieces = [b" ", b"\t", b"  ", b"\r\n", b"a", b"\xff", b"\r\n\r\n", b"x y", b" \r\n"]
@@ -151,7 +184,22 @@ class SignerTests(unittest.TestCase):
         return dkim.verify(data, dnsfunc=lambda name, timeout=5: record)
 
     def test_missing_key(self):
-        self.assertRaises(signer.SigningError, self.signer.signature, self.message, "example.com", "dkim")
+        e = self.assertRaises(signer.KeyMissing, self.signer.signature, self.message, "example.com", "dkim")
+        self.assertFalse(e.permanent)
+        self.assertIn("DKIM key of example.com (selector dkim) is missing", str(e))
+
+    def test_unusable_key_is_not_reported_missing(self):
+        with open(dkimkeys.key_path(self.data_dir, "example.com"), "wb") as f:
+            f.write(b"junk")
+        e = self.assertRaises(signer.SigningError, self.signer.signature, self.message, "example.com", "dkim")
+        self.assertNotIsInstance(e, signer.KeyMissing)
+        self.assertIn("DKIM key of example.com: unusable DKIM key", str(e))
+
+    def test_malformed_message_with_a_good_key(self):
+        self.publish()
+        e = self.assertRaises(signer.UnsignableMessage, self.signer.signature,
+                              b" Subject: x\r\n\r\nbody\r\n", "example.com", "dkim")
+        self.assertIn("cannot DKIM-sign: malformed header line", str(e))
 
     def test_signature_kept_until_the_key_changes(self):
         record = self.publish()

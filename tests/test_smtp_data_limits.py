@@ -13,6 +13,7 @@ from trekmail.smtp.data import DataBudget, DataIntake
 from trekmail.smtp.mx import MXFactory
 
 TRANSACTION = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\n"
+HEADER = b"Subject: t\r\n\r\n"
 
 
 class Intake(DataIntake):
@@ -43,7 +44,7 @@ class SpoolTests(unittest.TestCase):
     def test_small_body_stays_in_memory(self):
         intake = Intake(memory_threshold=1000)
         server, transport, queue = session(intake)
-        server.dataReceived(TRANSACTION + b"DATA\r\n" + b"x" * 500 + b"\r\n.\r\n")
+        server.dataReceived(TRANSACTION + b"DATA\r\n" + HEADER + b"x" * 500 + b"\r\n.\r\n")
         self.assertEqual(replies(transport)[-1][:3], "250")
         self.assertEqual(intake.files, [])
 
@@ -51,7 +52,7 @@ class SpoolTests(unittest.TestCase):
         intake = Intake(memory_threshold=1000)
         server, transport, queue = session(intake)
         server.dataReceived(TRANSACTION + b"DATA\r\n")
-        body = b"".join(b"line %d\r\n..dot\r\n" % (i,) for i in range(2000))
+        body = HEADER + b"".join(b"line %d\r\n..dot\r\n" % (i,) for i in range(2000))
         for start in range(0, len(body), 777):
             server.dataReceived(body[start:start + 777])
         self.assertEqual(len(intake.files), 1)
@@ -77,8 +78,8 @@ class SpoolTests(unittest.TestCase):
         queue = FakeQueue()
         queue.held = []
         server, transport, _ = session(intake, queue)
-        server.dataReceived(TRANSACTION + b"DATA\r\nhello\r\n.\r\n")
-        self.assertEqual(intake.budget.held, len(b"\r\nhello\r\n"))
+        server.dataReceived(TRANSACTION + b"DATA\r\n" + HEADER + b"hello\r\n.\r\n")
+        self.assertEqual(intake.budget.held, len(b"\r\n" + HEADER + b"hello\r\n"))
         queue.held[0][2].callback("Q1")
         self.assertEqual(intake.budget.held, 0)
 
@@ -97,17 +98,17 @@ class BudgetTests(unittest.TestCase):
         intake = Intake(budget=DataBudget(10000), memory_threshold=100)
         first, first_transport, queue = session(intake)
         second, second_transport, _ = session(intake, queue)
-        first.dataReceived(TRANSACTION + b"DATA\r\n" + b"a" * 8000)
+        first.dataReceived(TRANSACTION + b"DATA\r\n" + HEADER + b"a" * 8000)
         second.dataReceived(TRANSACTION + b"DATA\r\n" + b"b" * 8000)
         self.assertLessEqual(intake.budget.held, 10000)
         second.dataReceived(b"\r\n.\r\n")
         self.assertEqual(replies(second_transport)[-1][:10], "452 4.3.1 ")
         first.dataReceived(b"\r\n.\r\n")
         self.assertEqual(replies(first_transport)[-1][:3], "250")
-        self.assertEqual([len(m) for _, m in queue.messages], [8002])
+        self.assertEqual([len(m) for _, m in queue.messages], [len(HEADER) + 8002])
         self.assertEqual(intake.budget.held, 0)
         self.assertTrue(all(f.closed for f in intake.files))
-        second.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nc\r\n.\r\n")
+        second.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n" + HEADER + b"c\r\n.\r\n")
         self.assertEqual([line[:3] for line in replies(second_transport)], ["250", "250", "354", "250"])
 
 
@@ -133,7 +134,7 @@ class DeadlineTests(unittest.TestCase):
     def test_deadline_ends_with_the_transaction(self):
         intake = Intake(deadline=100)
         server, transport, queue = session(intake)
-        server.dataReceived(TRANSACTION + b"DATA\r\nx\r\n.\r\n")
+        server.dataReceived(TRANSACTION + b"DATA\r\n" + HEADER + b"x\r\n.\r\n")
         server.clock.advance(150)
         self.assertEqual(replies(transport)[-1][:3], "250")
         self.assertFalse(transport.disconnecting)

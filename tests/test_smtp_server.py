@@ -172,14 +172,14 @@ class DataTests(unittest.TestCase):
         self.assertEqual(queue.messages[0][1], b"Subject: x\r\n\r\na\r\n\r\nb\r\n\r\nc\r\n.\r\nd\r\n\r\ne\r\n")
 
     def test_stuffing_dot_after_a_bare_lf_is_removed(self):
-        result, queue = self.deliver(b"a\n..x\n.y\r..z\r\n..\r\n.\r\n")
+        result, queue = self.deliver(b"Subject: x\r\n\r\na\n..x\n.y\r..z\r\n..\r\n.\r\n")
         self.assertEqual(result, ["250"])
-        self.assertEqual(queue.messages[0][1], b"a\r\n.x\r\ny\r\n..z\r\n.\r\n")
+        self.assertEqual(queue.messages[0][1], b"Subject: x\r\n\r\na\r\n.x\r\ny\r\n..z\r\n.\r\n")
 
     def test_end_split_across_reads(self):
-        result, queue = self.deliver(b"a\r\n..b\r", b"\n.", b"\r", b"\n")
+        result, queue = self.deliver(b"a:\r\n\r\n..b\r", b"\n.", b"\r", b"\n")
         self.assertEqual(result, ["250"])
-        self.assertEqual(queue.messages[0][1], b"a\r\n.b\r\n")
+        self.assertEqual(queue.messages[0][1], b"a:\r\n\r\n.b\r\n")
 
     def test_empty_body(self):
         result, queue = self.deliver(b".\r\n")
@@ -187,16 +187,16 @@ class DataTests(unittest.TestCase):
         self.assertEqual(queue.messages[0][1], b"")
 
     def test_pipelined_after_data(self):
-        result, queue = self.deliver(b"x\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\ny\r\n.\r\nQUIT\r\n")
+        result, queue = self.deliver(b"x:\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\ny:\r\n.\r\nQUIT\r\n")
         self.assertEqual(result, ["250", "250", "250", "354", "250", "221"])
-        self.assertEqual([m for _, m in queue.messages], [b"x\r\n", b"y\r\n"])
+        self.assertEqual([m for _, m in queue.messages], [b"x:\r\n", b"y:\r\n"])
 
     def test_slow_body_is_not_idle(self):
         server, transport, queue, directory = session()
         server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
         for _ in range(4):
             server.clock.advance(server.timeout - 1)
-            server.dataReceived(b"line\r\n")
+            server.dataReceived(b"a: line\r\n")
         server.dataReceived(b".\r\n")
         self.assertEqual(codes(transport)[-1], "250")
         server.clock.advance(server.timeout)
@@ -205,13 +205,13 @@ class DataTests(unittest.TestCase):
     def test_queue_failure(self):
         server, transport, queue, directory = session()
         queue.fail = True
-        server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n")
+        server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx:\r\n.\r\n")
         self.assertEqual(replies(transport)[-1], "451 4.3.0 could not store the message, please try again")
 
     def test_250_waits_for_the_queue(self):
         server, transport, queue, directory = session()
         queue.held = []
-        server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n")
+        server.dataReceived(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx:\r\n.\r\nNOOP\r\n")
         self.assertEqual(codes(transport), ["250", "250", "250", "354"])
         queue.held[0][2].callback("Q7")
         self.assertEqual(replies(transport), ["250 2.0.0 OK: queued as Q7", "250 2.0.0 OK"])
@@ -238,7 +238,7 @@ class QueuedLogTests(unittest.TestCase):
         self.server.dataReceived(b"EHLO c\r\n")
 
     def send(self, count):
-        transaction = b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx\r\n.\r\n"
+        transaction = b"MAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nx:\r\n.\r\n"
         self.server.dataReceived(transaction * count)
 
     def logged(self):

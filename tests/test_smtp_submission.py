@@ -179,7 +179,9 @@ class GateTests(unittest.TestCase):
         self.assertEqual(envelope.recipients, ("bob@remote.test", "carol@remote.test"))
         self.assertEqual((envelope.origin, envelope.authenticated_as), ("submission", "alice@example.com"))
         self.assertEqual(envelope.received_at, self.site.clock.seconds())
-        self.assertEqual(data, message("alice@example.com", ("bob@remote.test", "carol@remote.test")))
+        added, original = data.split(b">\r\n", 1)
+        self.assertEqual(original, message("alice@example.com", ("bob@remote.test", "carol@remote.test")))
+        self.assertRegex(added, rb"^Date: .*\r\nMessage-ID: <[0-9a-f]{32}@mail\.test$")
 
     def test_envelope_sender_not_mailbox(self):
         self.site.account(mailboxes=("alice", "bob"))

@@ -167,8 +167,8 @@ class Deliverer:
                 signature = yield self._signature(wire, domain, kept)
             except SigningError as e:
                 log.error("cannot DKIM-sign for {domain}: {error}", domain=domain.name, error=e)
-                return results + [Result(o) for o in outcomes(
-                    recipients, 451, "4.3.0 DKIM key of %s unavailable" % (domain.name,))]
+                code, status = (554, "5.6.0") if e.permanent else (451, "4.3.0")
+                return results + [Result(o) for o in outcomes(recipients, code, "%s %s" % (status, e))]
             wire = signature.header + wire
         else:
             domain, route, wire = None, MANAGED_ROUTE, wire_form(message)

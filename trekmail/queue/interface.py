@@ -32,10 +32,14 @@ class SpoolError(Exception):
 
 
 class IMessageQueue(Interface):
-    def enqueue(envelope, message):
+    def enqueue(envelope, message, trace=None):
         """
         Make C{message} (bytes, CRLF line ends, no dot-stuffing) and its
         L{Envelope} durable.
+
+        @param trace: C{trace(queue_id)} gives the trace fields (bytes) to
+            put in front of the message: a door's C{Received:} names the
+            queue id (RFC 5321 section 4.4), which the queue assigns.
 
         @return: Deferred firing with the queue id once message and
             envelope are fsynced; failing with L{SpoolError} otherwise.

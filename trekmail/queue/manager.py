@@ -85,11 +85,13 @@ class MessageQueue:
 
     # -- accepting
 
-    def enqueue(self, envelope, message):
+    def enqueue(self, envelope, message, trace=None):
         now = self._clock.seconds()
         if not envelope.received_at:
             envelope = dataclasses.replace(envelope, received_at=now)
         queue_id = new_queue_id(now)
+        if trace is not None:
+            message = trace(queue_id) + message
         try:
             d = self._spool.store(queue_id, envelope, message)
         except (TypeError, ValueError) as e:

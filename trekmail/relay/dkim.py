@@ -7,10 +7,18 @@ passes the message through L{trekmail.relay.client.wire_form} first, and
 the client sends it unchanged apart from dot-stuffing, which the receiver
 undoes before verifying.
 
-From is listed twice in C{h=} (oversigned), so nobody can add a second
-From header after signing without breaking the signature; the other
-headers named are signed whether or not present, for the same reason
-(RFC 6376 section 5.4.2: a name with no instance left hashes nothing).
+The signed fields are those of RFC 6376 section 5.4.1 (L{SIGNED}) that
+the message has, each instance of them.  A field it lacks is not named:
+named, it would be signed as absent (section 5.4.2), and a hop that adds
+a missing Date or Message-ID, as MTAs may, would break the signature.
+A name is listed once more than it occurs (oversigned, section 8.15), so
+that adding another instance breaks the signature, for From always and
+for every other name of L{OVERSIGNED}: fields a message may have only
+once (RFC 5322 section 3.6, RFC 2045), where a second instance is never
+legitimate and is the one a reader's client may show instead of the
+signed one.  Resent-* and List-* fields are not oversigned: a resender
+(RFC 5322 section 3.6.6) and a list expander (RFC 2369) add them after we
+sign, rightly.
 
 This replaces dkimpy's signer (dkimpy stays the verifier in the tests):
 dkimpy does RSA in pure Python, 7 ms per signature of a 10 KiB message
@@ -37,7 +45,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from trekmail.realm import dkimkeys
 from trekmail.relay.client import wire_form
 
-SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"from")
+SIGNED = (
+    b"from", b"reply-to", b"subject", b"date", b"to", b"cc",
+    b"resent-date", b"resent-from", b"resent-to", b"resent-cc",
+    b"in-reply-to", b"references",
+    b"list-id", b"list-help", b"list-unsubscribe", b"list-subscribe", b"list-post",
+    b"list-owner", b"list-archive",
+    b"mime-version", b"content-type", b"content-transfer-encoding", b"message-id",
+)
+OVERSIGNED = frozenset((
+    b"from", b"reply-to", b"subject", b"date", b"to", b"cc", b"in-reply-to", b"references",
+    b"mime-version", b"content-type", b"content-transfer-encoding", b"message-id",
+))
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _WSP_BEFORE_CRLF = re.compile(rb" +\r\n")
@@ -46,7 +65,23 @@ _FOLD = 72
 
 
 class SigningError(Exception):
-    """The domain's key is missing or unusable; the message must wait."""
+    """
+    A message could not be signed; the text says what failed.  Only
+    C{permanent} failures (the message itself) are worth refusing for good:
+    a key can be put right by the operator, and the message then waits.
+    """
+
+    permanent = False
+
+
+class KeyMissing(SigningError):
+    """The domain has no key file: absent, which is not the same as unusable."""
+
+
+class UnsignableMessage(SigningError):
+    """The message's header cannot be signed (verifiers would refuse it)."""
+
+    permanent = True
 
 
 def canonical_body(body):
@@ -94,12 +129,27 @@ def parse_headers(header_block):
             if line.startswith(b"From "):
                 name = None
                 continue
-            raise SigningError("malformed header line %r" % (line[:40],))
+            raise UnsignableMessage("cannot DKIM-sign: malformed header line %r"
+                                    % (line[:40].decode("ascii", "backslashreplace"),))
         name = found.group(1).lower()
         parts = [line[found.end():]]
     if name is not None:
         fields.append((name, _canonical_value(b"".join(parts))))
     return fields
+
+
+def signed_names(fields):
+    """The C{h=} list for C{fields}: L{SIGNED} names present, L{OVERSIGNED} ones once more."""
+    counts = {}
+    for name, _ in fields:
+        counts[name] = counts.get(name, 0) + 1
+    names = []
+    for name in SIGNED:
+        count = counts.get(name, 0)
+        if name in OVERSIGNED and (count or name == b"from"):
+            count += 1
+        names.extend([name] * count)
+    return names
 
 
 def _select(fields, names):
@@ -163,20 +213,34 @@ def signature_header(message, domain, selector, key, now=None):
     body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
     domain = domain.encode("ascii")
     stamp = int(time.time() if now is None else now)
+    fields = parse_headers(headers)
+    names = signed_names(fields)
     unsigned = b"".join((
         b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=", domain, b"; i=@", domain,
         b";\r\n q=dns/txt; s=", selector.encode("ascii"), b"; t=", b"%d" % stamp,
-        b";\r\n h=", b" : ".join(SIGNED_HEADERS),
+        b";\r\n h=", _folded_names(names),
         b";\r\n bh=", body_hash,
         b";\r\n b=",
     ))
-    hashed = [b"%s:%s\r\n" % field for field in _select(parse_headers(headers), SIGNED_HEADERS)]
+    hashed = [b"%s:%s\r\n" % field for field in _select(fields, names)]
     hashed.append(b"dkim-signature:" + _canonical_value(unsigned[len(b"DKIM-Signature:"):]))
     signature = base64.b64encode(key.sign(b"".join(hashed), padding.PKCS1v15(), hashes.SHA256()))
     first = _FOLD - len(b" b=")
     lines = [signature[:first]]
     lines.extend(signature[i:i + _FOLD] for i in range(first, len(signature), _FOLD))
     return unsigned + b"\r\n ".join(lines) + b"\r\n"
+
+
+def _folded_names(names):
+    lines = [[]]
+    width = len(b" h=")
+    for name in names:
+        if width + len(name) + 3 > _FOLD and lines[-1]:
+            lines.append([])
+            width = 1
+        lines[-1].append(name)
+        width += len(name) + 3
+    return b" :\r\n ".join(b" : ".join(line) for line in lines)
 
 
 def sign(message, domain, selector, private_key_pem):
@@ -226,8 +290,13 @@ class Signer:
         """
         try:
             key_id, key = self._key(domain, selector)
+        except FileNotFoundError:
+            raise KeyMissing("DKIM key of %s (selector %s) is missing: no file %s" % (
+                domain, selector, dkimkeys.key_path(self._data_dir, domain, selector))) from None
         except OSError as e:
-            raise SigningError("%s: %s" % (domain, e)) from None
+            raise SigningError("DKIM key of %s unreadable: %s" % (domain, e)) from None
+        except SigningError as e:
+            raise SigningError("DKIM key of %s: %s" % (domain, e)) from None
         if earlier is not None and earlier.key_id == key_id:
             return earlier
         return Signature(key_id, signature_header(message, domain, selector, key))

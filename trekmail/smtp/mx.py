@@ -15,13 +15,16 @@ sending only.  No AUTH here; STARTTLS is offered with the same
 buffer-discarding rule as submission, and SIZE and the canonical DATA
 form come from L{trekmail.smtp.server}.  Our own unexpired return paths
 (L{trekmail.queue.returnpath}) are accepted too, for the reports that
-come back to them.
+come back to them.  A message whose header block is malformed is refused
+at the end of DATA (L{trekmail.smtp.headercheck}); an accepted one gets
+our C{Received:} field (L{trekmail.smtp.trace}).
 """
 
 from twisted.internet import defer, protocol
 
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.smtp import headercheck, trace
 from trekmail.smtp.server import ESMTPServer, Reply
 
 MAX_RECIPIENTS = 100
@@ -79,15 +82,20 @@ class MXServer(ESMTPServer):
 
     @defer.inlineCallbacks
     def accept_message(self, sender, recipients, message):
+        try:
+            headercheck.field_names(message)
+        except headercheck.MalformedHeader as e:
+            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,))
+        recipients = tuple(r.lower() for r in recipients)
         envelope = Envelope(
             sender=sender,
-            recipients=tuple(dict.fromkeys(self._postmaster_of.get(r.lower(), r.lower()) for r in recipients)),
+            recipients=tuple(dict.fromkeys(self._postmaster_of.get(r, r) for r in recipients)),
             origin="mx",
             received_at=self.clock.seconds(),
             client_address=self.client_address,
         )
         try:
-            queue_id = yield self.factory.queue.enqueue(envelope, message)
+            queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
             if not isinstance(e, SpoolError):
                 self.log.failure("mx enqueue failed")

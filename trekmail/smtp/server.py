@@ -91,6 +91,8 @@ class ESMTPServer(smtp.ESMTP):
     door = "smtp"
     timeout = 300
     max_message_size = MAX_MESSAGE_SIZE
+    extended = False
+    """Whether the client said EHLO (not HELO): the Received field's C{with} keyword."""
 
     def __init__(self, clock, hostname, tls_options=None, implicit_tls=False):
         smtp.ESMTP.__init__(self, chal={}, contextFactory=tls_options)
@@ -269,10 +271,12 @@ class ESMTPServer(smtp.ESMTP):
 
     def do_HELO(self, rest):
         self._reset_transaction()
+        self.extended = False
         smtp.ESMTP.do_HELO(self, rest)
 
     def do_EHLO(self, rest):
         self._reset_transaction()
+        self.extended = True
         smtp.ESMTP.do_EHLO(self, rest)
 
     def do_NOOP(self, rest):

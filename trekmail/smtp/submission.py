@@ -21,16 +21,27 @@ ask the directory for each one.  The checks run in this order:
         full is then refused after its DATA instead of at MAIL);
   RCPT  the plan's recipients per message: past it, that RCPT and the
         DATA command get 550 5.5.3, so nothing of the message is accepted;
-  end   header From (550 5.7.1), then the caps again, atomically with
+  end   the header's syntax (550 5.6.0, L{trekmail.smtp.headercheck}),
+        header From (550 5.7.1), then the caps again, atomically with
         counting the message (L{trekmail.policy.tally}), then the
         queue; 250 only once the queue holds the message on disk.  A queue
         failure gives the count back and answers 451 4.3.0.
 
 Reply codes for policy verdicts are mapped in L{REPLIES}, and only there.
+
+A message taken gets the C{Date} and C{Message-ID} it lacks (L{completed})
+and our C{Received:} field (L{trekmail.smtp.trace}), which names the
+client's address and HELO as the MX's does, but not the login: the
+address is what abuse handling and the receiver's own filters need, and
+the mailbox is already in the From field, while the login name of an
+alias or a shared mailbox is nobody's business.
 """
 
 import base64
 import binascii
+import secrets
+from datetime import datetime, timezone
+from email.utils import format_datetime
 
 from twisted.cred import error as cred_error
 from twisted.cred.portal import IRealm
@@ -43,6 +54,7 @@ from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.sasl import AuthorizationRefused, MalformedPlain, PlainCredentials
+from trekmail.smtp import headercheck, trace
 from trekmail.smtp.server import ESMTPServer, Reply
 
 CONTEXT_SECONDS = 5.0
@@ -239,10 +251,15 @@ class SubmissionServer(ESMTPServer):
     @defer.inlineCallbacks
     def accept_message(self, address, recipients, message):
         context, caps = self._context, self._caps
+        try:
+            names = headercheck.field_names(message)
+        except headercheck.MalformedHeader as e:
+            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,))
         denial = sender.header_from_denial(message, context.address)
         if denial is not None:
             raise refuse(denial)
         now = self.clock.seconds()
+        message = completed(message, names, now, self.host)
         tally = self.factory.tally
         denial, receipt = yield tally.check_and_record(context.address, context.account.id, caps, now)
         if denial is not None:
@@ -258,7 +275,7 @@ class SubmissionServer(ESMTPServer):
             client_address=self.client_address,
         )
         try:
-            queue_id = yield self.factory.queue.enqueue(envelope, message)
+            queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
             tally.release(receipt)
             if not isinstance(e, SpoolError):
@@ -266,6 +283,23 @@ class SubmissionServer(ESMTPServer):
             raise Reply(451, "4.3.0", "could not store the message, please try again")
         self.queued(queue_id, address, len(recipients))
         return queue_id
+
+
+def completed(message, names, now, hostname):
+    """
+    C{message} with the C{Date} and C{Message-ID} fields it lacks (RFC 6409
+    section 8.2 and 8.3; C{names} are its field names, lower-cased): a
+    message without them is refused by some receivers and DKIM verifiers,
+    and a client that leaves them out counts on its submission server.
+    The id is random (not the queue id, which is not assigned yet) and
+    names our host, so it is unique across servers.
+    """
+    added = b""
+    if b"date" not in names:
+        added += b"Date: %s\r\n" % (format_datetime(datetime.fromtimestamp(now, timezone.utc)).encode("ascii"),)
+    if b"message-id" not in names:
+        added += b"Message-ID: <%s@%s>\r\n" % (secrets.token_hex(16).encode("ascii"), hostname)
+    return added + message
 
 
 def _recent(then, now):
