@@ -210,6 +210,18 @@ class RefreshTests(DirectoryTestCase):
         self.assertIsNotNone((yield self.directory.mailbox("new@example.com")))
 
     @defer.inlineCallbacks
+    def test_undeliverable_address_is_no_mailbox(self):
+        """An entry whose address delivery would refuse (a slash) is not a mailbox: RCPT gets 550, not a bounce."""
+        with self.slapd.connect() as c:
+            c.add(
+                "mail=a/b@example.com,ou=mailboxes," + SUFFIX,
+                ["inetOrgPerson", "trekmailMailbox"],
+                {"cn": "Slash", "sn": "Slash", "mail": "a/b@example.com", "userPassword": "secret"},
+            )
+        self.assertIsNone((yield self.directory.mailbox("a/b@example.com")))
+        self.assertFalse((yield self.directory.bind("a/b@example.com", "secret")))
+
+    @defer.inlineCallbacks
     def test_malformed_entry_is_a_temporary_failure(self):
         self.slapd.modify(ACCOUNT_1, trekmailPlan=["gold"])
         yield self.assertFailure(self.directory.mailbox("ssha@example.com"), Malformed)

@@ -79,6 +79,16 @@ class GuardTests(unittest.TestCase):
         self.attempts(guard, 1)
         self.assertEqual(len(self.checker.waiting), 4, "a finished check frees its place")
 
+    def test_only_so_many_are_checked_at_once_in_all(self):
+        guard = LoginGuard(self.clock, AuthThrottle(), in_progress=3, total=4)
+        refused = [self.attempts(guard, 1, client="192.0.2.%d" % (n,)) for n in range(1, 7)]
+        self.assertEqual(len(self.checker.waiting), 4)
+        self.assertEqual([len(r) for r in refused], [0, 0, 0, 0, 1, 1])
+        self.assertTrue(all(r[0].check(Busy) for r in refused[4:]))
+        self.checker.waiting.pop(0).callback("alice@example.com")
+        self.assertEqual(self.attempts(guard, 1, client="192.0.2.9"), [])
+        self.assertEqual(len(self.checker.waiting), 4, "a finished check frees its place")
+
     def test_a_success_or_an_outage_gives_its_count_back(self):
         guard = LoginGuard(self.clock, AuthThrottle(disconnect_after=2), in_progress=5)
         for outcome in ("alice@example.com", DirectoryUnavailable("down")) * 3:

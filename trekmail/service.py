@@ -83,7 +83,8 @@ class Components:
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
         self.directory, self.checker = build_realm(config, reactor, self.database)
-        self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"))
+        self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
+                                 total=config.get("auth", "max_logins_in_progress"))
         """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
         self.resolver = make_resolver(config, reactor)
         incoming = config.data_path("incoming")

@@ -8,6 +8,9 @@ An attempt is counted before its check runs, and at most C{in_progress}
 checks of one client address run at a time; the others are refused at
 once with L{Busy} (each protocol's temporary failure), so a client
 cannot queue forty password hashes by sending forty logins together.
+The same holds for all addresses together (C{total}): many addresses
+at once find the hashing threads busy, not an unbounded queue of
+hashes in front of them.
 
 Policy only: the protocols map L{Throttled}, L{Busy} and L{Failed} to
 their replies.
@@ -40,13 +43,16 @@ class LoginGuard:
     """
     @param clock: gives the time the throttle counts in.
     @param in_progress: checks of one client address allowed at once.
+    @param total: checks allowed at once, all addresses together.
     """
 
-    def __init__(self, clock, throttle=None, in_progress=3):
+    def __init__(self, clock, throttle=None, in_progress=3, total=64):
         self.clock = clock
         self.throttle = AuthThrottle() if throttle is None else throttle
         self.in_progress = in_progress
+        self.total = total
         self._running = {}
+        self._running_total = 0
 
     def blocked(self, client):
         """Whether C{client} has failed too often to be let try (a protocol may refuse before asking for credentials)."""
@@ -59,20 +65,23 @@ class LoginGuard:
         another process).
 
         @raise Throttled: C{client} is blocked.
-        @raise Busy: C{client} has C{in_progress} checks running.
+        @raise Busy: C{client} has C{in_progress} checks running, or
+            C{total} checks of all clients are.
         """
         now = self.clock.seconds()
         if self.throttle.blocked(client, now):
             raise Throttled()
         running = self._running.get(client, 0)
-        if running >= self.in_progress:
+        if running >= self.in_progress or self._running_total >= self.total:
             raise Busy()
         self._running[client] = running + 1
+        self._running_total += 1
         return self.throttle.attempted(client, now)
 
     def finish(self, client, failed):
         """The check started by L{start} is over; a success (or an outage, which is no wrong password) gives its count back."""
         running = self._running.pop(client) - 1
+        self._running_total -= 1
         if running:
             self._running[client] = running
         if not failed:

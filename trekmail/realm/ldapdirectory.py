@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from trekmail.plans import UnknownPlan, plan_named
 from trekmail.realm import dkimkeys, ldaplocal, ldapsettings
-from trekmail.realm.admin import check_address, check_domain
+from trekmail.realm.admin import check_domain, check_mailbox_address
 from trekmail.realm.checkers import MailboxPasswordChecker, address_and_password
 from trekmail.realm.directory import IDirectory
 from trekmail.realm.errors import DirectoryUnavailable, InvalidInput
@@ -322,7 +322,7 @@ class LdapDirectory:
     @defer.inlineCallbacks
     def mailbox(self, address):
         try:
-            address = check_address(address)
+            address = check_mailbox_address(address)
         except InvalidInput:
             return None
         entry = yield self._mailbox_entry(address)
@@ -340,7 +340,7 @@ class LdapDirectory:
     def bind(self, address, password):
         """Whether the directory accepts C{password} for C{address}'s entry."""
         try:
-            address = check_address(address)
+            address = check_mailbox_address(address)
         except InvalidInput:
             return False
         entry = yield self._mailbox_entry(address)
