@@ -366,6 +366,11 @@ def trekmail_config(base, listen, extra=None):
         "server": {"hostname": "bench.localdomain", "data_dir": str(base / "var")},
         "listen": {name: "" for name in ("submissions", "submission", "mx", "imaps", "imap", "https", "admin")},
         "realm": {"password_scrypt_n": "1024"},
+        # Every load tool connects from 127.0.0.1: lift the per-address caps, as Postfix exempts
+        # $mynetworks from its anvil limits.
+        "submission": {"max_connections_per_ip": "100000", "max_connections": "100000"},
+        "mx": {"max_connections_per_ip": "100000", "max_connections": "100000"},
+        "auth": {"max_logins_in_progress_per_ip": "1000", "max_logins_in_progress": "1000"},
     }
     sections["listen"].update(listen)
     for section, values in (extra or {}).items():

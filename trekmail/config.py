@@ -208,7 +208,7 @@ SCHEMA = {
     },
     "auth": {
         "hash_threads": Key("2", _integer),
-        "max_logins_in_progress_per_ip": Key("3", _integer),
+        "max_logins_in_progress_per_ip": Key("10", _positive),
         "max_logins_in_progress": Key("64", _positive),
     },
     "realm": {

@@ -46,7 +46,7 @@ class LoginGuard:
     @param total: checks allowed at once, all addresses together.
     """
 
-    def __init__(self, clock, throttle=None, in_progress=3, total=64):
+    def __init__(self, clock, throttle=None, in_progress=10, total=64):
         self.clock = clock
         self.throttle = AuthThrottle() if throttle is None else throttle
         self.in_progress = in_progress
