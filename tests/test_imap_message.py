@@ -210,3 +210,27 @@ class PartCountTests(unittest.TestCase):
         raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n--b\r\n--b--\r\n"
         _, bodystructure, _ = message.structures(raw)
         self.assertNotIn(b" -", bodystructure)
+
+
+class SectionsOfOneFetchTests(unittest.TestCase):
+    """A message past KEPT_PARTS keeps no tree: one FETCH of many of its sections must still parse it once."""
+
+    def test_many_sections_share_one_parse(self):
+        from trekmail.imap import fetch
+        from trekmail.imap.parser import Atom
+
+        raw = message.Kept(PartCountTests().many_parts(message.KEPT_PARTS + 50))
+        request = fetch.parse([[Atom("BODY[%d]" % n) for n in range(1, 41)] + [Atom("BODY[1.MIME]"), Atom("UID")]])
+        calls = []
+        original = message.parse
+
+        def counted(*args, **kwargs):
+            if kwargs.get("depth", 0) == 0 and len(args) < 5:
+                calls.append(1)
+            return original(*args, **kwargs)
+
+        self.patch(message, "parse", counted)
+        line = fetch.renderer(request, add_uid=False)(1, 7, None, (), None, raw)
+        self.assertEqual(len(calls), 1)
+        self.assertTrue(line.startswith(b"* 1 FETCH (BODY[1] {0}\r\n BODY[2] {0}\r\n"), line[:60])
+        self.assertTrue(line.endswith(b" UID 7)\r\n"))

@@ -144,9 +144,9 @@ def _section_item(section):
         label += b"<%d>" % section.start
     label += b" "
 
-    def item(uid, msg, flags, structure, raw):
+    def item(uid, msg, flags, structure, raw, tree):
         try:
-            data = message.section(raw, section.path, section.text, section.names)
+            data = message.section(raw, section.path, section.text, section.names, tree)
         except message.SectionError as e:
             raise ProtocolError(str(e)) from None
         if section.start is not None:
@@ -187,8 +187,16 @@ def renderer(request, add_uid):
     if names == ["UID", "FLAGS"]:
         return lambda seq, uid, msg, flags, structure, raw: (
             b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, uid, flag_list(flags)))
-    items = [_section_item(i) if isinstance(i, Section) else _ITEMS[i] for i in names]
+    items = [_ITEMS[i] for i in names if not isinstance(i, Section)]
+    if len(items) == len(names):
+        def render(seq, uid, msg, flags, structure, raw):
+            return b"* %d FETCH (" % seq + b" ".join([i(uid, msg, flags, structure, raw) for i in items]) + b")\r\n"
+        return render
+    items = [(_section_item(i), True) if isinstance(i, Section) else (_ITEMS[i], False) for i in names]
 
-    def render(seq, uid, msg, flags, structure, raw):
-        return b"* %d FETCH (" % seq + b" ".join([i(uid, msg, flags, structure, raw) for i in items]) + b")\r\n"
-    return render
+    def render_sections(seq, uid, msg, flags, structure, raw):
+        tree = message.TreeOnce(raw)
+        return b"* %d FETCH (" % seq + b" ".join([
+            i(uid, msg, flags, structure, raw, tree) if needs_tree else i(uid, msg, flags, structure, raw)
+            for i, needs_tree in items]) + b")\r\n"
+    return render_sections

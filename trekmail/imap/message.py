@@ -424,11 +424,32 @@ def _tree(raw):
     return tree
 
 
-def section(raw, path, text, names=()):
+class TreeOnce:
+    """
+    The MIME tree of one message, parsed at most once however many of its
+    sections one FETCH asks for: a message past L{KEPT_PARTS} keeps no
+    tree, and C{BODY[1] BODY[2] ...} of it parsed the whole message again
+    for each.
+    """
+
+    __slots__ = ("raw", "tree")
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.tree = None
+
+    def __call__(self):
+        if self.tree is None:
+            self.tree = _tree(self.raw)
+        return self.tree
+
+
+def section(raw, path, text, names=(), tree=None):
     """
     The bytes of C{BODY[path.text]}: C{path} is a tuple of part numbers,
     C{text} one of C{""}, C{HEADER}, C{TEXT}, C{MIME}, C{HEADER.FIELDS},
-    C{HEADER.FIELDS.NOT}.
+    C{HEADER.FIELDS.NOT}.  C{tree}: a L{TreeOnce} of C{raw}, to share one
+    parse among several sections.
     """
     if not path and text != "MIME":
         # The top level needs only where the header ends, not the MIME tree (most FETCHes of a section).
@@ -440,7 +461,7 @@ def section(raw, path, text, names=()):
         if text == "HEADER":
             return raw[:body_start]
         return raw[body_start:]
-    part = _tree(raw)
+    part = _tree(raw) if tree is None else tree()
     for number in path:
         if part.message is not None:
             part = part.message
