@@ -1,5 +1,5 @@
 """
-The per-plan IMAP connection caps of seed 003, shown with connections from
+The per-plan IMAP connection caps of docs/sending-rules.md, shown with connections from
 several 127.0.0.x source addresses over real TLS.
 """
 

@@ -4,7 +4,7 @@ from trekmail.plans import PLANS, TRIAL_CAPS, UnknownPlan, plan_named, sending_c
 
 
 class PlanTableTests(unittest.TestCase):
-    """The tables of seeds 000, 003 and 004, row by row."""
+    """The tables of docs/sending-rules.md ("Plans and limits", "Trial and verification"), row by row."""
 
     def test_sending_rows(self):
         rows = {

@@ -66,7 +66,7 @@ class GateTests(unittest.TestCase):
         ctx = dataclasses.replace(ctx, mailbox=dataclasses.replace(ctx.mailbox, paused=True))
         self.assertEqual(self.kind(ctx), gate.PAUSED)
 
-    def test_order_of_seed_004(self):
+    def test_order_of_the_ten_checks(self):
         self.clock.advance(1)
         everything = context("nano", owner_verified=False, suspension="billing")
         self.assertEqual(self.kind(everything), gate.UNVERIFIED)

@@ -1,7 +1,7 @@
 """
 C{domain verify} against a DNS server started by the test: each record
 judged with what to fix, status Pending -> Active, and an unverified
-domain still allowed to send (seed 004 check 2).
+domain still allowed to send (docs/sending-rules.md, check 2).
 """
 
 from twisted.internet.defer import inlineCallbacks

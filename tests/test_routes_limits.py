@@ -1,5 +1,5 @@
 """
-Limits and refusals by route (seed 002 "Good to know", seed 004 check 4):
+Limits and refusals by route (docs/sending-rules.md, "Limits by route" and check 4):
 managed follows the plan, a profile the plan's BYO row (the Nano row on
 Nano), the recipient cap always; an unconfigured or paused route refuses
 with a text that says what to do.

@@ -1,5 +1,5 @@
 """
-Seeds 001 and 002 in the realm: SMTP profiles with their password sealed
+docs/sending-rules.md ("SMTP profiles", "Routes") in the realm: SMTP profiles with their password sealed
 at rest, per-domain routes, the account default, apply-to-all, and what
 deleting a profile does.
 """

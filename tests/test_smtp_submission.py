@@ -1,6 +1,6 @@
 """
 Submission end to end: smtplib over real TLS on both listeners, through
-the rows of DESIGN.md's reply-code table and the sending gate of seed 004.
+the rows of docs/reply-codes.md and the sending gate of docs/sending-rules.md.
 """
 
 import datetime

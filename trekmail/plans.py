@@ -1,11 +1,10 @@
 """
-The plan table of the help-centre articles, kept as data.
+The plan table of docs/sending-rules.md, kept as data.
 
 Every cap the product enforces is read from here so that a change of
 pricing is a change of one table, not a hunt through the protocol code.
-Sources: seed 000 (sending limits, trial limits, eligibility), seed 004
-check 4 and 5 (the Nano row, recipients per message) and seed 003 (IMAP
-connection caps).
+Its sections "Plans and limits" (sending limits, recipients per message,
+IMAP connections) and "Trial and verification" (trial limits, eligibility).
 """
 
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Optional
 class SendingCaps:
     """
     Caps on outbound mail; C{None} means "no cap of ours" (a BYO provider
-    sets its own limits, seed 002 "Good to know").
+    sets its own limits, docs/sending-rules.md "Limits by route").
     """
 
     per_mailbox_day: Optional[int]
@@ -65,7 +64,7 @@ PLANS = {
 TRIAL_CAPS = SendingCaps(
     per_mailbox_day=30, per_account_day=50, per_account_hour=15, recipients_per_message=10
 )
-"""Seed 000: never-paid accounts on the managed route, until a first payment clears."""
+"""docs/sending-rules.md, "Trial and verification": never-paid accounts on the managed route, until a first payment clears."""
 
 PLAN_NAMES = tuple(PLANS)
 

@@ -161,7 +161,7 @@ class Operations:
 
     @defer.inlineCallbacks
     def profile_test(self, profile_id, to=None, sender=None):
-        """Seed 004 check 9: send a probe through the profile and report the provider's reply."""
+        """docs/sending-rules.md, "Why mail is not sending" check 9: send a probe through the profile and report the provider's reply."""
         login, owner = yield self.database.run(
             _login_and_owner, self._keyring(), self.config, self.reactor, profile_id)
         sender = sender or owner

@@ -1,5 +1,5 @@
 """
-Connection caps: the per-plan IMAP caps of seed 003 (simultaneous
+Connection caps: the per-plan IMAP caps of docs/sending-rules.md, "IMAP connections" (simultaneous
 logged-in connections per account from one client address, and per
 account in total), a server-wide total, and a cap on connections from one
 address that have not logged in yet.

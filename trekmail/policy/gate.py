@@ -3,7 +3,7 @@ The sending gate: may this mailbox send at all, right now?
 
 Pure functions of the realm's facts (a L{MailboxContext}) and the time, so
 the submission server, C{doctor} and the tests all reach the same verdict.
-The checks run in the order of seed 004 ("work through these in order")
+The checks run in the order of docs/sending-rules.md, "Why mail is not sending"
 restricted to those that depend on account state alone: 1 owner
 verification, 3 Nano / no route, 6 paused mailbox, 7 suspension.  Limits
 (checks 4 and 5) need counters and live in L{trekmail.policy.limits}; the
@@ -20,7 +20,7 @@ from trekmail.realm import routes
 from trekmail.realm.model import VERIFICATION_ENFORCED_FROM
 
 GRACE = datetime.timedelta(days=7)
-"""Seed 004 check 1: unverified owners may send for 7 days after registering."""
+"""docs/sending-rules.md, "Trial and verification": unverified owners may send for 7 days after registering."""
 
 UNVERIFIED = "unverified"
 NO_ROUTE = "no-route"
@@ -36,7 +36,7 @@ SUSPENSION_TEXTS = {
     ),
     "abuse": "Your account is temporarily restricted. Please contact support for details.",
 }
-"""Seed 004 check 7: the dashboard banner for each suspension reason."""
+"""docs/sending-rules.md, "Why mail is not sending" check 7: the dashboard banner for each suspension reason."""
 
 
 @dataclass(frozen=True)

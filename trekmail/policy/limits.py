@@ -6,10 +6,10 @@ Pure functions of (facts, counts, now).  The caps come from the plan
 table (L{trekmail.plans.sending_caps}) read afresh for every message, so an
 upgrade applies at once and never resets the counters.  Time windows:
 
-  - daily caps count messages since 00:00 UTC (seed 004 check 4);
+  - daily caps count messages since 00:00 UTC (docs/sending-rules.md, "Why mail is not sending" check 4);
   - the hourly cap is a rolling 60 minutes, counted per second of
     submission so that a message stops counting exactly an hour later;
-  - warmup (seed 000, "Domain Warmup"): a domain in its days 1-3 gets 40 %
+  - warmup (docs/sending-rules.md, "Warmup"): a domain in its days 1-3 gets 40 %
     of the daily caps, days 4-7 70 %, from day 8 the full caps.  Day 1 is
     the first 24 hours after C{domain.created}.  Warmup protects the shared
     managed IP pool, so it applies on the managed route only; a BYO
@@ -111,7 +111,7 @@ def over_limit(caps, counts):
 
 
 def recipients_denial(caps, count):
-    """Seed 004 check 5: too many recipients refuses the whole message."""
+    """docs/sending-rules.md, "Why mail is not sending" check 5: too many recipients refuses the whole message."""
     if count <= caps.recipients_per_message:
         return None
     return Denial(

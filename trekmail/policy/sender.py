@@ -1,5 +1,5 @@
 """
-Whose name a submitted message may carry (seed 000, "validates the From
+Whose name a submitted message may carry (docs/sending-rules.md, "Sender address": "validates the From
 address against the mailbox you authenticated with").
 
 Both the envelope sender and the header From must be exactly the logged-in

@@ -1,5 +1,5 @@
 """
-Bounce processing (seed 000): hard bounces are counted per sending domain
+Bounce processing (docs/sending-rules.md, "Bounces and suppression"): hard bounces are counted per sending domain
 and recipient; once an address has hard-bounced C{threshold} times, mail
 from that domain to it fails at once instead of hurting the domain's
 reputation with "delivering to dead addresses" signals.

@@ -11,7 +11,7 @@ from typing import Optional
 SUSPENSION_REASONS = ("billing", "deliverability", "abuse")
 
 VERIFICATION_ENFORCED_FROM = datetime.date(2026, 2, 19)
-"""Seed 004 check 1: accounts registered on or after this date must verify."""
+"""docs/sending-rules.md, "Trial and verification": accounts registered on or after this date must verify."""
 
 
 @dataclass(frozen=True)

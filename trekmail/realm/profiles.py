@@ -1,5 +1,5 @@
 """
-Bring-your-own SMTP profiles (seed 001) and per-domain routes (seed 002):
+Bring-your-own SMTP profiles and per-domain routes (docs/sending-rules.md, "SMTP profiles", "Routes"):
 the operator's verbs, shared by the CLI and the admin HTTP API.
 
 Passwords are sealed with L{trekmail.crypto.SecretKeyring} (the key lives
@@ -33,7 +33,7 @@ KNOWN_SPF_INCLUDES = (
     (".mailgun.org", "mailgun.org"),
     (".postmarkapp.com", "spf.mtasv.net"),
 )
-"""Seed 001's providers: the SPF include each one asks customers to publish."""
+"""docs/sending-rules.md, "SMTP profiles": the providers: the SPF include each one asks customers to publish."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class ProfileAdministration:
             (self.keyring.seal(fields["password"], _context(profile_id)), profile_id),
         )
         if first and not plan_named(account.plan).managed_sending:
-            # Seed 001: on Nano, outbound paused by losing the last profile
+            # docs/sending-rules.md, "Deleting a profile": on Nano, outbound paused by losing the last profile
             # resumes when a profile is added again.
             self.db.execute(
                 "UPDATE domains SET route = ? WHERE account_id = ? AND route = ?",
@@ -214,8 +214,8 @@ class ProfileAdministration:
 
     def profile_delete(self, profile_id):
         """
-        Seed 002: a default on this profile falls back to the plan
-        baseline and its domains move to the default; seed 001: losing the
+        docs/sending-rules.md, "Deleting a profile": a default on this profile falls
+        back to the plan baseline and its domains move to the default; losing the
         last profile puts the account's domains back on managed.
         """
         with transaction(self.db):
@@ -265,7 +265,7 @@ class ProfileAdministration:
 
     def _assign(self, name, account, route, make_default, apply_all):
         if make_default:
-            # Seed 002: the default only changes what new domains start on,
+            # docs/sending-rules.md, "Routes": the default only changes what new domains start on,
             # so domains still following the old baseline keep it.
             current = routes.parse_route(account.default_route) or routes.plan_baseline(account.plan)
             if current.text is not None:
@@ -314,7 +314,7 @@ class ProfileAdministration:
 
     def route_new(self, domain, name, host, port, tls, username, password, spf_include=None,
                   make_default=False, apply_all=False, yes=False):
-        """Seed 002 "New custom SMTP profile": create it and route the domain to it in one step."""
+        """docs/sending-rules.md, "Routes" (a new profile for one domain): create it and route the domain to it in one step."""
         fields = self._validated(name, host, port, tls, username, password, spf_include)
         self._confirm(apply_all, yes, "the new profile %r" % (fields["name"],))
         with transaction(self.db):

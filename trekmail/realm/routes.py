@@ -1,5 +1,5 @@
 """
-How a domain sends (seed 002): managed, through a saved SMTP profile, or
+How a domain sends (docs/sending-rules.md, "Routes"): managed, through a saved SMTP profile, or
 not configured yet.  L{resolve_route} is the one rule for it, a pure
 function so that the submission gate, the queue and C{doctor} can never
 disagree about where a message goes.
@@ -60,7 +60,7 @@ def parse_route(text):
 
 
 def plan_baseline(plan_name):
-    """Seed 002: with no default set, paid plans start managed and Nano unconfigured."""
+    """docs/sending-rules.md, "Routes": with no default set, paid plans start managed and Nano unconfigured."""
     return MANAGED_ROUTE if plan_named(plan_name).managed_sending else UNCONFIGURED_ROUTE
 
 

@@ -1,6 +1,6 @@
 """
 C{trekmail domain verify}: do a domain's published records let its mail
-authenticate?  (Seed 004 check 2, seed 001 "SPF & DMARC".)
+authenticate?  (docs/sending-rules.md, "Why mail is not sending" check 2, and "SMTP profiles".)
 
 Required for C{Active}: an SPF record that includes our configured
 include, and a DKIM TXT record whose key is the one we sign with.  DMARC,

@@ -7,7 +7,7 @@ the next waiting message after each one it sends (RSET, MAIL FROM, ...)
 and closes when none is waiting, which is what makes relaying thousands
 of messages a second to one destination cheap.
 
-Source addresses (seed 000, "IP pool diversification"): a sending domain
+Source addresses (docs/sending-rules.md, "IP pools"): a sending domain
 younger than L{NEW_DOMAIN_DAYS} days binds an address of the C{new} pool,
 others rotate over C{warm}; a pool that is not configured binds nothing.
 """
@@ -24,7 +24,7 @@ from trekmail.relay import client, mx
 from trekmail.relay.transport import ITransport
 
 NEW_DOMAIN_DAYS = 8
-"""Issue 4: domains younger than this many days send from the C{new} pool."""
+"""docs/sending-rules.md, "IP pools": domains younger than this many days send from the C{new} pool."""
 
 CONNECT_TIMEOUT = 30
 

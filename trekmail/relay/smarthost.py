@@ -1,5 +1,5 @@
 """
-Relay through a customer's own SMTP provider (seed 001): the route a
+Relay through a customer's own SMTP provider (docs/sending-rules.md, "SMTP profiles"): the route a
 domain takes when it points at a saved profile.
 
 Built on L{trekmail.relay.client}: implicit TLS wraps the connection
@@ -11,7 +11,7 @@ it in the clear, because its owner asked for exactly that.
 
 Every attempt ends in a L{RelayResult} that the queue can act on
 (C{sent}, C{temporary}: retry, C{permanent}: bounce) and whose
-C{explanation} is the plain sentence a report shows (seed 004, check 9).
+C{explanation} is the plain sentence a report shows (docs/sending-rules.md, "Why mail is not sending" check 9).
 """
 
 from dataclasses import dataclass

@@ -12,7 +12,7 @@ L{CONTEXT_SECONDS}: an upgrade, a suspension or a pause applies within
 that time, and a session sending hundreds of messages a second does not
 ask the directory for each one.  The checks run in this order:
 
-  MAIL  gate of seed 004 (verification, route/Nano, pause, suspension:
+  MAIL  gate of docs/sending-rules.md (verification, route/Nano, pause, suspension:
         554 5.7.7), envelope sender (550 5.7.1), daily and hourly caps
         (451 4.7.1 / 421 4.7.0), so a client fails early; the caps are
         not asked again while this session counted a message less than
@@ -90,7 +90,7 @@ class Submitter:
 
 @implementer(IRealm)
 class SubmissionRealm:
-    """Refuses paused mailboxes at login (seed 004 check 6: 535 at AUTH)."""
+    """Refuses paused mailboxes at login (docs/sending-rules.md, check 6: 535 at AUTH)."""
 
     def __init__(self, directory):
         self.directory = directory
