@@ -58,3 +58,23 @@ class EditableInstallTests(unittest.TestCase):
         self.assertEqual(lines[0], "_StaticPth", chosen.stdout + chosen.stderr)
         self.assertEqual([os.path.realpath(os.path.join(source, p)) for p in lines[1:]], [os.path.realpath(source)])
         self.assertTrue(os.path.exists(os.path.join(source, "twisted", "plugins", "trekmail_plugin.py")))
+
+
+class TestScriptTests(unittest.TestCase):
+    """bin/test, run without root on a machine lacking a Debian package, says which instead of failing in a test."""
+
+    def test_missing_packages_are_named_without_root(self):
+        fakes = os.path.abspath(self.mktemp())
+        os.makedirs(fakes)
+        for name, body in (("dpkg", 'case "$2" in slapd) exit 1;; *) exit 0;; esac'), ("id", "echo 1000")):
+            path = os.path.join(fakes, name)
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n%s\n" % (body,))
+            os.chmod(path, 0o755)
+        env = dict(os.environ, PATH=fakes + os.pathsep + os.environ["PATH"])
+        done = subprocess.run(["bash", os.path.join(REPO, "bin", "test")], capture_output=True, text=True,
+                              env=env, timeout=60)
+        self.assertEqual(done.returncode, 1, done.stderr)
+        self.assertIn("need these Debian packages: slapd", done.stderr)
+        self.assertIn("sudo apt-get install slapd", done.stderr)
+        self.assertEqual(done.stdout, "")
