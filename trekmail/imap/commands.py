@@ -16,7 +16,7 @@ from trekmail.imap.message import nstring
 from trekmail.imap.parser import (Atom, ProtocolError, mailbox_name, name_fits, number, sequence_members, uid_set,
                                   valid_new_name)
 from trekmail.imap.responses import tagged
-from trekmail.imap.store import SYSTEM_FLAGS
+from trekmail.imap.view import SYSTEM_FLAGS
 
 READ_CHUNK = 128
 """Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
