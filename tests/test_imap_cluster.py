@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from tests.imap_site import PASSWORD, Site, message
 from tests.support import client_context
-from trekmail.imap import cluster
+from trekmail.imap import cluster, clusterlink
 from trekmail.imap.cluster import Coordinator, Leases, Member
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -240,9 +240,9 @@ class ClusterTests(unittest.TestCase):
         sent, other = socket.socketpair()
         self.addCleanup(sent.close)
         self.addCleanup(other.close)
-        fields = cluster._arguments(sent.fileno(), socket.AF_UNIX, listener="imap")
+        fields = clusterlink._arguments(sent.fileno(), socket.AF_UNIX, listener="imap")
         fields["descriptor"] = os.dup(other.fileno())
-        self.assertRaises(cluster.Unavailable, cluster._received, link, fields)
+        self.assertRaises(clusterlink.Unavailable, clusterlink._received, link, fields)
         return self.unlinked[0]
 
     @defer.inlineCallbacks

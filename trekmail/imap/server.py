@@ -28,7 +28,8 @@ from twisted.cred.portal import IRealm
 from zope.interface import Interface, implementer
 
 from trekmail.imap import parser
-from trekmail.imap.cluster import Handoff, Solo, Unavailable
+from trekmail.imap.cluster import Solo
+from trekmail.imap.clusterlink import Handoff, Unavailable
 from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
