@@ -105,17 +105,20 @@ class Solo:
     session moves.
     """
 
-    def __init__(self, limits, reactor=None, index=0, guard=None):
+    def __init__(self, limits, *, reactor=None, index=0, guard=None, serving=None):
+        """
+        C{serving(cluster)} builds what sessions arriving here join, given
+        this cluster (which they ask at login): the L{IMAPFactory} that
+        adopted sessions join, and by listener name the factory (TLS-wrapped
+        for C{imaps}) that connections placed here join.
+        """
         self.limits = limits
         self.guard = LoginGuard(reactor) if guard is None else guard
         """What every login passes (L{trekmail.policy.logins})."""
         self.leases = Leases()
         self.reactor = reactor
         self.index = index
-        self.factory = None
-        """The L{IMAPFactory} that adopted sessions join; set when the service is wired."""
-        self.doors = {}
-        """By listener name, the factory (TLS-wrapped for C{imaps}) that connections placed here join."""
+        self.factory, self.doors = serving(self) if serving is not None else (None, {})
 
     def admit(self, account_id, address, peer, plan, asking=None):
         """
@@ -203,12 +206,12 @@ class Solo:
 class Coordinator(Solo):
     """The first process: counts everyone's caps and routes sessions to the other processes."""
 
-    def __init__(self, limits, reactor, size, guard=None):
-        super().__init__(limits, reactor, 0, guard)
+    def __init__(self, limits, *, reactor, size, guard=None, serving=None):
         self.size = size
         self.links = {}
         self.loads = {}
         """Each linked process's connections: as it last reported, plus those placed there since."""
+        super().__init__(limits, reactor=reactor, index=0, guard=guard, serving=serving)
 
     def link(self, index):
         """The AMP protocol to serve process C{index}'s end of its socketpair."""
@@ -265,14 +268,14 @@ class Member(Solo):
     receives sessions through it.
     """
 
-    def __init__(self, limits, reactor, index, orphaned=lambda: None):
-        super().__init__(limits, reactor, index)
+    def __init__(self, limits, *, reactor, index, orphaned=lambda: None, serving=None):
         self.coordinator = None
-        self.guard = AskingCoordinator(self)
         self._reporting = None
         limits.changed = self._connections_changed
         self.orphaned = orphaned
         """Called when the link to the coordinator closes: the first process is gone, and so is our reason to run."""
+        super().__init__(limits, reactor=reactor, index=index, guard=AskingCoordinator(self, reactor),
+                         serving=serving)
 
     def link(self):
         """The AMP protocol for this process's end of the socketpair."""

@@ -555,7 +555,7 @@ class IMAPFactory(protocol.ServerFactory):
         self.directory = directory
         self.store = store
         self.limits = limits
-        self.cluster = cluster if cluster is not None else Solo(limits, clock)
+        self.cluster = cluster if cluster is not None else Solo(limits, reactor=clock)
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options
