@@ -61,25 +61,29 @@ class Site:
         self.store.start()
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(per_address, total)
-        self.cluster = make_cluster(self.limits) if make_cluster is not None else None
-        if self.cluster is not None:
-            self.store.closed = self.cluster.released
         options = tls.server_options(self.config)
         self.ports = {}
         self.factories = {}
-        for name, implicit in (("imaps", True), ("imap", False)):
-            factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
-                                      "mail.test", options, implicit, appendlimit, trusted_networks,
-                                      self.cluster)
-            self.factories[name] = factory
-            testcase.addCleanup(factory.close_all)
-            if implicit:
-                factory = TLSMemoryBIOFactory(options, False, factory)
-            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-            testcase.addCleanup(port.stopListening)
-            self.ports[name] = port.getHost().port
-        if self.cluster is not None:
-            self.cluster.factory = self.factories["imap"]
+
+        def serving(cluster):
+            for name, implicit in (("imaps", True), ("imap", False)):
+                factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
+                                          "mail.test", options, implicit, appendlimit, trusted_networks,
+                                          cluster)
+                self.factories[name] = factory
+                testcase.addCleanup(factory.close_all)
+                if implicit:
+                    factory = TLSMemoryBIOFactory(options, False, factory)
+                port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+                testcase.addCleanup(port.stopListening)
+                self.ports[name] = port.getHost().port
+            return self.factories["imap"], {"imap": self.factories["imap"]}
+
+        self.cluster = make_cluster(self.limits, serving) if make_cluster is not None else None
+        if self.cluster is None:
+            serving(None)
+        else:
+            self.store.closed = self.cluster.released
 
     def account(self, plan="starter", owner="owner@example.net", domain="example.com", mailboxes=("alice",)):
         record = self.admin.account_add(owner, plan, verified=True)

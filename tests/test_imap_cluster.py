@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from tests.imap_site import PASSWORD, Site, message
 from tests.support import client_context
-from trekmail.imap import cluster
+from trekmail.imap import cluster, clusterlink
 from trekmail.imap.cluster import Coordinator, Leases, Member
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -53,9 +53,10 @@ class ClusterTests(unittest.TestCase):
 
     def setUp(self):
         self.first = Site(self, trusted_networks=LOOPBACK,
-                          make_cluster=lambda limits: Coordinator(limits, reactor, 2))
+                          make_cluster=lambda limits, serving: Coordinator(limits, reactor=reactor, size=2,
+                                                                              serving=serving))
         self.other = Site(self, trusted_networks=LOOPBACK, realm=self.first.realm,
-                          make_cluster=lambda limits: Member(limits, reactor, 1))
+                          make_cluster=lambda limits, serving: Member(limits, reactor=reactor, index=1, serving=serving))
         self.account = self.first.account(plan="nano", mailboxes=LOCALS)
         self.links = []
         self.unlinked = []
@@ -213,7 +214,6 @@ class ClusterTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_new_connection_goes_to_the_process_serving_fewer(self):
-        self.other.cluster.doors = {"imap": self.other.factories["imap"]}
         port = self.placing_port()
         busy = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
         placed = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", port, timeout=10)
@@ -224,7 +224,6 @@ class ClusterTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_connection_the_other_process_cannot_take_is_served_here(self):
-        self.other.cluster.doors = {"imap": self.other.factories["imap"]}
         self.other.limits.total = 0
         port = self.placing_port()
         busy = yield self.first.in_thread(imaplib.IMAP4, "127.0.0.1", self.first.ports["imap"], timeout=10)
@@ -240,9 +239,9 @@ class ClusterTests(unittest.TestCase):
         sent, other = socket.socketpair()
         self.addCleanup(sent.close)
         self.addCleanup(other.close)
-        fields = cluster._arguments(sent.fileno(), socket.AF_UNIX, listener="imap")
+        fields = clusterlink._arguments(sent.fileno(), socket.AF_UNIX, listener="imap")
         fields["descriptor"] = os.dup(other.fileno())
-        self.assertRaises(cluster.Unavailable, cluster._received, link, fields)
+        self.assertRaises(clusterlink.Unavailable, clusterlink._received, link, fields)
         return self.unlinked[0]
 
     @defer.inlineCallbacks

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from tests.imap_site import Site, message
 from tests.test_imap_session import raw
-from trekmail.imap import store
+from trekmail.imap.folder import Folder
 
 
 class KeywordAnnouncementTests(unittest.TestCase):
@@ -25,7 +25,7 @@ class KeywordAnnouncementTests(unittest.TestCase):
     def test_new_keyword_announced_before_fetch_shows_it(self):
         reading = threading.Event()
         gate = defer.Deferred()
-        original = store.Folder.read
+        original = Folder.read
 
         def held_read(folder, *args, **kwargs):
             d = original(folder, *args, **kwargs)
@@ -34,7 +34,7 @@ class KeywordAnnouncementTests(unittest.TestCase):
             reactor.callLater(0, reading.set)
             return gate.addCallback(lambda _: d)
 
-        self.patch(store.Folder, "read", held_read)
+        self.patch(Folder, "read", held_read)
 
         def work():
             reader, writer = self.site.connect(), self.site.connect()

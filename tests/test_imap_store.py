@@ -19,6 +19,9 @@ from twisted.trial import unittest
 from tests.imap_site import Site, message
 from tests.test_imap_session import raw
 from trekmail.imap import index, store
+from trekmail.imap.cache import MessageCache
+from trekmail.imap.folder import Folder
+from trekmail.imap.message import structures
 from trekmail.imap.parser import Reader
 from trekmail.imap.server import IMAPServer
 from trekmail.mailstore import maildir_path
@@ -26,7 +29,7 @@ from trekmail.mailstore import maildir_path
 
 class MessageCacheTests(unittest.TestCase):
     def test_least_recently_used_goes_first(self):
-        cache = store.MessageCache(16 * 100)
+        cache = MessageCache(16 * 100)
         cache.put("a", b"x" * 100)
         cache.put("b", b"y" * 100)
         self.assertEqual(cache.get("a"), b"x" * 100)
@@ -37,13 +40,13 @@ class MessageCacheTests(unittest.TestCase):
         self.assertLessEqual(cache.size, cache.limit)
 
     def test_big_messages_and_missing_files_are_not_kept(self):
-        cache = store.MessageCache(16 * 100)
+        cache = MessageCache(16 * 100)
         cache.put("big", b"x" * 101)
         cache.put("gone", None)
         self.assertEqual((cache.entries, cache.size), ({}, 0))
 
     def test_drop(self):
-        cache = store.MessageCache(1600)
+        cache = MessageCache(1600)
         cache.put("a", b"abc")
         cache.drop(["a", "never"])
         self.assertEqual((cache.get("a"), cache.size), (None, 0))
@@ -213,14 +216,14 @@ class InMemoryAnswerTests(unittest.TestCase):
     def setUp(self):
         self.store = FakeStore()
         self.store.run_files = self.store.run
-        self.store.cache = store.MessageCache(1 << 20)
+        self.store.cache = MessageCache(1 << 20)
         self.store.seconds = lambda: 0
         self.account = store.Account(self.store, "alice@example.com", "/nonexistent", "db")
         self.raw = message("cached")
         rows = [(1, "m1", "\\Seen", 1, len(self.raw), 0), (2, "m2", "", 1, len(self.raw), 0)]
-        folder = store.Folder(self.account, "INBOX", (7, 3, 1), rows, [])
+        folder = Folder(self.account, "INBOX", (7, 3, 1), rows, [])
         folder.watched = True
-        folder.structures = {1: store.message.structures(self.raw), 2: store.message.structures(self.raw)}
+        folder.structures = {1: structures(self.raw), 2: structures(self.raw)}
         self.account.folders["INBOX"] = folder
         self.store.cache.put(("/nonexistent", "m1"), self.raw)
         self.server = IMAPServer(Factory())

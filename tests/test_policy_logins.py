@@ -123,7 +123,7 @@ class SharedTests(unittest.TestCase):
         limits = ConnectionLimits(10, 100)
         self.imap = IMAPFactory(Portal(MailUserRealm(), [PasswordChecker()]), FakeDirectory(), FakeStore(), limits,
                                 self.clock, "mail.test", tls_options=object(), implicit_tls=True,
-                                cluster=Solo(limits, self.clock, guard=self.guard))
+                                cluster=Solo(limits, reactor=self.clock, guard=self.guard))
         self.smtp = SubmissionFactory(Portal(SubmissionRealm(), [PasswordChecker()]), None, None, FakeQueue(),
                                       self.clock, "mail.test", object(), self.guard, True)
 

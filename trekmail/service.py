@@ -257,7 +257,8 @@ IMAP_LISTENERS = (("imaps", True), ("imap", False))
 def _imap_parts(components, make_cluster):
     """
     What one IMAP process serves with: its mail store's service, its
-    L{trekmail.imap.cluster} role (from C{make_cluster(limits)}), and the
+    L{trekmail.imap.cluster} role (from C{make_cluster(limits, serving)},
+    which builds with C{serving} the factories that need the role), and the
     factory for each configured listener name (an L{IMAPFactory}, in TLS
     for C{imaps}).
     """
@@ -269,20 +270,23 @@ def _imap_parts(components, make_cluster):
     portal = Portal(MailUserRealm(), [components.checker])
     limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"),
                               connection_ceiling(config.get("imap", "max_connections")))
-    cluster = make_cluster(limits)
     store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"),
-                      cluster.released)
-    factories = {
-        name: IMAPFactory(
-            portal, components.directory, store, limits, components.reactor,
-            config.get("server", "hostname"), components.tls_options, implicit_tls,
-            config.get("imap", "append_limit"), config.get("imap", "trusted_networks"), cluster,
-        )
-        for name, implicit_tls in IMAP_LISTENERS
-    }
-    cluster.factory = factories["imap"]
-    cluster.doors = {name: _served(components, name, factories[name], implicit_tls)
-                     for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
+                      lambda address: cluster.released(address))
+
+    def serving(cluster):
+        factories = {
+            name: IMAPFactory(
+                portal, components.directory, store, limits, components.reactor,
+                config.get("server", "hostname"), components.tls_options, implicit_tls,
+                config.get("imap", "append_limit"), config.get("imap", "trusted_networks"), cluster,
+            )
+            for name, implicit_tls in IMAP_LISTENERS
+        }
+        doors = {name: _served(components, name, factories[name], implicit_tls)
+                 for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
+        return factories["imap"], doors
+
+    cluster = make_cluster(limits, serving)
     return MailStoreService(store, notifier), cluster, cluster.doors
 
 
@@ -297,8 +301,10 @@ def imap_services(components):
     size = components.config.get("imap", "processes")
     reactor = components.reactor
     store_service, cluster, doors = _imap_parts(
-        components, lambda limits: Coordinator(limits, reactor, size, components.logins) if size > 1
-        else Solo(limits, reactor, guard=components.logins))
+        components,
+        lambda limits, serving: Coordinator(limits, reactor=reactor, size=size, guard=components.logins,
+                                            serving=serving) if size > 1
+        else Solo(limits, reactor=reactor, guard=components.logins, serving=serving))
     listeners = []
     for name, door in doors.items():
         if size > 1:
@@ -320,7 +326,9 @@ def imap_process_service(config, reactor, index, orphaned):
     top = service.MultiService()
     for realm in realm_services(components):
         realm.setServiceParent(top)
-    store_service, cluster, _ = _imap_parts(components, lambda limits: Member(limits, reactor, index, orphaned))
+    store_service, cluster, _ = _imap_parts(
+        components,
+        lambda limits, serving: Member(limits, reactor=reactor, index=index, orphaned=orphaned, serving=serving))
     store_service.setServiceParent(top)
     return top, cluster
 

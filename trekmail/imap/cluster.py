@@ -24,7 +24,7 @@ The first process coordinates: it holds the per-account connection caps
 for all (L{ConnectionLimits.admit}) and counts every process's logins in
 its L{LoginGuard}, the one SMTP and DAV use too (L{clusterlogins}); the
 others reach it, and each other through it, over AMP on a socketpair made
-when it spawned them, so no one else can connect.  The caps of a process
+when it spawned them, so no one else can connect (L{trekmail.imap.clusterlink}).  The caps of a process
 that dies are released when its link closes.
 """
 
@@ -35,29 +35,16 @@ from dataclasses import dataclass, replace
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
-from twisted.protocols import amp
 
-from trekmail.plans import plan_named
-from trekmail.imap.clusterlogins import AskingCoordinator, CountingLogins
+from trekmail.imap.clusterlink import (Adopt, Admit, CoordinatorLink, Dismiss, Load, MemberLink, Place, Release,
+                                       Splice, Unavailable, _arguments, _flushed, _let_go, _One)
+from trekmail.imap.clusterlogins import AskingCoordinator
 from trekmail.policy.logins import LoginGuard
 
 _log = Logger()
 
 MAX_CARRIED = 60000
 """Bytes already read that may ride along in the hand-off message (AMP values stop at 64 KiB); more goes through a splice."""
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """A logged-in session on its way to the process that owns its mailbox."""
-
-    owner: int
-    admission: int
-    tag: str
-    address: str
-    peer: str
-    tls: bool
-    pending: bytes
 
 
 @dataclass(frozen=True)
@@ -111,113 +98,6 @@ class Leases:
             del self._owners[address]
 
 
-class Unavailable(Exception):
-    """The owning process cannot take the session now (it is restarting)."""
-
-
-class Adopt(amp.Command):
-    arguments = [
-        (b"descriptor", amp.Descriptor()), (b"family", amp.Integer()), (b"owner", amp.Integer()),
-        (b"admission", amp.Integer()), (b"tag", amp.Unicode()), (b"address", amp.Unicode()),
-        (b"peer", amp.Unicode()), (b"tls", amp.Boolean()), (b"pending", amp.String()),
-        (b"inode", amp.Integer()),
-    ]
-    response = []
-    errors = {Unavailable: b"UNAVAILABLE"}
-
-
-class Admit(amp.Command):
-    arguments = [(b"account", amp.Unicode()), (b"address", amp.Unicode()), (b"peer", amp.Unicode()),
-                 (b"plan", amp.Unicode())]
-    response = [(b"admission", amp.Integer()), (b"owner", amp.Integer())]
-
-
-class Release(amp.Command):
-    arguments = [(b"address", amp.Unicode())]
-    requiresAnswer = False
-
-
-
-
-class Place(amp.Command):
-    arguments = [(b"descriptor", amp.Descriptor()), (b"family", amp.Integer()), (b"listener", amp.Unicode()),
-                 (b"inode", amp.Integer())]
-    response = []
-    errors = {Unavailable: b"UNAVAILABLE"}
-
-
-class Load(amp.Command):
-    arguments = [(b"connections", amp.Integer())]
-    requiresAnswer = False
-
-
-class Dismiss(amp.Command):
-    arguments = [(b"admission", amp.Integer())]
-    requiresAnswer = False
-
-
-def _arguments(descriptor, family, **fields):
-    return dict(fields, descriptor=descriptor, family=family, inode=os.fstat(descriptor).st_ino)
-
-
-def _received(link, fields):
-    """
-    The descriptor of an L{Adopt} or L{Place}, checked against the socket
-    the sender meant: if the kernel ever dropped one in transit, AMP would
-    pair each later message with the wrong socket, and a session could be
-    handed someone else's connection.  The link is closed instead (the
-    other process then restarts and the pairing starts afresh).
-    """
-    descriptor = fields["descriptor"]
-    if os.fstat(descriptor).st_ino != fields["inode"]:
-        os.close(descriptor)
-        _log.critical("IMAP hand-off received the wrong socket; closing the link to resynchronise")
-        link.transport.loseConnection()
-        raise Unavailable()
-    return descriptor
-
-
-def _handoff(fields):
-    return Handoff(**{name: fields[name] for name in Handoff.__dataclass_fields__})
-
-
-def _flushed(transport):
-    """
-    Whether a TCP transport has written everything it was given: only then
-    may its socket change hands without reordering replies.  Twisted keeps
-    no public count of unwritten bytes, hence the private attributes.
-    """
-    unwritten = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return unwritten <= 0 and not getattr(transport, "_tempDataLen", 0)
-
-
-def _let_go(transport):
-    """
-    Closes our descriptor of a socket another process now serves: without
-    the shutdown Twisted would send first, which would end the connection
-    there too.  Twisted has no public switch for it.
-    """
-    transport._shouldShutdown = False
-    transport.loseConnection()
-
-
-class Splice(protocol.Protocol):
-    """The owner's side of a spliced TLS session, as seen from the process that keeps the TLS."""
-
-    def __init__(self, outer):
-        self.outer = outer
-
-    def connectionMade(self):
-        self.outer.registerProducer(self.transport, True)
-        self.transport.registerProducer(self.outer, True)
-
-    def dataReceived(self, data):
-        self.outer.write(data)
-
-    def connectionLost(self, reason=None):
-        self.outer.loseConnection()
-
-
 class Solo:
     """
     One process serving IMAP: every mailbox is ours, and the caps are
@@ -225,17 +105,20 @@ class Solo:
     session moves.
     """
 
-    def __init__(self, limits, reactor=None, index=0, guard=None):
+    def __init__(self, limits, *, reactor=None, index=0, guard=None, serving=None):
+        """
+        C{serving(cluster)} builds what sessions arriving here join, given
+        this cluster (which they ask at login): the L{IMAPFactory} that
+        adopted sessions join, and by listener name the factory (TLS-wrapped
+        for C{imaps}) that connections placed here join.
+        """
         self.limits = limits
         self.guard = LoginGuard(reactor) if guard is None else guard
         """What every login passes (L{trekmail.policy.logins})."""
         self.leases = Leases()
         self.reactor = reactor
         self.index = index
-        self.factory = None
-        """The L{IMAPFactory} that adopted sessions join; set when the service is wired."""
-        self.doors = {}
-        """By listener name, the factory (TLS-wrapped for C{imaps}) that connections placed here join."""
+        self.factory, self.doors = serving(self) if serving is not None else (None, {})
 
     def admit(self, account_id, address, peer, plan, asking=None):
         """
@@ -320,23 +203,15 @@ class Solo:
         self.reactor.adoptStreamConnection(descriptor, family, self.doors[listener])
 
 
-class _One(protocol.Factory):
-    def __init__(self, built):
-        self.built = built
-
-    def buildProtocol(self, addr):
-        return self.built
-
-
 class Coordinator(Solo):
     """The first process: counts everyone's caps and routes sessions to the other processes."""
 
-    def __init__(self, limits, reactor, size, guard=None):
-        super().__init__(limits, reactor, 0, guard)
+    def __init__(self, limits, *, reactor, size, guard=None, serving=None):
         self.size = size
         self.links = {}
         self.loads = {}
         """Each linked process's connections: as it last reported, plus those placed there since."""
+        super().__init__(limits, reactor=reactor, index=0, guard=guard, serving=serving)
 
     def link(self, index):
         """The AMP protocol to serve process C{index}'s end of its socketpair."""
@@ -387,66 +262,20 @@ class Coordinator(Solo):
         return link.callRemote(Adopt, **_arguments(descriptor, family, **vars(handoff)))
 
 
-class CoordinatorLink(CountingLogins, amp.AMP):
-    def __init__(self, coordinator, index):
-        super().__init__()
-        self.coordinator = coordinator
-        self.guard = coordinator.guard
-        self.index = index
-
-    def connectionMade(self):
-        super().connectionMade()
-        self.coordinator.joined(self.index, self)
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.coordinator.left(self.index, self)
-        self.end_logins()
-
-    @Admit.responder
-    def admit(self, account, address, peer, plan):
-        admission = self.coordinator.admit(json.loads(account), address, peer, plan_named(plan), self.index)
-        if admission is None:
-            return {"admission": 0, "owner": -1}
-        return {"admission": admission.number, "owner": admission.owner}
-
-    @Load.responder
-    def load(self, connections):
-        if self.coordinator.links.get(self.index) is self:
-            self.coordinator.loads[self.index] = connections
-        return {}
-
-    @Release.responder
-    def release(self, address):
-        self.coordinator.leases.release(address, self.index)
-        return {}
-
-    @Dismiss.responder
-    def dismiss(self, admission):
-        self.coordinator.dismiss(admission)
-        return {}
-
-    @Adopt.responder
-    def adopt(self, **fields):
-        descriptor = _received(self, fields)
-        d = self.coordinator._deliver(_handoff(fields), descriptor, fields["family"])
-        return d.addBoth(self.coordinator._closing, descriptor).addCallback(lambda _: {})
-
-
 class Member(Solo):
     """
     Any other process: asks the coordinator for admissions, and sends and
     receives sessions through it.
     """
 
-    def __init__(self, limits, reactor, index, orphaned=lambda: None):
-        super().__init__(limits, reactor, index)
+    def __init__(self, limits, *, reactor, index, orphaned=lambda: None, serving=None):
         self.coordinator = None
-        self.guard = AskingCoordinator(self)
         self._reporting = None
         limits.changed = self._connections_changed
         self.orphaned = orphaned
         """Called when the link to the coordinator closes: the first process is gone, and so is our reason to run."""
+        super().__init__(limits, reactor=reactor, index=index, guard=AskingCoordinator(self, reactor),
+                         serving=serving)
 
     def link(self):
         """The AMP protocol for this process's end of the socketpair."""
@@ -482,39 +311,6 @@ class Member(Solo):
         if self.coordinator is None:
             return defer.fail(Unavailable())
         return self.coordinator.callRemote(Adopt, **_arguments(descriptor, family, **vars(handoff)))
-
-
-class MemberLink(amp.AMP):
-    def __init__(self, member):
-        super().__init__()
-        self.member = member
-
-    def connectionMade(self):
-        super().connectionMade()
-        self.member.coordinator = self
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.member.coordinator = None
-        self.member.orphaned()
-
-    @Adopt.responder
-    def adopt(self, **fields):
-        descriptor = _received(self, fields)
-        try:
-            self.member.adopt(_handoff(fields), descriptor, fields["family"])
-        finally:
-            os.close(descriptor)
-        return {}
-
-    @Place.responder
-    def place(self, listener, family, **fields):
-        descriptor = _received(self, fields)
-        try:
-            self.member.placed(listener, descriptor, family)
-        finally:
-            os.close(descriptor)
-        return {}
 
 
 class Placing(protocol.Factory):

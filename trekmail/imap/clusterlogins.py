@@ -64,8 +64,8 @@ class AskingCoordinator(LoginGuard):
     throttle and refused here without asking until its window passes.
     """
 
-    def __init__(self, member):
-        super().__init__(member.reactor)
+    def __init__(self, member, reactor):
+        super().__init__(reactor)
         self.member = member
 
     def start(self, client):

@@ -15,7 +15,8 @@ from trekmail.imap.listpattern import MailboxPattern
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import (Atom, ProtocolError, mailbox_name, name_fits, number, sequence_members, uid_set,
                                   valid_new_name)
-from trekmail.imap.store import SYSTEM_FLAGS
+from trekmail.imap.responses import tagged
+from trekmail.imap.view import SYSTEM_FLAGS
 
 READ_CHUNK = 128
 """Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
@@ -80,9 +81,6 @@ def _append_date(value):
 
 
 class MailboxCommands:
-    def _tagged(self, tag, text):
-        return b"%s %s\r\n" % (tag.encode(), text.encode())
-
     # -- selection ----------------------------------------------------
     def do_SELECT(self, tag, reader, uid):
         return self._select(tag, reader, readonly=False)
@@ -109,7 +107,7 @@ class MailboxCommands:
 
     def _open(self, tag, folder, readonly, condstore, out):
         if folder is None:
-            return b"".join(out) + self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+            return b"".join(out) + tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
         if self.state != "auth":
             return None
         if condstore:
@@ -126,7 +124,7 @@ class MailboxCommands:
         out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
         out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
         out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
-        out.append(self._tagged(tag, "OK [%s] Select completed" % ("READ-ONLY" if readonly else "READ-WRITE")))
+        out.append(tagged(tag, "OK", "Select completed", "READ-ONLY" if readonly else "READ-WRITE"))
         return b"".join(out)
 
     def _with_folder(self, name, then):
@@ -162,19 +160,19 @@ class MailboxCommands:
             yield view.folder.expunge(view, deleted)
         if self.view is view:
             self._close_view()
-        return self._tagged(tag, "OK Close completed")
+        return tagged(tag, "OK", "Close completed")
 
     def do_UNSELECT(self, tag, reader, uid):
         self._no_args(reader)
         self._close_view()
-        return self._tagged(tag, "OK Unselect completed")
+        return tagged(tag, "OK", "Unselect completed")
 
     def do_CHECK(self, tag, reader, uid):
         self._no_args(reader)
         if not self.view.folder.poll_due():
-            return self.updates() + self._tagged(tag, "OK Check completed")
+            return self.updates() + tagged(tag, "OK", "Check completed")
         return self.view.folder.poll().addCallback(
-            lambda _: self.updates() + self._tagged(tag, "OK Check completed"))
+            lambda _: self.updates() + tagged(tag, "OK", "Check completed"))
 
     # -- mailboxes ----------------------------------------------------
     @defer.inlineCallbacks
@@ -182,14 +180,14 @@ class MailboxCommands:
         name = mailbox_name(reader.astring()).rstrip(".")
         self._no_args(reader)
         if name == "INBOX" or not valid_new_name(name):
-            return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
+            return tagged(tag, "NO", "Invalid mailbox name", "CANNOT")
         existing = dict((yield self.account.folder_list()))
         if name in existing:
-            return self._tagged(tag, "NO [ALREADYEXISTS] Mailbox exists")
+            return tagged(tag, "NO", "Mailbox exists", "ALREADYEXISTS")
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
             yield self.account.change_folders(index.create_folder, self.account.root, ".".join(parts[:depth]), True)
-        return self._tagged(tag, "OK Create completed")
+        return tagged(tag, "OK", "Create completed")
 
     @defer.inlineCallbacks
     def do_DELETE(self, tag, reader, uid):
@@ -197,14 +195,14 @@ class MailboxCommands:
         self._no_args(reader)
         existing = dict((yield self.account.folder_list()))
         if name == "INBOX" or name not in existing:
-            return self._tagged(tag, "NO [NONEXISTENT] Cannot delete this mailbox")
+            return tagged(tag, "NO", "Cannot delete this mailbox", "NONEXISTENT")
         if any(other.startswith(name + ".") for other in existing):
-            return self._tagged(tag, "NO [INUSE] Mailbox has children")
+            return tagged(tag, "NO", "Mailbox has children", "INUSE")
         if self.view is not None and self.view.folder.name == name:
             self._close_view()
         self.account.forget(name)
         yield self.account.change_folders(index.delete_folder, self.account.root, name)
-        return self._tagged(tag, "OK Delete completed")
+        return tagged(tag, "OK", "Delete completed")
 
     @defer.inlineCallbacks
     def do_RENAME(self, tag, reader, uid):
@@ -213,21 +211,21 @@ class MailboxCommands:
         self._no_args(reader)
         existing = dict((yield self.account.folder_list()))
         if old not in existing:
-            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+            return tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
         if new in existing:
-            return self._tagged(tag, "NO [ALREADYEXISTS] Target exists")
+            return tagged(tag, "NO", "Target exists", "ALREADYEXISTS")
         if new == "INBOX" or not valid_new_name(new) or new.startswith(old + "."):
-            return self._tagged(tag, "NO [CANNOT] Invalid mailbox name")
+            return tagged(tag, "NO", "Invalid mailbox name", "CANNOT")
         children = [new + other[len(old):] for other in existing if other.startswith(old + ".")]
         if any(child in existing for child in children):
-            return self._tagged(tag, "NO [ALREADYEXISTS] A child's new name exists")
+            return tagged(tag, "NO", "A child's new name exists", "ALREADYEXISTS")
         if not all(name_fits(child) for child in children):
-            return self._tagged(tag, "NO [CANNOT] A child's new name would be too long")
+            return tagged(tag, "NO", "A child's new name would be too long", "CANNOT")
         if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
             self._close_view()
         self.account.forget(old)
         yield self.account.change_folders(index.rename_folder, self.account.root, old, new)
-        return self._tagged(tag, "OK Rename completed")
+        return tagged(tag, "OK", "Rename completed")
 
     @defer.inlineCallbacks
     def do_SUBSCRIBE(self, tag, reader, uid, on=True):
@@ -235,8 +233,8 @@ class MailboxCommands:
         self._no_args(reader)
         changed = yield self.account.change_folders(index.subscribe, name, on)
         if not changed and on:
-            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
-        return self._tagged(tag, "OK %s completed" % ("Subscribe" if on else "Unsubscribe"))
+            return tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
+        return tagged(tag, "OK", "%s completed" % ("Subscribe" if on else "Unsubscribe"))
 
     def do_UNSUBSCRIBE(self, tag, reader, uid):
         return self.do_SUBSCRIBE(tag, reader, uid, on=False)
@@ -252,7 +250,7 @@ class MailboxCommands:
         pattern = reader.astring().decode("utf-8", "replace")
         self._no_args(reader)
         if not pattern:
-            return b'* %s (\\Noselect) "." ""\r\n' % verb.encode() + self._tagged(tag, "OK %s completed" % verb)
+            return b'* %s (\\Noselect) "." ""\r\n' % verb.encode() + tagged(tag, "OK", "%s completed" % verb)
         folders = self.account.known_folder_list()
         if folders is None:
             return self.account.folder_list().addCallback(
@@ -272,7 +270,7 @@ class MailboxCommands:
             if name in index.SPECIAL_USE:
                 attributes.append(index.SPECIAL_USE[name])
             out.append(b'* %s (%s) "." %s\r\n' % (verb.encode(), " ".join(attributes).encode(), nstring(name)))
-        out.append(self._tagged(tag, "OK %s completed" % verb))
+        out.append(tagged(tag, "OK", "%s completed" % verb))
         return b"".join(out)
 
     def do_STATUS(self, tag, reader, uid):
@@ -285,12 +283,12 @@ class MailboxCommands:
 
     def _status(self, tag, name, items, folder):
         if folder is None:
-            return self._tagged(tag, "NO [NONEXISTENT] No such mailbox")
+            return tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
         values = {"MESSAGES": len(folder.uids), "RECENT": len(folder.recent), "UIDNEXT": folder.uidnext,
                   "UIDVALIDITY": folder.uidvalidity, "UNSEEN": folder.unseen(),
                   "HIGHESTMODSEQ": folder.highestmodseq}
         body = " ".join("%s %d" % (str(i).upper(), values[str(i).upper()]) for i in items)
-        return b"* STATUS %s (%s)\r\n" % (nstring(name), body.encode()) + self._tagged(tag, "OK Status completed")
+        return b"* STATUS %s (%s)\r\n" % (nstring(name), body.encode()) + tagged(tag, "OK", "Status completed")
 
     @defer.inlineCallbacks
     def do_APPEND(self, tag, reader, uid):
@@ -304,10 +302,10 @@ class MailboxCommands:
         if args:
             raise ProtocolError("Invalid APPEND arguments")
         if not data:
-            return self._tagged(tag, "NO Empty message")
+            return tagged(tag, "NO", "Empty message")
         folder = yield self.account.folder(name)
         if folder is None:
-            return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
+            return tagged(tag, "NO", "No such mailbox", "TRYCREATE")
         filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when,
                                                 self.account.spares.take())
         # A small message is parsed here, not on the file thread: Python work there holds the GIL, and the reactor,
@@ -319,8 +317,8 @@ class MailboxCommands:
         self.account.store.cache.put((self.account.root, filename), data)
         uids = yield folder.add([(filename, len(data), int(when), " ".join(sorted(flags)))], self.view,
                                 [structures])
-        return self.updates() + self._tagged(tag, "OK [APPENDUID %d %d] Append completed"
-                                             % (folder.uidvalidity, uids[0]))
+        return self.updates() + tagged(tag, "OK", "Append completed",
+                                      "APPENDUID %d %d" % (folder.uidvalidity, uids[0]))
 
     # -- messages -----------------------------------------------------
     def _targets(self, reader, uid):
@@ -362,7 +360,7 @@ class MailboxCommands:
             return self._fetch_reading(tag, view, request, render, uids, uid)
         out = self._fetch_lines(view, request, render, uids, structures, raws)
         out.append(self.updates(allow_expunge=uid))
-        out.append(self._tagged(tag, "OK Fetch completed"))
+        out.append(tagged(tag, "OK", "Fetch completed"))
         return b"".join(out)
 
     @defer.inlineCallbacks
@@ -384,7 +382,7 @@ class MailboxCommands:
                 self.transport.write(b"".join(out))
                 out = []
         out.append(self.updates(allow_expunge=uid))
-        out.append(self._tagged(tag, "OK Fetch completed"))
+        out.append(tagged(tag, "OK", "Fetch completed"))
         return b"".join(out)
 
     def _fetch_lines(self, view, request, render, uids, structures, raws):
@@ -423,7 +421,7 @@ class MailboxCommands:
             raise ProtocolError("Invalid STORE item")
         flags = _flags_arg(args[1] if len(args) == 2 else args[1:])
         if view.readonly:
-            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+            return tagged(tag, "NO", "Mailbox is read-only", "READ-ONLY")
         changed, failed = view.folder.store(view, uids, mode, flags, unchangedsince)
         out = []
         if view.keywords != len(view.folder.keywords):
@@ -435,10 +433,10 @@ class MailboxCommands:
                     out.append(view.flag_line(seq, u, with_uid=uid))
         out.append(self.updates(allow_expunge=uid))
         if failed:
-            out.append(self._tagged(tag, "OK [MODIFIED %s] Conditional store failed" % _set_text(
+            out.append(tagged(tag, "OK", "Conditional store failed", "MODIFIED %s" % _set_text(
                 failed if uid else [view.seq_of(u) for u in failed])))
         else:
-            out.append(self._tagged(tag, "OK Store completed"))
+            out.append(tagged(tag, "OK", "Store completed"))
         return b"".join(out)
 
     @defer.inlineCallbacks
@@ -447,7 +445,7 @@ class MailboxCommands:
         try:
             query = search.parse(reader.rest(), view)
         except search.BadCharset:
-            return self._tagged(tag, "NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            return tagged(tag, "NO", "Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
         folder = view.folder
         hits = []
         top = 0
@@ -469,7 +467,7 @@ class MailboxCommands:
         line = b"* SEARCH " + " ".join(map(str, hits)).encode() if hits else b"* SEARCH"
         if query.uses_modseq and hits:
             line += b" (MODSEQ %d)" % top
-        return line + b"\r\n" + self.updates(allow_expunge=uid) + self._tagged(tag, "OK Search completed")
+        return line + b"\r\n" + self.updates(allow_expunge=uid) + tagged(tag, "OK", "Search completed")
 
     def do_COPY(self, tag, reader, uid):
         return self._copy(tag, reader, uid, move=False)
@@ -484,10 +482,10 @@ class MailboxCommands:
         name = mailbox_name(reader.astring())
         self._no_args(reader)
         if move and view.readonly:
-            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+            return tagged(tag, "NO", "Mailbox is read-only", "READ-ONLY")
         target = yield self.account.folder(name)
         if target is None:
-            return self._tagged(tag, "NO [TRYCREATE] No such mailbox")
+            return tagged(tag, "NO", "No such mailbox", "TRYCREATE")
         source = view.folder
         msgs = [(u, source.get(u)) for u in uids if source.get(u) is not None]
         names = yield self.account.run_files(index.link_messages, self.account.root, source.name, name,
@@ -495,22 +493,22 @@ class MailboxCommands:
         pairs = [(u, m, f) for (u, m), f in zip(msgs, names) if f is not None]
         new = yield target.add([(f, m.size, m.date, " ".join(sorted(m.flags))) for _, m, f in pairs],
                                view if target is source else None)
-        code = ""
+        code = None
         if pairs:
-            code = "[COPYUID %d %s %s] " % (target.uidvalidity, _set_text([u for u, _, _ in pairs]),
-                                            ",".join(str(n) for n in new))
+            code = "COPYUID %d %s %s" % (target.uidvalidity, _set_text([u for u, _, _ in pairs]),
+                                         ",".join(str(n) for n in new))
         out = []
         if move:
             if code:
-                out.append(b"* OK " + code.encode() + b"Moved\r\n")
-                code = ""
+                out.append(b"* OK [%s] Moved\r\n" % code.encode())
+                code = None
             moved = [u for u, _, _ in pairs]
             out.append(self._expunge_lines(moved))
             yield source.expunge(view, moved)
         if self.view is not view and self.view is not None:
             return None
         out.append(self.updates())
-        out.append(self._tagged(tag, "OK %s%s completed" % (code, "Move" if move else "Copy")))
+        out.append(tagged(tag, "OK", "Move completed" if move else "Copy completed", code))
         return b"".join(out)
 
     def _expunge_lines(self, uids):
@@ -522,10 +520,10 @@ class MailboxCommands:
         limit = set(uid_set(str(reader.atom()), view.uids)) if uid else None
         self._no_args(reader)
         if view.readonly:
-            return self._tagged(tag, "NO [READ-ONLY] Mailbox is read-only")
+            return tagged(tag, "NO", "Mailbox is read-only", "READ-ONLY")
         deleted = [u for u in view.uids if u in view.folder.msgs and "\\Deleted" in view.folder.msgs[u].flags
                    and (limit is None or u in limit)]
         out = self.updates()
         out += self._expunge_lines(deleted)
         yield view.folder.expunge(view, deleted)
-        return out + self._tagged(tag, "OK Expunge completed")
+        return out + tagged(tag, "OK", "Expunge completed")

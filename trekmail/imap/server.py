@@ -28,10 +28,12 @@ from twisted.cred.portal import IRealm
 from zope.interface import Interface, implementer
 
 from trekmail.imap import parser
-from trekmail.imap.cluster import Handoff, Solo, Unavailable
+from trekmail.imap.cluster import Solo
+from trekmail.imap.clusterlink import Handoff, Unavailable
 from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
+from trekmail.imap.responses import tagged
 from trekmail import sasl
 from trekmail.plans import plan_named
 from trekmail.policy.logins import Busy, Failed, Throttled
@@ -156,8 +158,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             name = rest.partition(b" ")[0].decode("ascii", "replace").upper()
         limit = self.factory.appendlimit if name == "APPEND" and self.account is not None else parser.MAX_LITERAL
         if size > limit:
-            code = "[TOOBIG] " if name == "APPEND" else ""
-            self._send(b"%s NO %sLiteral too big (limit %d)\r\n" % (tag.encode(), code.encode(), limit))
+            self._send(tagged(tag, "NO", "Literal too big (limit %d)" % limit, "TOOBIG" if name == "APPEND" else None))
             return False
         if synchronising:
             self.transport.write(b"+ Ready for literal data\r\n")
@@ -180,7 +181,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             try:
                 segments = self.framer.next_command()
             except parser.BadLiteral as e:
-                self._send(b"%s BAD Invalid literal size\r\n" % e.tag.encode())
+                self._send(tagged(e.tag, "BAD", "Invalid literal size"))
                 if e.fatal:
                     self._close(b"* BYE Cannot skip that literal\r\n")
                     return
@@ -206,7 +207,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         if not tag or tag == "*" or tag == "+" or _TAG_SPECIALS.search(tag):
             return self._send(b"* BAD Invalid tag\r\n")
         if not name:
-            return self._send(b"%s BAD Missing command\r\n" % tag.encode())
+            return self._send(tagged(tag, "BAD", "Missing command"))
         uid = False
         reader = parser.Reader(rest, segments)
         if name == "UID":
@@ -214,14 +215,14 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             try:
                 name = reader.atom().upper()
             except ProtocolError:
-                return self._send(b"%s BAD Missing UID command\r\n" % tag.encode())
+                return self._send(tagged(tag, "BAD", "Missing UID command"))
             if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
-                return self._send(b"%s BAD Unknown UID command\r\n" % tag.encode())
+                return self._send(tagged(tag, "BAD", "Unknown UID command"))
         handler, states = self.COMMANDS.get(name, (None, ()))
         if handler is None:
-            return self._send(b"%s BAD Unknown command\r\n" % tag.encode())
+            return self._send(tagged(tag, "BAD", "Unknown command"))
         if self.state not in states:
-            return self._send(b"%s BAD Command not valid in this state\r\n" % tag.encode())
+            return self._send(tagged(tag, "BAD", "Command not valid in this state"))
         return self._run(tag, getattr(self, handler), tag, reader, uid)
 
     def _run(self, tag, function, *args):
@@ -272,17 +273,17 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         if self.state == "logout":
             return
         if isinstance(error, ProtocolError):
-            self._send(b"%s BAD %s\r\n" % (tag.encode(), str(error).encode()))
+            self._send(tagged(tag, "BAD", str(error)))
         elif isinstance(error, DirectoryUnavailable):
-            self._send(b"%s NO [UNAVAILABLE] Directory temporarily unavailable\r\n" % tag.encode())
+            self._send(tagged(tag, "NO", "Directory temporarily unavailable", "UNAVAILABLE"))
         elif isinstance(error, Unavailable):
-            self._send(b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % tag.encode())
+            self._send(tagged(tag, "NO", "Server busy, try again later", "UNAVAILABLE"))
         elif _out_of_resources(error):
             self.log.error("IMAP command failed for want of resources: {error}", error=error, peer=self.peer)
-            self._send(b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % tag.encode())
+            self._send(tagged(tag, "NO", "Server busy, try again later", "UNAVAILABLE"))
         else:
             self.log.failure("IMAP command failed", failure, peer=self.peer)
-            self._send(b"%s NO [SERVERBUG] Internal error\r\n" % tag.encode())
+            self._send(tagged(tag, "NO", "Internal error", "SERVERBUG"))
 
     def _send(self, data):
         if self.state != "logout":
@@ -303,22 +304,22 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     # -- any state ----------------------------------------------------
     def do_CAPABILITY(self, tag, reader, uid):
         self._no_args(reader)
-        return b"* CAPABILITY %s\r\n%s OK Capability completed\r\n" % (self.capabilities().encode(), tag.encode())
+        return b"* CAPABILITY %s\r\n" % self.capabilities().encode() + tagged(tag, "OK", "Capability completed")
 
     def do_NOOP(self, tag, reader, uid):
         self._no_args(reader)
         if self.view is None or not self.view.folder.poll_due():
-            return self.updates() + b"%s OK NOOP completed\r\n" % tag.encode()
+            return self.updates() + tagged(tag, "OK", "NOOP completed")
         return self.view.folder.poll().addCallback(
-            lambda _: self.updates() + b"%s OK NOOP completed\r\n" % tag.encode())
+            lambda _: self.updates() + tagged(tag, "OK", "NOOP completed"))
 
     def do_LOGOUT(self, tag, reader, uid):
         self._no_args(reader)
-        self._close(b"* BYE Logging out\r\n%s OK Logout completed\r\n" % tag.encode())
+        self._close(b"* BYE Logging out\r\n" + tagged(tag, "OK", "Logout completed"))
 
     def do_ID(self, tag, reader, uid):
         reader.rest()
-        return b'* ID ("name" "TrekMail")\r\n%s OK ID completed\r\n' % tag.encode()
+        return b'* ID ("name" "TrekMail")\r\n' + tagged(tag, "OK", "ID completed")
 
     def _no_args(self, reader):
         if not reader.at_end():
@@ -328,8 +329,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     def do_STARTTLS(self, tag, reader, uid):
         self._no_args(reader)
         if self.tls or self.factory.tls_options is None:
-            return b"%s BAD TLS already active\r\n" % tag.encode()
-        self.transport.write(b"%s OK Begin TLS negotiation now\r\n" % tag.encode())
+            return tagged(tag, "BAD", "TLS already active")
+        self.transport.write(tagged(tag, "OK", "Begin TLS negotiation now"))
         del self.framer.buffer[:]
         self.transport.startTLS(self.factory.tls_options)
         self.tls = self.secure = True
@@ -344,9 +345,9 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         initial = reader.token()
         self._no_args(reader)
         if mechanism != "PLAIN":
-            return b"%s NO Unsupported authentication mechanism\r\n" % tag.encode()
+            return tagged(tag, "NO", "Unsupported authentication mechanism")
         if not self.secure:
-            return b"%s NO [PRIVACYREQUIRED] Authentication requires TLS\r\n" % tag.encode()
+            return tagged(tag, "NO", "Authentication requires TLS", "PRIVACYREQUIRED")
         if initial is None:
             self.continuation = lambda line: self._plain(tag, line)
             return b"+ \r\n"
@@ -355,41 +356,40 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     def _plain(self, tag, response):
         message = response.strip()
         if message == b"*":
-            return b"%s BAD Authentication cancelled\r\n" % tag.encode()
+            return tagged(tag, "BAD", "Authentication cancelled")
         try:
             user, password = sasl.plain(base64.b64decode(b"" if message == b"=" else message, validate=True))
         except ValueError:
-            return b"%s BAD Invalid SASL PLAIN response\r\n" % tag.encode()
+            return tagged(tag, "BAD", "Invalid SASL PLAIN response")
         except sasl.AuthorizationRefused:
-            return b"%s NO [AUTHORIZATIONFAILED] You may act only as yourself\r\n" % tag.encode()
+            return tagged(tag, "NO", "You may act only as yourself", "AUTHORIZATIONFAILED")
         return self._login(tag, user, password)
 
     @defer.inlineCallbacks
     def _login(self, tag, user, password):
         if not self.secure:
-            return b"%s NO [PRIVACYREQUIRED] Plaintext login needs TLS (use STARTTLS)\r\n" % tag.encode()
+            return tagged(tag, "NO", "Plaintext login needs TLS (use STARTTLS)", "PRIVACYREQUIRED")
         cluster, portal, credentials = self.factory.cluster, self.factory.portal, UsernamePassword(user, password)
         try:
             _, address, _ = yield cluster.guard.login(self.peer, lambda: portal.login(credentials, None, IMailUser))
         except Throttled:
-            self._close(b"%s NO [UNAVAILABLE] Too many failed logins from your address, try again later\r\n"
-                        % tag.encode())
+            self._close(tagged(tag, "NO", "Too many failed logins from your address, try again later", "UNAVAILABLE"))
             return None
         except Busy:
-            return b"%s NO [UNAVAILABLE] Too many logins at once, try again\r\n" % tag.encode()
+            return tagged(tag, "NO", "Too many logins at once, try again", "UNAVAILABLE")
         except Failed as e:
             return (yield self._login_failed(tag, e.verdict))
         context = yield self.factory.directory.mailbox(address)
         if self.state != "nonauth":
             return None
         if context is None:
-            return b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
+            return tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         admission = yield cluster.admit(context.account.id, address, self.peer, plan_named(context.account.plan))
         if self.state != "nonauth":
             cluster.dismiss(admission and admission.number)
             return None
         if admission is None:
-            self._close(b"%s NO [LIMIT] %s\r\n" % (tag.encode(), MAXIMUM_EXCEEDED.encode()))
+            self._close(tagged(tag, "NO", MAXIMUM_EXCEEDED, "LIMIT"))
             return None
         self.admission = admission.number
         self.factory.limits.logged_in(self.slot)
@@ -405,7 +405,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.log.info("IMAP login failed from {peer}", peer=self.peer)
         if verdict.delay > 0:
             yield task.deferLater(self.factory.clock, verdict.delay, lambda: None)
-        answer = b"%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n" % tag.encode()
+        answer = tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")
         if verdict.disconnect:
             self._close(answer + b"* BYE Too many failed logins\r\n")
             return None
@@ -418,7 +418,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.account = account
         self.state = "auth"
         self._touch()
-        return b"%s OK [CAPABILITY %s] Logged in\r\n" % (tag.encode(), self.capabilities().encode())
+        return tagged(tag, "OK", "Logged in", "CAPABILITY " + self.capabilities())
 
     def _not_entered(self, failure):
         """The account could not be opened: the login did not happen, and its admission goes back."""
@@ -443,7 +443,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             self.factory.cluster.dismiss(self.admission)
             self.admission = None
             self.timeout = self.factory.clock.callLater(PRE_LOGIN_TIMEOUT, self._timed_out)
-            return b"%s NO [UNAVAILABLE] Server busy, try again later\r\n" % handoff.tag.encode()
+            return tagged(handoff.tag, "NO", "Server busy, try again later", "UNAVAILABLE")
         self.admission = None
         unparsed = bytes(self.framer.buffer)
         del self.framer.buffer[:]
@@ -489,8 +489,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     def _end_idle(self, line):
         tag, self.idle_tag = self.idle_tag, None
         if bytes(line).strip().upper() != b"DONE":
-            return self._send(b"%s BAD Expected DONE\r\n" % tag.encode())
-        self._send(self.updates() + b"%s OK IDLE terminated\r\n" % tag.encode())
+            return self._send(tagged(tag, "BAD", "Expected DONE"))
+        self._send(self.updates() + tagged(tag, "OK", "IDLE terminated"))
 
     def do_ENABLE(self, tag, reader, uid):
         enabled = []
@@ -498,11 +498,11 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             if isinstance(name, str) and name.upper() == "CONDSTORE":
                 self.enable_condstore()
                 enabled.append("CONDSTORE")
-        return b"* ENABLED %s\r\n%s OK Enabled\r\n" % (" ".join(enabled).encode(), tag.encode())
+        return b"* ENABLED %s\r\n" % " ".join(enabled).encode() + tagged(tag, "OK", "Enabled")
 
     def do_NAMESPACE(self, tag, reader, uid):
         self._no_args(reader)
-        return b'* NAMESPACE (("" ".")) NIL NIL\r\n%s OK Namespace completed\r\n' % tag.encode()
+        return b'* NAMESPACE (("" ".")) NIL NIL\r\n' + tagged(tag, "OK", "Namespace completed")
 
     def enable_condstore(self):
         self.enabled = True
@@ -555,7 +555,7 @@ class IMAPFactory(protocol.ServerFactory):
         self.directory = directory
         self.store = store
         self.limits = limits
-        self.cluster = cluster if cluster is not None else Solo(limits, clock)
+        self.cluster = cluster if cluster is not None else Solo(limits, reactor=clock)
         self.clock = clock
         self.hostname = hostname
         self.tls_options = tls_options

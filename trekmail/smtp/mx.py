@@ -22,10 +22,11 @@ our C{Received:} field (L{trekmail.smtp.trace}).
 
 from twisted.internet import defer, protocol
 
-from trekmail.queue.interface import Envelope, SpoolError
+from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp import headercheck, trace
-from trekmail.smtp.server import ESMTPServer, Reply
+from trekmail.smtp.replies import Reply, failed
+from trekmail.smtp.server import ESMTPServer
 
 MAX_RECIPIENTS = 100
 """RFC 5321 4.5.3.1.8: the minimum a server must accept; more get 452 and the client retries them."""
@@ -56,8 +57,8 @@ class MXServer(ESMTPServer):
             if (yield directory.mailbox(recipient.lower())) is not None:
                 return
             hosted = yield directory.domain(domain)
-        except DirectoryUnavailable:
-            raise Reply(451, "4.4.3", "directory unavailable, try again later")
+        except DirectoryUnavailable as e:
+            raise failed("recipient", e, self.log, self.door)
         if hosted is None:
             raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,))
         if (yield self._postmaster(recipient)):
@@ -72,8 +73,8 @@ class MXServer(ESMTPServer):
             return False
         try:
             found = yield self.factory.directory.mailbox(postmaster)
-        except DirectoryUnavailable:
-            raise Reply(451, "4.4.3", "directory unavailable, try again later")
+        except DirectoryUnavailable as e:
+            raise failed("recipient", e, self.log, self.door)
         if found is None:
             self.log.error("[mx] postmaster {postmaster} is not a mailbox here", postmaster=postmaster)
             return False
@@ -97,9 +98,7 @@ class MXServer(ESMTPServer):
         try:
             queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
-            if not isinstance(e, SpoolError):
-                self.log.failure("mx enqueue failed")
-            raise Reply(451, "4.3.0", "could not store the message, please try again")
+            raise failed("enqueue", e, self.log, self.door)
         self.queued(queue_id, sender, len(recipients))
         return queue_id
 

@@ -49,6 +49,7 @@ from twisted.mail import smtp
 
 from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
 from trekmail.smtp.data import DataIntake, DataReader
+from trekmail.smtp.replies import Reply, failed
 
 MAX_MESSAGE_SIZE = 26214400
 MAX_COMMAND_LINE = 4096
@@ -64,16 +65,6 @@ QUEUED_LOG_SECONDS = 1.0
 QUEUED_LOG_MESSAGES = 100
 """A session logs its queued messages when the oldest unlogged one is this
 old or this many wait, and when the connection ends."""
-
-class Reply(Exception):
-    """A complete reply; raised or returned by the hooks."""
-
-    def __init__(self, code, status, text):
-        super().__init__(code, status, text)
-        self.code = code
-        self.status = status
-        self.text = text
-
 
 _DEFAULT_STATUS = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}
 
@@ -190,20 +181,17 @@ class ESMTPServer(smtp.ESMTP):
         except Reply as r:
             self.reply(r.code, r.status, r.text)
             return
-        except Exception:
-            self.log.failure("{door} command failed", door=self.door)
-            self.reply(451, "4.3.0", "local error in processing, please try again")
+        except Exception as e:
+            r = failed("command", e, self.log, self.door)
+            self.reply(r.code, r.status, r.text)
             return
         if isinstance(result, defer.Deferred):
             self._pending = result
             result.addErrback(self._command_failed).addBoth(self._command_done)
 
     def _command_failed(self, failure):
-        if failure.check(Reply):
-            self.reply(failure.value.code, failure.value.status, failure.value.text)
-        else:
-            self.log.failure("{door} command failed", failure, door=self.door)
-            self.reply(451, "4.3.0", "local error in processing, please try again")
+        r = failure.value if failure.check(Reply) else failed("command", failure, self.log, self.door)
+        self.reply(r.code, r.status, r.text)
 
     def _command_done(self, _):
         self._pending = None

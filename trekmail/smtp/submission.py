@@ -27,7 +27,8 @@ ask the directory for each one.  The checks run in this order:
         queue; 250 only once the queue holds the message on disk.  A queue
         failure gives the count back and answers 451 4.3.0.
 
-Reply codes for policy verdicts are mapped in L{REPLIES}, and only there.
+Reply codes for policy verdicts and failures are mapped in
+L{trekmail.smtp.replies}, and only there.
 
 A message taken gets the C{Date} and C{Message-ID} it lacks (L{completed})
 and our C{Received:} field (L{trekmail.smtp.trace}), which names the
@@ -51,31 +52,15 @@ from zope.interface import Interface, implementer
 
 from trekmail.policy import gate, limits, sender
 from trekmail.policy.logins import Busy, Failed, Throttled
-from trekmail.queue.interface import Envelope, SpoolError
+from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.sasl import AuthorizationRefused, MalformedPlain, PlainCredentials
 from trekmail.smtp import headercheck, trace
-from trekmail.smtp.server import ESMTPServer, Reply
+from trekmail.smtp.replies import Reply, failed, refuse
+from trekmail.smtp.server import ESMTPServer
 
 CONTEXT_SECONDS = 5.0
 """How long a session reuses what it read about its mailbox."""
-
-REPLIES = {
-    gate.UNVERIFIED: (554, "5.7.7"),
-    gate.NO_ROUTE: (554, "5.7.7"),
-    gate.PAUSED: (554, "5.7.7"),
-    gate.SUSPENDED: (554, "5.7.7"),
-    sender.ENVELOPE: (550, "5.7.1"),
-    sender.HEADER: (550, "5.7.1"),
-    limits.DAILY: (451, "4.7.1"),
-    limits.HOURLY: (421, "4.7.0"),
-    limits.RECIPIENTS: (550, "5.5.3"),
-}
-
-
-def refuse(denial):
-    code, status = REPLIES[denial.kind]
-    return Reply(code, status, denial.text)
 
 
 class ISubmitter(Interface):
@@ -186,12 +171,8 @@ class SubmissionServer(ESMTPServer):
             return self._throttled()
         if failure.check(Busy):
             raise Reply(454, "4.7.0", "too many logins in progress from your address, try again shortly")
-        if failure.check(DirectoryUnavailable):
-            self.log.warn("submission login: directory unavailable: {error}", error=failure.value)
-            raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
         if not failure.check(Failed):
-            self.log.failure("submission login failed", failure)
-            raise Reply(454, "4.7.0", "temporary authentication failure, try again later")
+            raise failed("login", failure, self.log, self.door)
         verdict = failure.value.verdict
         self.log.info("submission login failed from {client}", client=self.client_address)
         if verdict.delay <= 0:
@@ -221,8 +202,8 @@ class SubmissionServer(ESMTPServer):
         if context is None or not _recent(self._known_at, now):
             try:
                 context = yield self.factory.directory.mailbox(self.submitter.address)
-            except DirectoryUnavailable:
-                raise Reply(451, "4.4.3", "account directory unavailable, try again later")
+            except DirectoryUnavailable as e:
+                raise failed("sender", e, self.log, self.door)
             if context is None:
                 raise Reply(550, "5.7.1",
                             "sender unauthorised: mailbox %s no longer exists" % (self.submitter.address,))
@@ -278,9 +259,7 @@ class SubmissionServer(ESMTPServer):
             queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
             tally.release(receipt)
-            if not isinstance(e, SpoolError):
-                self.log.failure("submission enqueue failed")
-            raise Reply(451, "4.3.0", "could not store the message, please try again")
+            raise failed("enqueue", e, self.log, self.door)
         self.queued(queue_id, address, len(recipients))
         return queue_id
 
