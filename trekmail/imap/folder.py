@@ -13,7 +13,7 @@ import struct
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from trekmail.imap import index, message, spares
+from trekmail.imap import index, message
 from trekmail.imap.view import SYSTEM_FLAGS, View
 
 POLL_INTERVAL = 5

@@ -78,4 +78,6 @@ def failed(step, error, log, door):
         raise KeyError("no reply for %r at %s" % (failure.value, step))
     if cls is Exception:
         log.failure("{door} {step} failed", failure, door=door, step=step)
+    else:
+        log.warn("{door} {step}: {error}", door=door, step=step, error=failure.getErrorMessage())
     return Reply(*reply)
