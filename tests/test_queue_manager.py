@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor, delivered
 from trekmail.config import Config, ConfigError
 from trekmail.mailstore import maildir_path
+from trekmail.delivery import Outcome
 from trekmail.queue import admin as queue_admin
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.interface import Envelope, SpoolError
@@ -25,7 +26,6 @@ from trekmail.queue.returnpath import MAX_AGE_DAYS, ReturnPaths
 from trekmail.queue.spool import Spool, SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.realm import database, dkimkeys, schema
-from trekmail.relay.client import Outcome
 from trekmail.relay.dkim import Signature, Signer
 
 NOW = 1795262400.0

@@ -3,7 +3,7 @@ DKIM signing of outbound mail with the sending domain's own key (seed
 000: "We sign every message with your domain's DKIM key automatically").
 
 The signature covers exactly the bytes that go on the wire: the caller
-passes the message through L{trekmail.relay.client.wire_form} first, and
+passes the message through L{trekmail.delivery.wire_form} first, and
 the client sends it unchanged apart from dot-stuffing, which the receiver
 undoes before verifying.
 
@@ -42,8 +42,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from trekmail.delivery import SigningError, wire_form
 from trekmail.realm import dkimkeys
-from trekmail.relay.client import wire_form
 
 SIGNED = (
     b"from", b"reply-to", b"subject", b"date", b"to", b"cc",
@@ -62,16 +62,6 @@ _WSP_RUN = re.compile(rb"[ \t]+")
 _WSP_BEFORE_CRLF = re.compile(rb" +\r\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _FOLD = 72
-
-
-class SigningError(Exception):
-    """
-    A message could not be signed; the text says what failed.  Only
-    C{permanent} failures (the message itself) are worth refusing for good:
-    a key can be put right by the operator, and the message then waits.
-    """
-
-    permanent = False
 
 
 class KeyMissing(SigningError):
