@@ -36,7 +36,7 @@ import zlib
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from trekmail.durable import fsync_directory, remove_if_there, write_all
+from trekmail.durable import discard, publish_batch, remove_if_there, write_file
 from trekmail.groupcommit import GroupCommit, each
 from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
@@ -241,16 +241,9 @@ class SpoolLayout:
 
 def _write_one(layout, queue_id, blob):
     """Write and fsync one entry under C{tmp/}; returns C{None} or the C{OSError}."""
-    temporary = os.path.join(layout.tmp, queue_id)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_all(fd, blob)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_file(os.path.join(layout.tmp, queue_id), blob)
     except OSError as e:
-        _discard(temporary)
         return e
     return None
 
@@ -262,33 +255,23 @@ def write_batch(layout, batch, syncers=None):
 
     With C{syncers} (an executor), the files are written and fsynced in
     parallel: the filesystem journal then commits many of them together,
-    where one thread would wait for one commit per file.
+    where one thread would wait for one commit per file.  The batch's
+    renames share one fsync of C{msg/}; if any of them fails, the whole
+    batch is refused and taken back, as its callers are told.
     """
     if syncers is not None and len(batch) > 1:
         results = list(syncers.map(lambda item: _write_one(layout, *item), batch))
     else:
         results = [_write_one(layout, queue_id, blob) for queue_id, blob in batch]
     written = [(i, queue_id) for i, ((queue_id, _), error) in enumerate(zip(batch, results)) if error is None]
-    try:
+    published = publish_batch([(os.path.join(layout.tmp, queue_id), layout.message_path(queue_id))
+                               for _, queue_id in written])
+    error = next((e for e in published if e is not None), None)
+    if error is not None:
         for index, queue_id in written:
-            os.rename(os.path.join(layout.tmp, queue_id), layout.message_path(queue_id))
-        if written:
-            fsync_directory(layout.msg)
-    except OSError as e:
-        for index, queue_id in written:
-            _discard(os.path.join(layout.tmp, queue_id))
-            _discard(layout.message_path(queue_id))
-            results[index] = e
+            discard(os.path.join(layout.tmp, queue_id), layout.message_path(queue_id))
+            results[index] = error
     return results
-
-
-def _discard(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def accept_log(layout, syncers=None, clock=time.time):
     """The spool's L{acceptlog.AcceptLog}: what outlives a segment moves into C{msg/} files."""
     return acceptlog.AcceptLog(
