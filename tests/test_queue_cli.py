@@ -14,7 +14,8 @@ from trekmail import cli
 from trekmail.config import Config
 from trekmail.queue import suppression
 from trekmail.queue.interface import Envelope
-from trekmail.queue.spool import SpoolLayout, accept_log, encode, recover, write_batch
+from trekmail.queue.spool import accept_log, recover, write_batch
+from trekmail.queue.spoolformat import SpoolLayout, encode
 from trekmail.realm import database, schema
 
 

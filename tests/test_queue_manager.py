@@ -23,7 +23,8 @@ from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import CONTROL_SECONDS, MessageQueue
 from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.returnpath import MAX_AGE_DAYS, ReturnPaths
-from trekmail.queue.spool import Spool, SpoolLayout
+from trekmail.queue.spool import Spool
+from trekmail.queue.spoolformat import SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.realm import database, dkimkeys, schema
 from trekmail.relay.dkim import Signature, Signer

@@ -16,7 +16,8 @@ from twisted.trial import unittest
 from tests.delivery_support import SyncPool, SyncReactor
 from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
-from trekmail.queue.spool import Spool, SpoolLayout, TornEntry, decode, encode, recover
+from trekmail.queue.spool import Spool, recover
+from trekmail.queue.spoolformat import SpoolLayout, TornEntry, decode, encode
 
 ENVELOPE = Envelope("a@example.com", ("b@remote.test", "c@remote.test"), "submission",
                     authenticated_as="a@example.com", received_at=100.0)

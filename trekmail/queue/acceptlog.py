@@ -16,7 +16,7 @@ queue keeps deferred mail.
 
 On disk, under C{queue/log/}:
   - C{SEQ.seg}: records C{TREKLOG <queue id> <length>\\n<spool entry>},
-    the entry in the spool's own format (L{trekmail.queue.spool.encode}),
+    the entry in the spool's own format (L{trekmail.queue.spoolformat.encode}),
     appended in batches, each batch made durable by one C{fdatasync}.
     A failed write is cut off and seals the segment, so a torn record is
     only ever at the end of one.

@@ -34,7 +34,7 @@ from trekmail.delivery import Outcome
 from trekmail.queue import dsn
 from trekmail.queue.delivery import domain_of
 from trekmail.queue.interface import Envelope, IMessageQueue, SpoolError
-from trekmail.queue.spool import TornEntry, new_queue_id
+from trekmail.queue.spoolformat import TornEntry, new_queue_id
 from trekmail.queue.suppression import is_hard_bounce, is_hard_status
 
 CONTROL_SECONDS = 5

@@ -17,7 +17,8 @@ from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import MessageQueue
 from trekmail.queue.retry import RetryPolicy
-from trekmail.queue.spool import Spool, SpoolLayout
+from trekmail.queue.spool import Spool
+from trekmail.queue.spoolformat import SpoolLayout
 from trekmail.queue.suppression import Suppressions
 
 log = Logger()
