@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.trial import unittest
 
+from trekmail.delivery import wire_form
 from trekmail.realm import dkimkeys
 from trekmail.relay import dkim as signer
-from trekmail.relay.client import wire_form
 
 HEADERS = (
     b"From: Alice <alice@example.com>\r\nTo: bob@remote.test\r\nSubject: hello\r\n"

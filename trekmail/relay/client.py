@@ -10,7 +10,7 @@ requirements:
  - the body: twisted.mail dot-stuffs each 16 KiB chunk of a file on its
    own, so a C{CRLF.} split across a chunk boundary goes out unstuffed and
    the server sees the message end early (a smuggling hole), and it turns
-   every LF into CRLF, so CRLF becomes CRCRLF.  L{wire_form} stuffs the
+   every LF into CRLF, so CRLF becomes CRCRLF.  L{trekmail.delivery.wire_form} stuffs the
    whole message at once (RFC 5321 section 4.5.2) after making every line
    end a CRLF, so what goes out is exactly the bytes that were signed;
  - STARTTLS: bytes the server sent after its C{220} but before the
@@ -45,7 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.mail import smtp
 from twisted.mail._cred import CramMD5ClientAuthenticator, LOGINAuthenticator, PLAINAuthenticator
 
-from trekmail.delivery import Outcome, outcomes, wire_form
+from trekmail.delivery import Outcome, outcomes
 
 COMMAND_TIMEOUT = 300
 """RFC 5321 section 4.5.3.2.1-3: the greeting, MAIL and RCPT replies."""
@@ -61,7 +61,7 @@ wait also covers the data blocks (section 4.5.3.2.5, three minutes each).
 
 def dot_stuff(message):
     """
-    The DATA payload for C{message} (already in L{wire_form}): every line
+    The DATA payload for C{message} (already in L{trekmail.delivery.wire_form}): every line
     that starts with a dot gets a second one, then the end marker.
     """
     if message.startswith(b"."):
@@ -73,7 +73,7 @@ def dot_stuff(message):
 class Job:
     """
     One message for one connection: fires C{done} with a list of
-    L{Outcome}.  C{message} is in L{wire_form} already, as
+    L{Outcome}.  C{message} is in L{trekmail.delivery.wire_form} already, as
     L{trekmail.delivery.ITransport} hands it over, so the connection only dot-stuffs it.
     """
 
