@@ -425,7 +425,7 @@ class SigningFailureTests(unittest.TestCase):
         os.makedirs(os.path.join(data_dir, "dkim"))
         if with_key:
             dkimkeys.generate(data_dir, "example.com")
-        h.signer.signature = Signer(data_dir).signature
+        h.signer.signature = Signer(data_dir, h.clock.seconds).signature
         return h
 
     def test_missing_key_waits_and_says_so(self):

@@ -251,7 +251,7 @@ def build_queue(config, reactor, database, directory, resolver=None, tls_context
         return_paths=return_paths,
     )
     return QueueService(config, reactor, database, directory,
-                        relay=relay, signer=Signer(config.data_dir), return_paths=return_paths)
+                        relay=relay, signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths)
 
 
 class MailStoreService(service.Service):

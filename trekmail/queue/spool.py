@@ -19,7 +19,6 @@ written and read.
 """
 
 import os
-import time
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -68,8 +67,11 @@ def write_batch(layout, batch, syncers=None):
     return results
 
 
-def accept_log(layout, syncers=None, clock=time.time):
-    """The spool's L{acceptlog.AcceptLog}: what outlives a segment moves into C{msg/} files."""
+def accept_log(layout, clock, syncers=None):
+    """
+    The spool's L{acceptlog.AcceptLog}: what outlives a segment moves into
+    C{msg/} files.  C{clock()} is the time in seconds (the reactor's).
+    """
     return acceptlog.AcceptLog(
         layout.log, lambda batch: write_batch(layout, batch, syncers), layout.remove, layout.quarantine_bytes, clock
     )
@@ -86,7 +88,7 @@ class Spool:
         self.layout = layout
         self._reactor = reactor
         self._workers = workers
-        self.log = accept_log(layout, syncers, reactor.seconds)
+        self.log = accept_log(layout, reactor.seconds, syncers)
         self._commit = GroupCommit(reactor, self.log.append, "trekmail-spool", writer)
         self._removals = GroupCommit(reactor, each(self._remove, OSError), "trekmail-spool", workers)
 
@@ -175,11 +177,11 @@ class Spool:
         return deferToThreadPool(self._reactor, self._workers, function, *args)
 
 
-def recover(layout, accepted=None):
+def recover(layout, accepted):
     """
     Runs at start-up, off the reactor: what the accept log holds moves
-    into files (C{accepted} is the running spool's accept log, so that a
-    segment already taking new mail stays).  Files left in C{tmp/} never
+    into files (C{accepted} is the spool's L{accept_log}; the running
+    spool's, so that a segment already taking new mail stays).  Files left in C{tmp/} never
     got a C{250} and torn files in C{msg/} cannot be delivered whole; both
     go to quarantine with a log line.
     """
@@ -188,7 +190,7 @@ def recover(layout, accepted=None):
         path = os.path.join(layout.tmp, name)
         layout.quarantine_file(path, "unfinished write found at start-up")
         log.warn("quarantined unfinished spool write {name}", name=name)
-    (accept_log(layout) if accepted is None else accepted).sweep()
+    accepted.sweep()
     entries = []
     for queue_id in layout.file_ids():
         path = layout.message_path(queue_id)

@@ -35,7 +35,6 @@ import functools
 import hashlib
 import os
 import re
-import time
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -192,17 +191,18 @@ def load_key(private_key_pem):
     return key
 
 
-def signature_header(message, domain, selector, key, now=None):
+def signature_header(message, domain, selector, key, now):
     """
     The C{DKIM-Signature} header (name to final CRLF) for C{message},
-    which must already be in wire form; C{key} is a PEM or a loaded key.
+    which must already be in wire form; C{key} is a PEM or a loaded key;
+    C{now} (seconds) is its C{t=} tag.
     """
     if isinstance(key, bytes):
         key = load_key(key)
     headers, body = _split(message)
     body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
     domain = domain.encode("ascii")
-    stamp = int(time.time() if now is None else now)
+    stamp = int(now)
     fields = parse_headers(headers)
     names = signed_names(fields)
     unsigned = b"".join((
@@ -233,10 +233,10 @@ def _folded_names(names):
     return b" :\r\n ".join(b" : ".join(line) for line in lines)
 
 
-def sign(message, domain, selector, private_key_pem):
-    """C{message} in wire form with a C{DKIM-Signature} header prepended."""
+def sign(message, domain, selector, private_key_pem, now):
+    """C{message} in wire form with a C{DKIM-Signature} header prepended, signed at C{now}."""
     message = wire_form(message)
-    return signature_header(message, domain, selector, private_key_pem) + message
+    return signature_header(message, domain, selector, private_key_pem, now) + message
 
 
 @dataclass(frozen=True)
@@ -258,8 +258,10 @@ class Signer:
     reactor's own work.
     """
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, clock):
+        """@param clock: C{clock()} is the signing time in seconds (the reactor's)."""
         self._data_dir = data_dir
+        self._clock = clock
         self._keys = {}
 
     def _key(self, domain, selector):
@@ -289,7 +291,7 @@ class Signer:
             raise SigningError("DKIM key of %s: %s" % (domain, e)) from None
         if earlier is not None and earlier.key_id == key_id:
             return earlier
-        return Signature(key_id, signature_header(message, domain, selector, key))
+        return Signature(key_id, signature_header(message, domain, selector, key, self._clock()))
 
     def sign(self, message, domain, selector):
         """C{message} in wire form with a C{DKIM-Signature} header prepended."""
