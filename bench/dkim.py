@@ -72,7 +72,7 @@ def main():
 
     signers = []
     if ours is not None:
-        signers.append(("trekmail.relay.dkim.sign", lambda m: ours.sign(m, "d0.example.com", "dkim", pem)))
+        signers.append(("trekmail.relay.dkim.sign", lambda m: ours.sign(m, "d0.example.com", "dkim", pem, time.time())))
     signers.append((
         "dkimpy dkim.sign",
         lambda m: dkim.sign(m, b"dkim", b"d0.example.com", pem, canonicalize=(b"relaxed", b"relaxed"),

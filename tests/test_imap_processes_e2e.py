@@ -1,6 +1,6 @@
 """
 IMAP in two real processes (C{[imap] processes = 2}): a real C{twistd -n
-trekmail} and the process it spawns (L{trekmail.imapprocesses}), reached
+trekmail} and the process it spawns (L{trekmail.imapchild}), reached
 with imaplib over real loopback sockets.  What the in-process
 L{tests.test_imap_cluster} cannot show: the spawn itself, a killed
 process restarted with its caps given back, connections shared out
@@ -127,7 +127,7 @@ class TwoProcessesTests(unittest.TestCase):
         for pid in self.children:
             try:
                 with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    ours = b"trekmail.imapprocesses" in f.read()
+                    ours = b"trekmail.imapchild" in f.read()
             except FileNotFoundError:
                 continue
             if ours and not exited(pid):

@@ -18,6 +18,7 @@ from twisted.trial import unittest
 
 from tests.imap_site import Site, message
 from tests.test_imap_session import raw
+from trekmail import durable
 from trekmail.imap import index, store
 from trekmail.imap.cache import MessageCache
 from trekmail.imap.folder import Folder
@@ -422,6 +423,7 @@ class DurableAppendTests(unittest.TestCase):
             os.makedirs(os.path.join(root, sub))
         synced = []
         self.patch(index, "fsync_directory", synced.append)
+        self.patch(durable, "fsync_directory", synced.append)
         name = index.write_message(root, "INBOX", message(), 1700000000)
         self.assertEqual(synced, [os.path.join(root, "cur")])
         index.link_messages(root, "INBOX", "INBOX", [name])

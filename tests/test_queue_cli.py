@@ -7,6 +7,7 @@ import io
 import json
 import os
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests import support
@@ -14,7 +15,8 @@ from trekmail import cli
 from trekmail.config import Config
 from trekmail.queue import suppression
 from trekmail.queue.interface import Envelope
-from trekmail.queue.spool import SpoolLayout, accept_log, encode, recover, write_batch
+from trekmail.queue.spool import accept_log, recover, write_batch
+from trekmail.queue.spoolformat import SpoolLayout, encode
 from trekmail.realm import database, schema
 
 
@@ -37,7 +39,7 @@ class QueueCLITests(unittest.TestCase):
     def accept(self, queue_id):
         """As a running server accepts it: into the accept log, not a file."""
         envelope = Envelope("a@example.com", ("d@remote.test",), "submission", received_at=support.NOON)
-        accept_log(self.layout).append([(queue_id, encode(envelope, b"Subject: y\r\n\r\nhi\r\n"))])
+        accept_log(self.layout, Clock().seconds).append([(queue_id, encode(envelope, b"Subject: y\r\n\r\nhi\r\n"))])
 
     def test_list_and_delete_mail_still_in_the_accept_log(self):
         self.accept("0000000000aa21")
@@ -48,7 +50,7 @@ class QueueCLITests(unittest.TestCase):
                          [("0000000000aa21", ["d@remote.test"]), ("0000000000aa22", ["d@remote.test"])])
         self.assertEqual(self.run_cli("queue", "delete", "0000000000aa21")[0], 0)
         self.assertEqual(self.layout.queue_ids(), ["0000000000aa22"])
-        self.assertEqual([e[0] for e in recover(self.layout)], ["0000000000aa22"])
+        self.assertEqual([e[0] for e in recover(self.layout, accept_log(self.layout, Clock().seconds))], ["0000000000aa22"])
         self.assertEqual(self.layout.file_ids(), ["0000000000aa22"])
 
     def test_list_shows_pending_and_errors(self):

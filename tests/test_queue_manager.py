@@ -15,6 +15,7 @@ from twisted.trial import unittest
 from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor, delivered
 from trekmail.config import Config, ConfigError
 from trekmail.mailstore import maildir_path
+from trekmail.delivery import Outcome
 from trekmail.queue import admin as queue_admin
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.interface import Envelope, SpoolError
@@ -22,10 +23,10 @@ from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import CONTROL_SECONDS, MessageQueue
 from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.returnpath import MAX_AGE_DAYS, ReturnPaths
-from trekmail.queue.spool import Spool, SpoolLayout
+from trekmail.queue.spool import Spool
+from trekmail.queue.spoolformat import SpoolLayout
 from trekmail.queue.suppression import Suppressions
 from trekmail.realm import database, dkimkeys, schema
-from trekmail.relay.client import Outcome
 from trekmail.relay.dkim import Signature, Signer
 
 NOW = 1795262400.0
@@ -424,7 +425,7 @@ class SigningFailureTests(unittest.TestCase):
         os.makedirs(os.path.join(data_dir, "dkim"))
         if with_key:
             dkimkeys.generate(data_dir, "example.com")
-        h.signer.signature = Signer(data_dir).signature
+        h.signer.signature = Signer(data_dir, h.clock.seconds).signature
         return h
 
     def test_missing_key_waits_and_says_so(self):

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from trekmail import delivery
 from trekmail.relay import client
 
 
@@ -20,25 +21,25 @@ class WireFormTests(unittest.TestCase):
         self.assertEqual(client.dot_stuff(b".\r\na\r\n.b\r\n"), b"..\r\na\r\n..b\r\n.\r\n")
 
     def test_crlf_is_kept(self):
-        self.assertEqual(client.wire_form(b"a\r\nb\r\n"), b"a\r\nb\r\n")
+        self.assertEqual(delivery.wire_form(b"a\r\nb\r\n"), b"a\r\nb\r\n")
 
     def test_bare_line_ends_become_crlf(self):
-        self.assertEqual(client.wire_form(b"a\nb\rc\r\n\n"), b"a\r\nb\r\nc\r\n\r\n")
+        self.assertEqual(delivery.wire_form(b"a\nb\rc\r\n\n"), b"a\r\nb\r\nc\r\n\r\n")
 
     def test_final_line_end_added(self):
-        self.assertEqual(client.dot_stuff(client.wire_form(b"x\r\n.")), b"x\r\n..\r\n.\r\n")
+        self.assertEqual(client.dot_stuff(delivery.wire_form(b"x\r\n.")), b"x\r\n..\r\n.\r\n")
 
     def test_no_unstuffed_terminator_anywhere(self):
         """Whatever the offset of a lone dot, the only CRLF.CRLF is the last five bytes."""
         for k in (1, 2):
             for offset in range(16384 * k - 6, 16384 * k + 6):
                 body = b"x" * offset + b"\r\n.\r\n" + b"y\r\n"
-                payload = client.dot_stuff(client.wire_form(b"Subject: t\r\n\r\n" + body))
+                payload = client.dot_stuff(delivery.wire_form(b"Subject: t\r\n\r\n" + body))
                 self.assertEqual(payload.find(b"\r\n.\r\n"), len(payload) - 5)
 
     def test_status_from_enhanced_code(self):
-        self.assertEqual(client.Outcome("a@b", 550, "5.1.1 no such user").status, "5.1.1")
-        self.assertEqual(client.Outcome("a@b", 451, "try later").status, "4.0.0")
+        self.assertEqual(delivery.Outcome("a@b", 550, "5.1.1 no such user").status, "5.1.1")
+        self.assertEqual(delivery.Outcome("a@b", 451, "try later").status, "4.0.0")
 
 
 @implementer(ITLSTransport)

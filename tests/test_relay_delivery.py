@@ -26,11 +26,11 @@ from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.queue.interface import Envelope
-from trekmail.queue.service import QueueService
 from trekmail.realm import database
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.realm.dkimkeys import txt_value
+from trekmail.service import build_queue
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 
 
@@ -72,7 +72,7 @@ class RelayTests(unittest.TestCase):
         self.database.start()
         self.addCleanup(self.database.stop)
         self.directory = SqliteDirectory(self.database)
-        self.service = QueueService(self.config, reactor, self.database, self.directory)
+        self.service = build_queue(self.config, reactor, self.database, self.directory)
         self.queue = self.service.queue
         self.service.startService()
         self.addCleanup(self.service.stopService)

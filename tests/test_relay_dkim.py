@@ -15,9 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.trial import unittest
 
+from trekmail.delivery import wire_form
 from trekmail.realm import dkimkeys
 from trekmail.relay import dkim as signer
-from trekmail.relay.client import wire_form
+
+SIGNED_AT = 1700000000
+"""The C{t=} of the signatures made here (the signer is given its clock)."""
 
 HEADERS = (
     b"From: Alice <alice@example.com>\r\nTo: bob@remote.test\r\nSubject: hello\r\n"
@@ -42,7 +45,7 @@ def verifies(data, key=_KEY):
 
 class CanonicalizationTests(unittest.TestCase):
     def check(self, message):
-        data = signer.sign(message, "example.com", "dkim", PEM)
+        data = signer.sign(message, "example.com", "dkim", PEM, SIGNED_AT)
         self.assertTrue(data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com;"))
         self.assertTrue(data.endswith(wire_form(message)))
         self.assertTrue(verifies(data), message[:200])
@@ -135,7 +138,7 @@ class CanonicalizationTests(unittest.TestCase):
 
     def test_malformed_header_is_refused(self):
         e = self.assertRaises(signer.UnsignableMessage, signer.sign, b"no colon here\r\n\r\nx\r\n",
-                              "example.com", "dkim", PEM)
+                              "example.com", "dkim", PEM, SIGNED_AT)
         self.assertTrue(e.permanent)
         self.assertIn("malformed header line 'no colon here'", str(e))
         self.assertNotIn("key", str(e))
@@ -155,7 +158,7 @@ class KeyTests(unittest.TestCase):
         pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", pem)
+        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", pem, SIGNED_AT)
 
     def test_damaged(self):
         n = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
@@ -163,17 +166,17 @@ class KeyTests(unittest.TestCase):
         pem = damaged.private_key(unsafe_skip_rsa_key_validation=True).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )
-        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", pem)
+        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", pem, SIGNED_AT)
 
     def test_garbage(self):
-        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", b"junk")
+        self.assertRaises(signer.SigningError, signer.sign, HEADERS + b"\r\nx\r\n", "example.com", "dkim", b"junk", SIGNED_AT)
 
 
 class SignerTests(unittest.TestCase):
     def setUp(self):
         self.data_dir = self.mktemp()
         os.makedirs(os.path.join(self.data_dir, "dkim"))
-        self.signer = signer.Signer(self.data_dir)
+        self.signer = signer.Signer(self.data_dir, lambda: SIGNED_AT)
         self.message = wire_form(HEADERS + b"\r\nhello\r\n")
 
     def publish(self):
@@ -182,6 +185,12 @@ class SignerTests(unittest.TestCase):
 
     def verify(self, data, record):
         return dkim.verify(data, dnsfunc=lambda name, timeout=5: record)
+
+    def test_signature_is_stamped_by_the_given_clock(self):
+        record = self.publish()
+        header = self.signer.signature(self.message, "example.com", "dkim").header
+        self.assertIn(b" t=%d;" % (SIGNED_AT,), header)
+        self.assertTrue(self.verify(header + self.message, record))
 
     def test_missing_key(self):
         e = self.assertRaises(signer.KeyMissing, self.signer.signature, self.message, "example.com", "dkim")

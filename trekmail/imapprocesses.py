@@ -2,10 +2,9 @@
 The other IMAP processes of C{[imap] processes}.  The first process
 starts them, passes each one end of an AMP socketpair (see
 L{trekmail.imap.cluster}) over which it then places connections, writes their log events
-into its own log, and starts another when one dies.  Run as
-C{python -m trekmail.imapprocesses}, this module is such a process: it
-serves IMAP until told to stop or until its link to the first process
-closes.
+into its own log, and starts another when one dies.  Each runs
+L{trekmail.imapchild}, a module of its own so that this one, which the
+wiring imports, does not import the wiring back.
 
 Processes rather than threads because one Python process uses one core
 (imaptest's C{logout=0} profile kept one at 100 % while Dovecot's
@@ -19,9 +18,11 @@ import sys
 from twisted.application import service
 from twisted.internet import defer, protocol
 from twisted.internet.error import ProcessExitedAlready
-from twisted.logger import Logger, eventFromJSON, globalLogBeginner, globalLogPublisher, jsonFileLogObserver
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
+CHILD_MODULE = "trekmail.imapchild"
 LINK_DESCRIPTOR = 3
+"""The descriptor the child finds its end of the socketpair on."""
 FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 30.0
@@ -49,7 +50,7 @@ class IMAPProcesses(service.Service):
             return
         ours, theirs = socket.socketpair()
         descriptors = {0: "w", 1: "r", 2: "r", LINK_DESCRIPTOR: theirs.fileno()}
-        args = [sys.executable, "-m", __name__, os.path.abspath(self.config.path),
+        args = [sys.executable, "-m", CHILD_MODULE, os.path.abspath(self.config.path),
                 str(index)]
         child = _Child(self, index)
         try:
@@ -131,29 +132,3 @@ class _Child(protocol.ProcessProtocol):
     def processEnded(self, reason):
         self.processes.ended(self, reason)
         self.finished.callback(None)
-
-
-def main(argv):
-    """C{python -m trekmail.imapprocesses CONFIG INDEX}"""
-    from twisted.internet import reactor
-
-    from trekmail.config import Config
-    from trekmail.service import imap_process_service
-
-    path, index = argv[0], int(argv[1])
-    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
-
-    def orphaned():
-        if reactor.running:
-            reactor.stop()
-
-    top, member = imap_process_service(Config.from_file(path), reactor, index, orphaned)
-    top.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.adoptStreamConnection(LINK_DESCRIPTOR, socket.AF_UNIX, protocol.Factory.forProtocol(member.link))
-    os.close(LINK_DESCRIPTOR)
-    reactor.run()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -10,7 +10,7 @@ import sys
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred.portal import Portal
-from twisted.internet import endpoints, inotify
+from twisted.internet import endpoints, inotify, ssl
 from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -23,6 +23,7 @@ from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
+from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
 from trekmail.queue.service import QueueService
 from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
@@ -35,6 +36,8 @@ from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
 from trekmail.dav.site import dav_site
+from trekmail.relay.dkim import Signer
+from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
 from trekmail import tls
@@ -224,10 +227,31 @@ def queue_service(components):
     L{IMessageQueue} the submission and MX listeners hand messages to, and
     its C{router.profiles} takes the provider-profile transport.
     """
-    return QueueService(
-        components.config, components.reactor, components.database, components.directory,
-        resolver=components.resolver,
+    return build_queue(components.config, components.reactor, components.database, components.directory,
+                       resolver=components.resolver)
+
+
+def build_queue(config, reactor, database, directory, resolver=None, tls_context=None, keyring=None):
+    """
+    A L{QueueService} with the managed relay and DKIM signer it delivers
+    through: built here so that the queue knows the relay only through
+    L{trekmail.delivery}.
+    """
+    hostname = config.get("server", "hostname")
+    keyring = keyring if keyring is not None else SecretKeyring.load(config.secret_key_path)
+    return_paths = ReturnPaths(lambda: keyring.derive(KEY_INFO), hostname, reactor)
+    relay = ManagedRelay(
+        reactor,
+        resolver if resolver is not None else make_resolver(config, reactor),
+        hostname,
+        port=config.get("relay", "mx_port"),
+        pools=SourcePools(config.get("relay", "source_pools"), reactor),
+        tls_context=tls_context if tls_context is not None else ssl.CertificateOptions(),
+        connections_per_destination=config.get("queue", "connections_per_destination"),
+        return_paths=return_paths,
     )
+    return QueueService(config, reactor, database, directory,
+                        relay=relay, signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths)
 
 
 class MailStoreService(service.Service):

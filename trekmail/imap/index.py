@@ -23,7 +23,7 @@ import os
 import re
 import time
 
-from trekmail.durable import fsync_directory, remove_if_there, write_all
+from trekmail.durable import fsync_directory, publish, remove_if_there, write_file
 from trekmail.imap import spares
 from trekmail.mailstore import unique_name
 from trekmail.realm import database
@@ -259,19 +259,9 @@ def write_message(root, name, data, internaldate, spare=None):
     path = folder_dir(root, name)
     filename = unique_name() + ":2,"
     fd = None if spare is None else spares.reopen(spare)
-    if fd is None:
-        temporary = os.path.join(path, "tmp", filename)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    else:
-        temporary = spare
-    try:
-        write_all(fd, data)
-        os.utime(fd, (internaldate, internaldate))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temporary, os.path.join(path, "cur", filename))
-    fsync_directory(os.path.join(path, "cur"))
+    temporary = os.path.join(path, "tmp", filename) if fd is None else spare
+    write_file(temporary, data, fd=fd, mtime=internaldate)
+    publish(temporary, os.path.join(path, "cur", filename))
     return filename
 
 

@@ -16,7 +16,7 @@ queue keeps deferred mail.
 
 On disk, under C{queue/log/}:
   - C{SEQ.seg}: records C{TREKLOG <queue id> <length>\\n<spool entry>},
-    the entry in the spool's own format (L{trekmail.queue.spool.encode}),
+    the entry in the spool's own format (L{trekmail.queue.spoolformat.encode}),
     appended in batches, each batch made durable by one C{fdatasync}.
     A failed write is cut off and seals the segment, so a torn record is
     only ever at the end of one.
@@ -38,7 +38,6 @@ removal in that list.
 import os
 import re
 import threading
-import time
 
 from twisted.logger import Logger
 
@@ -164,10 +163,11 @@ class AcceptLog:
     @param unlink: C{unlink(queue_id)} removes an entry's file (and state).
     @param quarantine: C{quarantine(name, data, reason)} keeps bytes that
         cannot be delivered.
-    @param clock: C{clock()} is the time segments age by.
+    @param clock: C{clock()} is the time segments age by, and numbers
+        them (in nanoseconds, kept rising): the reactor's C{seconds}.
     """
 
-    def __init__(self, directory, materialize, unlink, quarantine, clock=time.time):
+    def __init__(self, directory, materialize, unlink, quarantine, clock):
         self.directory = directory
         self._materialize = materialize
         self._unlink = unlink
@@ -229,7 +229,7 @@ class AcceptLog:
     def _open(self, now):
         if not self._last_seq:
             self._last_seq = max(segments_on_disk(self.directory), default=0)
-        seq = max(time.time_ns(), self._last_seq + 1)
+        seq = max(int(now * 1_000_000_000), self._last_seq + 1)
         path = self._path(seq)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:

@@ -16,7 +16,7 @@ import re
 
 from trekmail.queue import acceptlog, suppression
 from trekmail.queue.manager import CONTROL_SECONDS
-from trekmail.queue.spool import SpoolLayout, TornEntry, decode, read_envelope
+from trekmail.queue.spoolformat import SpoolLayout, TornEntry, decode, read_envelope
 from trekmail.realm.errors import InvalidInput, NotFound
 
 _QUEUE_ID = re.compile(r"^[0-9a-f]{12,40}$")

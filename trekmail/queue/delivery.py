@@ -5,8 +5,10 @@ are suppressed, and through which route the rest leave, DKIM-signed with
 the sending domain's key.
 
 The route is a small pluggable decision (L{Router}): the managed MX relay
-or a customer's provider profile; both are L{ITransport}s, so DKIM
-signing and the queue's bookkeeping are the same on every route.
+or a customer's provider profile; both are
+L{trekmail.delivery.ITransport}s, so DKIM signing and the queue's
+bookkeeping are the same on every route.  The managed relay and the DKIM
+signer are built by the wiring and handed in.
 """
 
 from dataclasses import dataclass
@@ -14,10 +16,9 @@ from dataclasses import dataclass
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
+from trekmail.delivery import Outcome, RouteUnavailable, SigningError, outcomes, wire_form
 from trekmail.groupcommit import GroupCommit, each
 from trekmail.realm.routes import MANAGED_ROUTE, refusal, resolve_route
-from trekmail.relay.client import Outcome, outcomes, wire_form
-from trekmail.relay.dkim import SigningError
 
 DOMAIN_CACHE_SECONDS = 30
 log = Logger()
@@ -25,14 +26,6 @@ log = Logger()
 
 def domain_of(address):
     return address.rpartition("@")[2].lower()
-
-
-class RouteUnavailable(Exception):
-    """The route names something that cannot deliver now (C{permanent} says if ever)."""
-
-    def __init__(self, message, permanent=False):
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Router:
@@ -70,6 +63,9 @@ class Result:
 class Deliverer:
     def __init__(self, directory, router, signer, suppressions, reactor, workers, mailboxes):
         """
+        @param signer: has C{signature(wire, domain, selector, earlier)},
+            returning an object whose C{header} goes before the message, or
+            raising L{SigningError} (L{trekmail.relay.dkim.Signer}).
         @param mailboxes: a L{trekmail.queue.maildir.MaildirWriter}.
         @param workers: the thread pool for DKIM signatures.
         """

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Tuple
 
-from trekmail.relay.client import wire_form
+from trekmail.delivery import wire_form
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
@@ -45,7 +45,7 @@ def build_report(hostname, queue_id, envelope, failures, now, message):
     """
     The report's bytes (CRLF line ends).
 
-    @param failures: L{trekmail.relay.client.Outcome} for each recipient
+    @param failures: L{trekmail.delivery.Outcome} for each recipient
         that failed for good; an expired one carries a 4xx code and its
         last error, and is reported with status 4.4.7.
     @param message: the original message, whose header is returned.

@@ -12,7 +12,7 @@ import os
 from twisted.internet.defer import DeferredList
 
 from trekmail.mailstore import maildir_path, unique_name
-from trekmail.durable import fsync_directory, write_all
+from trekmail.durable import fsync_directory, publish_batch, write_file
 from trekmail.groupcommit import GroupCommit
 
 
@@ -39,24 +39,8 @@ def _write_copy(data_dir, hostname, address, sender, message):
         sender.encode("utf-8"),
         address.encode("utf-8"),
     )
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            write_all(fd, header, message)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        _discard(temporary)
-        raise
+    write_file(temporary, header, message)
     return temporary, os.path.join(root, "new", name)
-
-
-def _discard(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def deliver_batch(data_dir, hostname, items, syncers=None):
@@ -77,27 +61,10 @@ def deliver_batch(data_dir, hostname, items, syncers=None):
         written = list(syncers.map(write, items))
     else:
         written = [write(item) for item in items]
-    results = []
-    moved = {}
-    for paths in written:
-        if isinstance(paths, Exception):
-            results.append(paths)
-            continue
-        temporary, final = paths
-        try:
-            os.rename(temporary, final)
-        except OSError as e:
-            _discard(temporary)
-            results.append(e)
-            continue
-        moved.setdefault(os.path.dirname(final), []).append(len(results))
-        results.append(None)
-    for directory, indexes in moved.items():
-        try:
-            fsync_directory(directory)
-        except OSError as e:
-            for index in indexes:
-                results[index] = e
+    results = [e if isinstance(e, Exception) else None for e in written]
+    moves = [(i, paths) for i, paths in enumerate(written) if not isinstance(paths, Exception)]
+    for (index, _), error in zip(moves, publish_batch([paths for _, paths in moves])):
+        results[index] = error
     return results
 
 

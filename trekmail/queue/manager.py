@@ -30,12 +30,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from trekmail.delivery import Outcome
 from trekmail.queue import dsn
 from trekmail.queue.delivery import domain_of
 from trekmail.queue.interface import Envelope, IMessageQueue, SpoolError
-from trekmail.queue.spool import TornEntry, new_queue_id
+from trekmail.queue.spoolformat import TornEntry, new_queue_id
 from trekmail.queue.suppression import is_hard_bounce, is_hard_status
-from trekmail.relay.client import Outcome
 
 CONTROL_SECONDS = 5
 

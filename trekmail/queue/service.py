@@ -2,27 +2,24 @@
 Builds the queue and its delivery machinery from the configuration, and
 runs it as a service: recovery of the spool on start, the scheduler, the
 suppression list, and the worker threads for fsync, Maildir writes and
-DKIM signatures.
+DKIM signatures.  The managed relay and the DKIM signer come from the
+wiring (L{trekmail.service.build_queue}): the queue knows them only through
+L{trekmail.delivery}.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
 from twisted.application import service
-from twisted.internet import ssl
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from trekmail.crypto import SecretKeyring
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.maildir import MaildirWriter
 from trekmail.queue.manager import MessageQueue
 from trekmail.queue.retry import RetryPolicy
-from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
-from trekmail.queue.spool import Spool, SpoolLayout
+from trekmail.queue.spool import Spool
+from trekmail.queue.spoolformat import SpoolLayout
 from trekmail.queue.suppression import Suppressions
-from trekmail.relay.dkim import Signer
-from trekmail.relay.managed import ManagedRelay, SourcePools
-from trekmail.relay.mx import make_resolver
 
 log = Logger()
 
@@ -32,30 +29,26 @@ class QueueService(service.Service):
     Owns the queue's threads.  C{queue} is the L{IMessageQueue} that the
     submission and MX listeners hand messages to; C{router} is where a
     provider-profile transport is plugged in (C{router.profiles}).
+
+    @param relay: the managed route, an L{trekmail.delivery.ITransport}
+        with C{stop()}; it is stopped with the queue.
+    @param signer: the DKIM signer the L{Deliverer} asks.
+    @param return_paths: the L{trekmail.queue.returnpath.ReturnPaths} the
+        relay signs bounce addresses with and reports are checked against.
     """
 
-    def __init__(self, config, reactor, database, directory, resolver=None, tls_context=None, keyring=None):
+    def __init__(self, config, reactor, database, directory, *, relay, signer, return_paths):
         hostname = config.get("server", "hostname")
-        keyring = keyring if keyring is not None else SecretKeyring.load(config.secret_key_path)
-        self.return_paths = ReturnPaths(lambda: keyring.derive(KEY_INFO), hostname, reactor)
+        self.return_paths = return_paths
         self.workers = ThreadPool(minthreads=1, maxthreads=8, name="trekmail-queue")
         self.syncers = ThreadPoolExecutor(8, thread_name_prefix="trekmail-fsync")
         self.spool = Spool(SpoolLayout(config.data_path("queue")), reactor, self.workers, syncers=self.syncers)
         self.suppressions = Suppressions(database, reactor, config.get("queue", "suppress_after"))
-        self.relay = ManagedRelay(
-            reactor,
-            resolver if resolver is not None else make_resolver(config, reactor),
-            hostname,
-            port=config.get("relay", "mx_port"),
-            pools=SourcePools(config.get("relay", "source_pools"), reactor),
-            tls_context=tls_context if tls_context is not None else ssl.CertificateOptions(),
-            connections_per_destination=config.get("queue", "connections_per_destination"),
-            return_paths=self.return_paths,
-        )
+        self.relay = relay
         self.router = Router(self.relay)
         self.mailboxes = MaildirWriter(config.data_dir, hostname, reactor, self.syncers)
         self.deliverer = Deliverer(
-            directory, self.router, Signer(config.data_dir), self.suppressions,
+            directory, self.router, signer, self.suppressions,
             reactor, self.workers, self.mailboxes,
         )
         self.queue = MessageQueue(

@@ -35,7 +35,7 @@ recipient suppressed.
 
 
 def is_hard_bounce(outcome):
-    """Whether a failed L{trekmail.relay.client.Outcome} counts against its address."""
+    """Whether a failed L{trekmail.delivery.Outcome} counts against its address."""
     return outcome.permanent and is_hard_status(outcome.status)
 
 

@@ -10,7 +10,7 @@ requirements:
  - the body: twisted.mail dot-stuffs each 16 KiB chunk of a file on its
    own, so a C{CRLF.} split across a chunk boundary goes out unstuffed and
    the server sees the message end early (a smuggling hole), and it turns
-   every LF into CRLF, so CRLF becomes CRCRLF.  L{wire_form} stuffs the
+   every LF into CRLF, so CRLF becomes CRCRLF.  L{trekmail.delivery.wire_form} stuffs the
    whole message at once (RFC 5321 section 4.5.2) after making every line
    end a CRLF, so what goes out is exactly the bytes that were signed;
  - STARTTLS: bytes the server sent after its C{220} but before the
@@ -37,7 +37,6 @@ minutes for the greeting, MAIL and RCPT, two for the reply to DATA, ten
 after the final dot.
 """
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -46,8 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.mail import smtp
 from twisted.mail._cred import CramMD5ClientAuthenticator, LOGINAuthenticator, PLAINAuthenticator
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+from trekmail.delivery import Outcome, outcomes
 
 COMMAND_TIMEOUT = 300
 """RFC 5321 section 4.5.3.2.1-3: the greeting, MAIL and RCPT replies."""
@@ -61,19 +59,9 @@ wait also covers the data blocks (section 4.5.3.2.5, three minutes each).
 """
 
 
-def wire_form(message):
-    """Every line ending made CRLF, and a final CRLF; not yet dot-stuffed."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
-        message = _LINE_END.sub(b"\r\n", message)
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    return message
-
-
 def dot_stuff(message):
     """
-    The DATA payload for C{message} (already in L{wire_form}): every line
+    The DATA payload for C{message} (already in L{trekmail.delivery.wire_form}): every line
     that starts with a dot gets a second one, then the end marker.
     """
     if message.startswith(b"."):
@@ -81,48 +69,12 @@ def dot_stuff(message):
     return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one recipient of one attempt."""
-
-    recipient: str
-    code: int
-    text: str
-    """The server's reply, or our own explanation; shown in reports."""
-    remote: str = ""
-    """The host that answered, for the report's Remote-MTA field."""
-    reply: bool = False
-    """C{code} and C{text} are a server's SMTP reply, not our own finding (a timeout, a DNS answer)."""
-
-    @property
-    def delivered(self):
-        return 200 <= self.code < 300
-
-    @property
-    def permanent(self):
-        return 500 <= self.code < 600
-
-    @property
-    def status(self):
-        """The enhanced status code (RFC 3463), from the reply or the basic code."""
-        found = _ENHANCED.match(self.text.encode("utf-8", "replace"))
-        if found:
-            return "%s.%s.%s" % tuple(g.decode("ascii") for g in found.groups())
-        if self.delivered:
-            return "2.0.0"
-        return "5.0.0" if self.permanent else "4.0.0"
-
-
-def outcomes(recipients, code, text, remote="", reply=False):
-    return [Outcome(r, code, text, remote, reply) for r in recipients]
-
-
 @dataclass
 class Job:
     """
     One message for one connection: fires C{done} with a list of
-    L{Outcome}.  C{message} is in L{wire_form} already, as
-    L{trekmail.relay.transport.ITransport} hands it over, so the connection only dot-stuffs it.
+    L{Outcome}.  C{message} is in L{trekmail.delivery.wire_form} already, as
+    L{trekmail.delivery.ITransport} hands it over, so the connection only dot-stuffs it.
     """
 
     sender: str

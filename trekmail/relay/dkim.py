@@ -3,7 +3,7 @@ DKIM signing of outbound mail with the sending domain's own key (seed
 000: "We sign every message with your domain's DKIM key automatically").
 
 The signature covers exactly the bytes that go on the wire: the caller
-passes the message through L{trekmail.relay.client.wire_form} first, and
+passes the message through L{trekmail.delivery.wire_form} first, and
 the client sends it unchanged apart from dot-stuffing, which the receiver
 undoes before verifying.
 
@@ -35,15 +35,14 @@ import functools
 import hashlib
 import os
 import re
-import time
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from trekmail.delivery import SigningError, wire_form
 from trekmail.realm import dkimkeys
-from trekmail.relay.client import wire_form
 
 SIGNED = (
     b"from", b"reply-to", b"subject", b"date", b"to", b"cc",
@@ -62,16 +61,6 @@ _WSP_RUN = re.compile(rb"[ \t]+")
 _WSP_BEFORE_CRLF = re.compile(rb" +\r\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _FOLD = 72
-
-
-class SigningError(Exception):
-    """
-    A message could not be signed; the text says what failed.  Only
-    C{permanent} failures (the message itself) are worth refusing for good:
-    a key can be put right by the operator, and the message then waits.
-    """
-
-    permanent = False
 
 
 class KeyMissing(SigningError):
@@ -202,17 +191,18 @@ def load_key(private_key_pem):
     return key
 
 
-def signature_header(message, domain, selector, key, now=None):
+def signature_header(message, domain, selector, key, now):
     """
     The C{DKIM-Signature} header (name to final CRLF) for C{message},
-    which must already be in wire form; C{key} is a PEM or a loaded key.
+    which must already be in wire form; C{key} is a PEM or a loaded key;
+    C{now} (seconds) is its C{t=} tag.
     """
     if isinstance(key, bytes):
         key = load_key(key)
     headers, body = _split(message)
     body_hash = base64.b64encode(hashlib.sha256(canonical_body(body)).digest())
     domain = domain.encode("ascii")
-    stamp = int(time.time() if now is None else now)
+    stamp = int(now)
     fields = parse_headers(headers)
     names = signed_names(fields)
     unsigned = b"".join((
@@ -243,10 +233,10 @@ def _folded_names(names):
     return b" :\r\n ".join(b" : ".join(line) for line in lines)
 
 
-def sign(message, domain, selector, private_key_pem):
-    """C{message} in wire form with a C{DKIM-Signature} header prepended."""
+def sign(message, domain, selector, private_key_pem, now):
+    """C{message} in wire form with a C{DKIM-Signature} header prepended, signed at C{now}."""
     message = wire_form(message)
-    return signature_header(message, domain, selector, private_key_pem) + message
+    return signature_header(message, domain, selector, private_key_pem, now) + message
 
 
 @dataclass(frozen=True)
@@ -268,8 +258,10 @@ class Signer:
     reactor's own work.
     """
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, clock):
+        """@param clock: C{clock()} is the signing time in seconds (the reactor's)."""
         self._data_dir = data_dir
+        self._clock = clock
         self._keys = {}
 
     def _key(self, domain, selector):
@@ -299,7 +291,7 @@ class Signer:
             raise SigningError("DKIM key of %s: %s" % (domain, e)) from None
         if earlier is not None and earlier.key_id == key_id:
             return earlier
-        return Signature(key_id, signature_header(message, domain, selector, key))
+        return Signature(key_id, signature_header(message, domain, selector, key, self._clock()))
 
     def sign(self, message, domain, selector):
         """C{message} in wire form with a C{DKIM-Signature} header prepended."""

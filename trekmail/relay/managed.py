@@ -20,8 +20,8 @@ from twisted.internet.defer import gatherResults
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from trekmail.delivery import ITransport, outcomes
 from trekmail.relay import client, mx
-from trekmail.relay.transport import ITransport
 
 NEW_DOMAIN_DAYS = 8
 """docs/sending-rules.md, "IP pools": domains younger than this many days send from the C{new} pool."""
@@ -187,7 +187,7 @@ class _Destination:
     def _fail_waiting(self, code, text, reply):
         jobs, self.jobs = self.jobs, deque()
         for job in jobs:
-            job.finish(client.outcomes(job.recipients, code, text, reply=reply))
+            job.finish(outcomes(job.recipients, code, text, reply=reply))
 
     def _closed(self, slot):
         self._release(slot)

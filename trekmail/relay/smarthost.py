@@ -23,11 +23,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from trekmail.crypto import SecretKeyError, SecretKeyring
-from trekmail.queue.delivery import RouteUnavailable
+from trekmail import delivery
+from trekmail.delivery import ITransport, RouteUnavailable
 from trekmail.realm.errors import NotFound
 from trekmail.realm.profiles import ProfileAdministration
 from trekmail.relay import client
-from trekmail.relay.transport import ITransport
 
 SENT = "sent"
 TEMPORARY = "temporary"
@@ -44,7 +44,7 @@ class RelayResult:
     explanation: str
     """What went wrong and what to fix, for a delivery report or C{smtp profile test}."""
     outcomes: tuple
-    """One L{client.Outcome} per recipient."""
+    """One L{delivery.Outcome} per recipient."""
 
     @property
     def ok(self):
@@ -202,11 +202,11 @@ class Smarthost:
                     code, text = 250, "2.0.0 connected and authenticated"
                 else:
                     code, text = connection.error or (451, "4.4.2 connection closed before the message was sent")
-                tracked.finish(client.outcomes(tracked.recipients, code, text, profile.host))
+                tracked.finish(delivery.outcomes(tracked.recipients, code, text, profile.host))
             tracked.done.addCallback(finished, endpoint.reason)
 
         def failed(reason):
-            tracked.finish(client.outcomes(
+            tracked.finish(delivery.outcomes(
                 tracked.recipients, 451, "4.4.1 cannot connect: %s" % (reason.getErrorMessage(),), profile.host
             ))
             tracked.done.addCallback(finished, reason)
@@ -231,7 +231,7 @@ class Smarthost:
         if _refused_on_25(profile, reason) or (_untrusted(reason) and code < 500):
             code = 554
             outcomes = tuple(
-                o if o.delivered else client.Outcome(o.recipient, code, "5.4.1 " + explanation, o.remote)
+                o if o.delivered else delivery.Outcome(o.recipient, code, "5.4.1 " + explanation, o.remote)
                 for o in outcomes
             )
         status = PERMANENT if code >= 500 else TEMPORARY
@@ -258,7 +258,7 @@ class ProfileTransport:
     def _explained(result):
         return [
             o if o.delivered or result.explanation in o.text
-            else client.Outcome(o.recipient, o.code, "%s (%s)" % (o.text, result.explanation), o.remote)
+            else delivery.Outcome(o.recipient, o.code, "%s (%s)" % (o.text, result.explanation), o.remote)
             for o in result.outcomes
         ]
 

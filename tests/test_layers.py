@@ -1,0 +1,103 @@
+"""
+The import graph of C{trekmail/} (docs/design.md, "The layers"): queue and
+relay meet only in the delivery contract (L{trekmail.delivery}), and no
+module imports, directly or round a circle, one that imports it back.
+Every import counts, also one inside a function: it still ties the two
+modules together.
+"""
+
+import ast
+import os
+
+from twisted.trial import unittest
+
+import trekmail
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(trekmail.__file__)))
+
+
+def modules():
+    """Every module under C{trekmail/}: its dotted name and its file."""
+    found = {}
+    for directory, _, files in os.walk(os.path.join(ROOT, "trekmail")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                dotted = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                found[dotted.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path, known):
+    """The trekmail modules that the file at C{path} imports."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    targets = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module + "." + alias.name if node.module + "." + alias.name in known else node.module
+                     for alias in node.names]
+        else:
+            continue
+        targets.update(n for n in names if n in known)
+    return targets
+
+
+def graph():
+    known = modules()
+    return {name: imports(path, known) for name, path in known.items()}
+
+
+def circles(edges):
+    """The strongly connected components of more than one module, or with a self-import (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in edges.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in edges.get(node, ()):
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+class LayerTests(unittest.TestCase):
+    def crossings(self, source, target):
+        return sorted(
+            (name, imported) for name, targets in graph().items() if name.startswith(source + ".")
+            for imported in targets if imported == target or imported.startswith(target + ".")
+        )
+
+    def test_queue_does_not_import_relay(self):
+        self.assertEqual(self.crossings("trekmail.queue", "trekmail.relay"), [])
+
+    def test_relay_does_not_import_queue(self):
+        self.assertEqual(self.crossings("trekmail.relay", "trekmail.queue"), [])
+
+    def test_no_import_circle(self):
+        self.assertEqual(circles(graph()), [])
+
+    def test_circles_are_found(self):
+        """The check itself sees a circle through three modules, and a self-import."""
+        self.assertEqual(circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}),
+                         [["a", "b", "c"], ["e"]])
