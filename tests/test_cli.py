@@ -53,6 +53,23 @@ class CLITests(unittest.TestCase):
         self.assertIn("dkim._domainkey.example.com", [r["name"] for r in records])
         self.assertIn("v=spf1 include:spf.example.net -all", self.ok("domain", "dns", "example.com"))
 
+    def test_human_output_shows_times_in_iso_8601(self):
+        self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")
+        shown = self.ok("domain", "add", "example.com", "--account", "1")
+        created = [line for line in shown.splitlines() if line.startswith("created: ")][0]
+        self.assertRegex(created, r"^created: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+        self.assertIsInstance(json.loads(self.ok("--json", "domain", "list"))[0]["created"], float)
+
+    def test_dns_records_for_an_unreachable_hostname_say_so(self):
+        self.populate()
+        self.assertEqual(self.run_cli("domain", "dns", "example.com")[2], "", "mail.test is a real name")
+        self.config = write_config(self.mktemp(), "[server]\nhostname = localhost\n")
+        self.populate()
+        code, out, err = self.run_cli("domain", "dns", "example.com")
+        self.assertEqual(code, 0)
+        self.assertIn("10 localhost.", out)
+        self.assertIn("note: the MX record names 'localhost', which no other server can reach", err)
+
     def test_refusals(self):
         self.populate()
         for argv, stdin, message in [

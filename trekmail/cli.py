@@ -8,6 +8,7 @@ verify) prints its report and exits 1; a usage error exits 2.
 """
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -33,8 +34,13 @@ def _read_password(stdin):
     return line.rstrip("\r\n")
 
 
-def _scalar(value):
-    return "" if value is None else value
+def _scalar(value, key=""):
+    """A value as the human output shows it: epoch times (C{created}, C{..._at}) as ISO 8601 UTC."""
+    if value is None:
+        return ""
+    if (key == "created" or key.endswith("_at")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat(timespec="seconds")
+    return value
 
 
 def _print(result, as_json, out):
@@ -51,14 +57,14 @@ def _print(result, as_json, out):
                 for item in value:
                     out.write("  - %s\n" % (_one_line(item),))
             else:
-                out.write("%s: %s\n" % (key, _scalar(value)))
+                out.write("%s: %s\n" % (key, _scalar(value, key)))
     elif plain is not None:
         out.write("%s\n" % (plain,))
 
 
 def _one_line(item):
     if isinstance(item, dict):
-        return "  ".join("%s: %s" % (k, _scalar(v)) for k, v in item.items())
+        return "  ".join("%s: %s" % (k, _scalar(v, k)) for k, v in item.items())
     return str(item)
 
 
@@ -73,7 +79,14 @@ def _reports_failure(result):
 
 
 def _dns_records(admin, args):
-    return [{"name": n, "type": t, "value": v} for n, t, v in admin.domain_dns(args.domain)]
+    records = [{"name": n, "type": t, "value": v} for n, t, v in admin.domain_dns(args.domain)]
+    for record in records:
+        host = record["value"].split()[-1].rstrip(".") if record["type"] == "MX" else None
+        if host is not None and (host == "localhost" or "." not in host):
+            args.stderr.write(
+                "trekmail: note: the MX record names %r, which no other server can reach: set [server] hostname "
+                "to this server's public name before publishing these records\n" % (host,))
+    return records
 
 
 def _parser():
@@ -291,6 +304,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     stderr = stderr or sys.stderr
     options = _parser().parse_args(argv)
     options.stdin = stdin
+    options.stderr = stderr
     try:
         config = Config.from_file(config_path(options.config))
         db = database.connect(config.database_path)
