@@ -7,14 +7,13 @@ StringTransports.
 
 import base64
 
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeChecker, FakeQueue, TLSStringTransport, replies
 from tests.smtp_site import LATER, PASSWORD, Site, send
 from tests.test_smtp_auth import Realm
 from trekmail.policy.logins import LoginGuard
@@ -23,23 +22,6 @@ from trekmail.policy.limits import DAY, HOUR, next_midnight
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.smtp.submission import SubmissionFactory
 
-
-class HeldChecker(InMemoryUsernamePasswordDatabaseDontUse):
-    """Answers only on L{release}, so that several checks can be in progress at once."""
-
-    def __init__(self, **users):
-        super().__init__(**users)
-        self.waiting = []
-
-    def requestAvatarId(self, credentials):
-        d = defer.Deferred()
-        self.waiting.append((d, super().requestAvatarId(credentials)))
-        return d
-
-    def release(self):
-        waiting, self.waiting = self.waiting, []
-        for d, answer in waiting:
-            answer.chainDeferred(d)
 
 
 class LimitTests(unittest.TestCase):
@@ -167,7 +149,8 @@ class ThrottleTests(unittest.TestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(LATER)
-        self.checker = HeldChecker(**{"alice@example.com": PASSWORD.encode()})
+        self.checker = FakeChecker()
+        self.checker.held = []
         guard = LoginGuard(self.clock, AuthThrottle(free=2, base_delay=1.0, max_delay=2.0, disconnect_after=8),
                            in_progress=3)
         self.factory = SubmissionFactory(Portal(Realm(), [self.checker]), None, None, FakeQueue(), self.clock,
@@ -208,8 +191,8 @@ class ThrottleTests(unittest.TestCase):
         self.checker.release()
         self.clock.advance(2)
         self.assertEqual(self.answer(last), [535, 421])
-        _, refused = self.attempt(PASSWORD)
+        _, refused = self.attempt("pw")
         self.assertEqual(self.answer(refused), [421])
-        _, other = self.attempt(PASSWORD, source="127.0.0.2")
+        _, other = self.attempt("pw", source="127.0.0.2")
         self.checker.release()
         self.assertEqual(self.answer(other), [235])
