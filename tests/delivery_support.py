@@ -15,7 +15,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from trekmail.mailstore import maildir_path
-from trekmail.realm.model import Account, Domain
 
 
 def delivered(root, address):
@@ -73,32 +72,6 @@ class FakeDatabase:
 
     def run(self, function, *args, **kwargs):
         return defer.maybeDeferred(function, self.db, *args, **kwargs)
-
-
-class Directory:
-    """Hosted domains and mailboxes from dicts; C{domain()} answers C{(Domain, Account)}."""
-
-    def __init__(self):
-        self.domains = {}
-        self.mailboxes = {}
-
-    def add_domain(self, name, created=0.0, plan="starter", route=None, selector="dkim", public_key=""):
-        account = Account(1, "owner@" + name, True, None, plan, True, None)
-        self.domains[name] = (Domain(name, 1, created, selector, public_key, "verified", route), account)
-
-    def add_mailbox(self, address):
-        self.mailboxes[address] = _Context(address)
-
-    def domain(self, name):
-        return defer.succeed(self.domains.get(name))
-
-    def mailbox(self, address):
-        return defer.succeed(self.mailboxes.get(address.lower()))
-
-
-class _Context:
-    def __init__(self, address):
-        self.address = address
 
 
 # -- an ESMTP sink on loopback

@@ -12,8 +12,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from tests.smtp_fakes import TLSStringTransport
-from tests.test_imap_protocol import FakeChecker, FakeDirectory
+from tests.fakes import FakeChecker, FakeDirectory, TLSStringTransport
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
@@ -40,8 +39,9 @@ class Session:
         self.store = InlineStore(self.data_dir, self.clock)
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(100, 1000)
-        self.factory = IMAPFactory(Portal(MailUserRealm(), [FakeChecker()]), FakeDirectory(), self.store,
-                                   self.limits, self.clock, "mail.test", tls_options=object(), implicit_tls=True,
+        directory = FakeDirectory(plan="nano", every_mailbox=True)
+        self.factory = IMAPFactory(Portal(MailUserRealm(), [FakeChecker()]), directory, self.store, self.limits,
+                                   self.clock, "mail.test", tls_options=object(), implicit_tls=True,
                                    appendlimit=1024 * 1024)
         self.transport = None
         self.server = None

@@ -18,20 +18,28 @@ from tests.support import REPO
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
 
 
+_handed_out = set()
+
+
 def free_port():
     """
     A port for a server started in another process.  Taken below the
     kernel's ephemeral range (32768 and up), so the outgoing connections
-    of tests running in parallel cannot grab it before the server binds.
+    of tests running in parallel cannot grab it before the server binds;
+    never one this process handed out before, so one server's listeners
+    (none bound yet) cannot be given the same port twice.
     """
     while True:
         port = random.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
 
 
 def run_twistd(config_path, timeout=30):

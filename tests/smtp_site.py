@@ -15,7 +15,7 @@ from twisted.python.threadpool import ThreadPool
 
 from tests import support
 from tests.support import TrackingFactoryMixin, client_context
-from tests.smtp_fakes import FakeQueue
+from tests.fakes import FakeQueue
 from trekmail import tls
 from trekmail.policy.limits import DAY
 from trekmail.policy.tally import Tally

@@ -12,7 +12,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeQueue
+from tests.fakes import FakeQueue
 from tests.support import write_config
 from trekmail.config import Config, ConfigError
 from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, ConnectionCaps, client_key

@@ -8,56 +8,15 @@ import errno
 import sqlite3
 from types import SimpleNamespace
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
-from zope.interface import implementer
-from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
 
-from tests.smtp_fakes import TLSStringTransport
+from tests.fakes import FakeChecker, FakeDirectory, FakeStore, TLSStringTransport
 from trekmail.imap import parser
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
-from trekmail.realm.errors import DirectoryUnavailable
-
-
-@implementer(ICredentialsChecker)
-class FakeChecker:
-    credentialInterfaces = (IUsernamePassword,)
-
-    def __init__(self):
-        self.unavailable = False
-
-    def requestAvatarId(self, credentials):
-        if self.unavailable:
-            return defer.fail(DirectoryUnavailable("down"))
-        if credentials.password != b"pw":
-            return defer.fail(UnauthorizedLogin())
-        return defer.succeed(credentials.username.decode().lower())
-
-
-class FakeDirectory:
-    def mailbox(self, address):
-        account = SimpleNamespace(id=1, plan="nano")
-        return defer.succeed(SimpleNamespace(account=account, address=address))
-
-
-class FakeStore:
-    def __init__(self):
-        self.open = 0
-        self.error = None
-
-    def open_account(self, address):
-        if self.error is not None:
-            return defer.fail(self.error)
-        self.open += 1
-        return defer.succeed(SimpleNamespace(address=address))
-
-    def release(self, account):
-        self.open -= 1
 
 
 class ProtocolTests(unittest.TestCase):
@@ -70,8 +29,8 @@ class ProtocolTests(unittest.TestCase):
 
     def make_factory(self, implicit_tls):
         portal = Portal(MailUserRealm(), [self.checker])
-        return IMAPFactory(portal, FakeDirectory(), self.store, self.limits, self.clock, "mail.test",
-                           tls_options=object(), implicit_tls=implicit_tls, appendlimit=1000)
+        return IMAPFactory(portal, FakeDirectory(plan="nano", every_mailbox=True), self.store, self.limits,
+                           self.clock, "mail.test", tls_options=object(), implicit_tls=implicit_tls, appendlimit=1000)
 
     def connect(self, factory=None, host="127.0.0.1"):
         server = (factory or self.tls_factory).buildProtocol(None)

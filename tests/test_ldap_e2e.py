@@ -12,6 +12,7 @@ import http.client
 import imaplib
 import os
 import smtplib
+import socket
 
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
@@ -41,9 +42,21 @@ def smtp_login(port, address, password, source="127.0.0.1", starttls=False):
         client.close()
 
 
-def imap_login(port, address, password):
+class _IMAP4FromSource(imaplib.IMAP4_SSL):
+    """imaplib connecting from a chosen loopback address (the failed-login throttle counts per client address)."""
+
+    def __init__(self, *args, source, **kwargs):
+        self.source = source
+        super().__init__(*args, **kwargs)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def imap_login(port, address, password, source="127.0.0.1"):
     """C{("OK" | "NO", text)} of LOGIN over implicit TLS; blocking."""
-    client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_context(), timeout=30)
+    client = _IMAP4FromSource("127.0.0.1", port, ssl_context=client_context(), timeout=30, source=source)
     try:
         quoted = '"%s"' % (address.replace("\\", "\\\\").replace('"', '\\"'),)
         kind, data = client.login(quoted, password)
@@ -118,8 +131,8 @@ class LdapServerMixin:
         port = self.ports["submission" if kwargs.get("starttls") else "submissions"]
         return self.in_thread(smtp_login, port, address, password, **kwargs)
 
-    def imap(self, address, password):
-        return self.in_thread(imap_login, self.ports["imaps"], address, password)
+    def imap(self, address, password, **kwargs):
+        return self.in_thread(imap_login, self.ports["imaps"], address, password, **kwargs)
 
     def dav(self, address, password):
         return self.in_thread(dav_status, self.ports["https"], address, password)
@@ -137,11 +150,12 @@ class LdapServerMixin:
 
     @defer.inlineCallbacks
     def test_wrong_password_and_injection_fail(self):
+        """Each attempt from its own address: the failed-login delays (L{trekmail.policy.throttle}) are not waited out."""
         attempts = [("argon2@example.com", "wrong")] + [(name, "*") for name in INJECTIONS]
         for number, (address, password) in enumerate(attempts):
             code, text = yield self.smtp(address, password, source="127.0.3.%d" % (number + 1,))
             self.assertEqual((code, text[:5]), (535, "5.7.8"), address)
-            kind, text = yield self.imap(address, password)
+            kind, text = yield self.imap(address, password, source="127.0.4.%d" % (number + 1,))
             self.assertEqual(kind, "NO", address)
             self.assertIn("AUTHENTICATIONFAILED", text)
 

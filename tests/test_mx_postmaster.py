@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.support import write_config
 from trekmail.config import Config, ConfigError
 from trekmail.service import Components, mx_service

@@ -17,8 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from tests.smtp_fakes import FakeQueue, TLSStringTransport, replies
-from tests.test_imap_protocol import FakeDirectory, FakeStore
+from tests.fakes import FakeDirectory, FakeQueue, FakeStore, TLSStringTransport, replies
 from trekmail.imap.cluster import Solo
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
@@ -121,7 +120,8 @@ class SharedTests(unittest.TestCase):
         self.clock = Clock()
         self.guard = LoginGuard(self.clock, AuthThrottle(free=5, disconnect_after=2))
         limits = ConnectionLimits(10, 100)
-        self.imap = IMAPFactory(Portal(MailUserRealm(), [PasswordChecker()]), FakeDirectory(), FakeStore(), limits,
+        directory = FakeDirectory(plan="nano", every_mailbox=True)
+        self.imap = IMAPFactory(Portal(MailUserRealm(), [PasswordChecker()]), directory, FakeStore(), limits,
                                 self.clock, "mail.test", tls_options=object(), implicit_tls=True,
                                 cluster=Solo(limits, reactor=self.clock, guard=self.guard))
         self.smtp = SubmissionFactory(Portal(SubmissionRealm(), [PasswordChecker()]), None, None, FakeQueue(),

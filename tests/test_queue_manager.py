@@ -12,7 +12,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.delivery_support import Directory, FakeDatabase, SyncPool, SyncReactor, delivered
+from tests.delivery_support import FakeDatabase, SyncPool, SyncReactor, delivered
+from tests.fakes import FakeDirectory
 from trekmail.config import Config, ConfigError
 from trekmail.mailstore import maildir_path
 from trekmail.delivery import Outcome
@@ -69,7 +70,7 @@ class Harness:
         self.clock = Clock()
         self.clock.advance(NOW)
         self.reactor = SyncReactor(self.clock)
-        self.directory = Directory()
+        self.directory = FakeDirectory()
         self.directory.add_domain("example.com", created=NOW - 30 * 86400)
         self.directory.add_mailbox("a@example.com")
         self.transport = FakeTransport()

@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.test_relay_client import collect, feed, session
 from tests.test_relay_mx import Connection
 from trekmail.crypto import SecretKeyring

@@ -10,12 +10,8 @@ from trekmail.realm.database import ThreadedDatabase
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.realm.errors import DirectoryUnavailable
 
+from tests.fakes import FakeDirectory
 from tests.support import example, realm
-
-
-class BrokenDirectory:
-    def mailbox(self, address):
-        return defer.fail(DirectoryUnavailable("down"))
 
 
 class CheckerTests(unittest.TestCase):
@@ -77,7 +73,9 @@ class CheckerTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_outage_is_not_a_wrong_password(self):
-        checker = MailboxPasswordChecker(BrokenDirectory(), reactor, scrypt_n=1024)
+        directory = FakeDirectory()
+        directory.unavailable = True
+        checker = MailboxPasswordChecker(directory, reactor, scrypt_n=1024)
         with self.assertRaises(DirectoryUnavailable):
             yield checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"x"))
 

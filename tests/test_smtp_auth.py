@@ -8,38 +8,18 @@ import base64
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeChecker, FakeQueue, TLSStringTransport, replies
 from trekmail.policy.logins import LoginGuard
-from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp.submission import ISubmitter, Submitter, SubmissionFactory
 
 
 class Realm:
     def requestAvatar(self, avatar_id, mind, *interfaces):
-        return ISubmitter, Submitter(avatar_id.decode()), lambda: None
-
-
-class BrokenChecker:
-    credentialInterfaces = InMemoryUsernamePasswordDatabaseDontUse.credentialInterfaces
-
-    def requestAvatarId(self, credentials):
-        return defer.fail(DirectoryUnavailable("ldap down"))
-
-
-class HeldChecker:
-    credentialInterfaces = InMemoryUsernamePasswordDatabaseDontUse.credentialInterfaces
-
-    def __init__(self):
-        self.waiting = []
-
-    def requestAvatarId(self, credentials):
-        d = defer.Deferred()
-        self.waiting.append((d, credentials.username))
-        return d
+        address = avatar_id.decode() if isinstance(avatar_id, bytes) else avatar_id
+        return ISubmitter, Submitter(address), lambda: None
 
 
 def plain(username, password):
@@ -59,7 +39,9 @@ class AuthTests(unittest.TestCase):
         return server, transport
 
     def test_directory_unavailable_is_temporary(self):
-        server, transport = self.connect(BrokenChecker())
+        checker = FakeChecker()
+        checker.unavailable = True
+        server, transport = self.connect(checker)
         server.dataReceived(b"AUTH PLAIN " + plain(b"alice@example.com", b"pw") + b"\r\n")
         self.assertEqual(replies(transport), ["454 4.7.0 temporary authentication failure, try again later"])
 
@@ -72,13 +54,13 @@ class AuthTests(unittest.TestCase):
                          ["334 VXNlc", "501 5.7.0", "501 5.5.2", "501 5.5.2", "504 5.5.4", "250 2.0.0"])
 
     def test_pipelined_commands_wait_for_the_login(self):
-        checker = HeldChecker()
+        checker = FakeChecker()
+        checker.held = []
         server, transport = self.connect(checker)
         server.dataReceived(b"AUTH PLAIN " + plain(b"alice@example.com", b"pw")
                             + b"\r\nNOOP\r\nAUTH PLAIN x\r\n")
         self.assertEqual(replies(transport), [])
-        d, username = checker.waiting.pop()
-        d.callback(username)
+        checker.release()
         self.assertEqual([line[:9] for line in replies(transport)], ["235 2.7.0", "250 2.0.0", "503 5.5.1"])
 
     def test_an_authorization_identity_other_than_the_login_is_refused(self):

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from trekmail.smtp.data import DataBudget, DataIntake
 from trekmail.smtp.mx import MXFactory
 

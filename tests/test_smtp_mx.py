@@ -12,7 +12,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from tests import support
-from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.smtp_site import client_context
 from trekmail import tls
 from trekmail.realm import database

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from trekmail.smtp.data import DataIntake, DataReader, canonical
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.server import (

@@ -4,7 +4,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from tests.smtp_fakes import FakeQueue
+from tests.fakes import FakeQueue
 from tests.support import write_config
 from trekmail.config import Config
 from trekmail.service import Components, mx_service, submission_services

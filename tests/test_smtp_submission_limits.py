@@ -1,19 +1,27 @@
 """
 Plan limits through the submission door: the hourly window and the UTC
 midnight reset on a task.Clock, warmup, upgrades, one count per message,
-concurrent sessions, and the failed-login throttle over real sockets.
+concurrent sessions over real sockets; the failed-login throttle over
+StringTransports.
 """
 
-import smtplib
-import time
+import base64
 
-from twisted.internet import defer, reactor
+from twisted.cred.portal import Portal
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from tests.fakes import FakeChecker, FakeQueue, TLSStringTransport, replies
 from tests.smtp_site import LATER, PASSWORD, Site, send
+from tests.test_smtp_auth import Realm
+from trekmail.policy.logins import LoginGuard
 from trekmail.policy import counters
 from trekmail.policy.limits import DAY, HOUR, next_midnight
 from trekmail.policy.throttle import AuthThrottle
+from trekmail.smtp.submission import SubmissionFactory
+
 
 
 class LimitTests(unittest.TestCase):
@@ -136,46 +144,55 @@ class LimitTests(unittest.TestCase):
 
 
 class ThrottleTests(unittest.TestCase):
+    """The failed-login throttle through the door, on a task.Clock: each hold is a timer, not a wait."""
+
     def setUp(self):
-        self.throttle = AuthThrottle(free=2, base_delay=1.0, max_delay=2.0, disconnect_after=6)
-        self.site = Site(self, throttle=self.throttle, clock=reactor, in_progress=3)
-        self.site.account()
+        self.clock = Clock()
+        self.clock.advance(LATER)
+        self.checker = FakeChecker()
+        self.checker.held = []
+        guard = LoginGuard(self.clock, AuthThrottle(free=2, base_delay=1.0, max_delay=2.0, disconnect_after=8),
+                           in_progress=3)
+        self.factory = SubmissionFactory(Portal(Realm(), [self.checker]), None, None, FakeQueue(), self.clock,
+                                         "mail.test", object(), guard, True)
 
     def attempt(self, password, source="127.0.0.1"):
-        def run():
-            started = time.monotonic()
-            try:
-                client = self.site.connect("submissions", source=source)
-            except smtplib.SMTPServerDisconnected:
-                return "disconnected", time.monotonic() - started
-            try:
-                client.auth("PLAIN", lambda challenge=None: "\0alice@example.com\0%s" % (password,))
-                return 235, time.monotonic() - started
-            except smtplib.SMTPAuthenticationError as e:
-                return e.smtp_code, time.monotonic() - started
-            except smtplib.SMTPServerDisconnected:
-                return "disconnected", time.monotonic() - started
-            finally:
-                client.close()
+        """A session from C{source} that has sent AUTH PLAIN: (protocol, transport)."""
+        server = self.factory.buildProtocol(None)
+        transport = TLSStringTransport(peerAddress=IPv4Address("TCP", source, 40000))
+        server.makeConnection(transport)
+        server.dataReceived(b"EHLO c\r\n")
+        replies(transport)
+        server.dataReceived(b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0" + password.encode())
+                            + b"\r\n")
+        return server, transport
 
-        return self.site.in_thread(run)
+    def answer(self, transport):
+        """The reply codes so far."""
+        return [int(line[:3]) for line in replies(transport)]
 
-    @defer.inlineCallbacks
     def test_burst_of_bad_passwords(self):
-        results = []
-        for _ in range(4):
-            results.append((yield self.attempt("wrong")))
-        self.assertEqual([code for code, _ in results], [535] * 4)
-        self.assertLess(results[0][1], 1.0)
-        self.assertGreaterEqual(results[2][1], 1.0)
-        self.assertGreaterEqual(results[3][1], 2.0)
-        parallel = yield defer.gatherResults([self.attempt("wrong") for _ in range(4)])
-        for code, elapsed in parallel:
-            self.assertIn(code, (535, 421, 454))
-            if code == 535:
-                self.assertGreaterEqual(elapsed, 2.0, "parallel connections share the throttle")
-        refused = yield self.attempt(PASSWORD)
-        self.assertEqual(refused[0], 421)
-        other = yield self.attempt(PASSWORD, source="127.0.0.2")
-        self.assertEqual(other[0], 235)
-        self.assertLess(other[1], 1.0)
+        for delay in (0, 0, 1, 2):
+            _, transport = self.attempt("wrong")
+            self.checker.release()
+            if delay:
+                self.assertEqual(self.answer(transport), [])
+                self.clock.advance(delay - 0.001)
+                self.assertEqual(self.answer(transport), [])
+                self.clock.advance(0.001)
+            self.assertEqual(self.answer(transport), [535])
+        parallel = [self.attempt("wrong")[1] for _ in range(4)]
+        self.assertEqual(self.answer(parallel[3]), [454], "at most 3 checks of one address at once")
+        self.checker.release()
+        self.assertEqual([self.answer(t) for t in parallel[:3]], [[], [], []], "parallel sessions share the throttle")
+        self.clock.advance(2)
+        self.assertEqual([self.answer(t) for t in parallel[:3]], [[535], [535], [535]])
+        _, last = self.attempt("wrong")
+        self.checker.release()
+        self.clock.advance(2)
+        self.assertEqual(self.answer(last), [535, 421])
+        _, refused = self.attempt("pw")
+        self.assertEqual(self.answer(refused), [421])
+        _, other = self.attempt("pw", source="127.0.0.2")
+        self.checker.release()
+        self.assertEqual(self.answer(other), [235])
