@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.test_relay_client import collect, feed, session
-from tests.test_relay_mx import Connection
+from tests.test_relay_mx import Connection, capture_connections
 from trekmail.crypto import SecretKeyring
 from trekmail.queue import dsn
 from trekmail.queue.interface import Envelope
@@ -79,14 +79,7 @@ class ReturnPathTests(unittest.TestCase):
 
 class ManagedReturnPathTests(unittest.TestCase):
     def setUp(self):
-        self.connections = []
-
-        def connect(endpoint, identity, next_job, **options):
-            d = defer.Deferred()
-            self.connections.append((next_job, d))
-            return d
-
-        self.patch(client, "connect", connect)
+        self.connections = capture_connections(self)
         self.paths, _ = paths()
         self.relay = ManagedRelay(Clock(), None, "mail.test", connections_per_destination=1,
                                   return_paths=self.paths)

@@ -91,6 +91,18 @@ class RelayTests(unittest.TestCase):
         return port.getHost().port
 
     @defer.inlineCallbacks
+    def submit(self, port, message, helo=None):
+        """alice sends C{message} to bob@remote.test over implicit TLS, once the queue runs."""
+        def send():
+            c = smtplib.SMTP_SSL("127.0.0.1", port, local_hostname=helo, context=client_context(), timeout=30)
+            c.login("alice@example.com", PASSWORD)
+            c.sendmail("alice@example.com", ["bob@remote.test"], message)
+            c.quit()
+
+        yield self.wait_until(lambda: self.queue.started)
+        yield threads.deferToThread(send)
+
+    @defer.inlineCallbacks
     def wait_until(self, condition, timeout=20):
         deadline = reactor.seconds() + timeout
         while not condition():
@@ -103,15 +115,7 @@ class RelayTests(unittest.TestCase):
         port = self.submission()
         message = b"From: alice@example.com\r\nTo: bob@remote.test\r\nSubject: bare\r\n\r\nHello\r\n"
 
-        def send():
-            c = smtplib.SMTP_SSL("127.0.0.1", port, local_hostname="client.example", context=client_context(),
-                                 timeout=30)
-            c.login("alice@example.com", PASSWORD)
-            c.sendmail("alice@example.com", ["bob@remote.test"], message)
-            c.quit()
-
-        yield self.wait_until(lambda: self.queue.started)
-        yield threads.deferToThread(send)
+        yield self.submit(port, message, helo="client.example")
         [(sender, recipient, data)] = yield self.sink.wait_for(1)
         answers, _, _ = yield self.resolver.lookupText("dkim._domainkey.example.com")
         published = b"".join(answers[0].payload.data)
@@ -135,14 +139,7 @@ class RelayTests(unittest.TestCase):
             b"Hello,\r\n.\r\n..two dots\r\nbye\r\n"
         )
 
-        def send():
-            c = smtplib.SMTP_SSL("127.0.0.1", port, context=client_context(), timeout=30)
-            c.login("alice@example.com", PASSWORD)
-            c.sendmail("alice@example.com", ["bob@remote.test"], message)
-            c.quit()
-
-        yield self.wait_until(lambda: self.queue.started)
-        yield threads.deferToThread(send)
+        yield self.submit(port, message)
         [(sender, recipient, data)] = yield self.sink.wait_for(1)
         self.assertEqual(recipient, "bob@remote.test")
         path = self.service.return_paths.parse(sender)

@@ -101,16 +101,22 @@ class Connection:
         self.tls_attempted = False
 
 
+def capture_connections(testcase):
+    """Replace the relay client's connect: each attempt is kept as C{(next_job, Deferred)} in the returned list."""
+    connections = []
+
+    def connect(endpoint, identity, next_job, **options):
+        d = defer.Deferred()
+        connections.append((next_job, d))
+        return d
+
+    testcase.patch(client, "connect", connect)
+    return connections
+
+
 class SharedConnectionTests(unittest.TestCase):
     def setUp(self):
-        self.connections = []
-
-        def connect(endpoint, identity, next_job, **options):
-            d = defer.Deferred()
-            self.connections.append((next_job, d))
-            return d
-
-        self.patch(client, "connect", connect)
+        self.connections = capture_connections(self)
         self.relay = ManagedRelay(Clock(), None, "mail.test", connections_per_destination=4)
 
     def deliver(self, recipient="bob@[127.0.0.1]"):
