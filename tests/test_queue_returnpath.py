@@ -7,7 +7,6 @@ and which diagnostics a report calls a remote server's (RFC 3464 section
 
 import os
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
