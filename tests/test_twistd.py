@@ -8,7 +8,7 @@ import subprocess
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from tests.server_process import TWISTD, ServerProcess, run_twistd
+from tests.server_process import TWISTD, ServerProcess, free_port, run_twistd
 from tests.support import REPO, write_config
 
 
@@ -53,6 +53,17 @@ class RefusedConfigurationTests(unittest.TestCase):
 
 
 class StartupTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_first_start_with_every_door_logs_no_warning(self):
+        ports = {name: free_port() for name in ("submissions", "submission", "mx", "imaps", "imap", "https", "admin")}
+        path = write_config(self.mktemp(), **{n: "tcp:%d:interface=127.0.0.1" % p for n, p in ports.items()})
+        server = ServerProcess(self, path)
+        yield server.start(ports.values())
+        yield server.wait_for_log("trekmail started")
+        server.stop()
+        for mark in ("#warn]", "#error]", "#critical]", "Traceback"):
+            self.assertNotIn(mark, server.log())
+
     @defer.inlineCallbacks
     def test_generates_certificate_once(self):
         path = write_config(self.mktemp())

@@ -140,7 +140,8 @@ def site(application, pool, reactor, max_body=BoundedRequest.limit):
 def dav_site(config, checker, reactor, logins):
     """C{(site, pool)}: the HTTPS site for C{[listen] https} and the thread pool it needs started."""
     collections = os.path.join(config.data_dir, "dav", "collections")
-    os.makedirs(collections, mode=0o700, exist_ok=True)
+    # Radicale warns at every first start when its root is missing; it is ours to make.
+    os.makedirs(os.path.join(collections, "collection-root"), mode=0o700, exist_ok=True)
     pool = ThreadPool(minthreads=1, maxthreads=config.get("dav", "threads"), name="trekmail-dav")
     door = Door(radicale_application(collections), Logins(checker, logins), reactor)
     return site(door, pool, reactor, config.get("dav", "max_body")), pool
