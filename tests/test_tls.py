@@ -63,14 +63,18 @@ class GeneratedPairTests(unittest.TestCase):
         tls.server_options(config)
         self.assertEqual(leaf(config).serial_number, after.serial_number, "kept while the name is unchanged")
 
-    def test_installed_pair_not_covering_hostname_is_kept_and_warned_about(self):
-        directory = self.mktemp()
-        config = self.config(directory, "mx.example.org")
+    def with_installed_pair(self, name):
+        """A config for mx.example.org whose files hold a CA-signed pair for C{name}: (config, cert_pem)."""
+        config = self.config(self.mktemp(), "mx.example.org")
         os.makedirs(os.path.dirname(config.get("tls", "certificate")))
-        cert_pem, key_pem = installed("other.example.net")
+        cert_pem, key_pem = installed(name)
         for key, pem in (("certificate", cert_pem), ("private_key", key_pem)):
             with open(config.get("tls", key), "wb") as f:
                 f.write(pem)
+        return config, cert_pem
+
+    def test_installed_pair_not_covering_hostname_is_kept_and_warned_about(self):
+        config, cert_pem = self.with_installed_pair("other.example.net")
         with capturedLogs() as events:
             tls.server_options(config)
         self.assertEqual(leaf(config).public_bytes(serialization.Encoding.PEM), cert_pem)
@@ -79,13 +83,7 @@ class GeneratedPairTests(unittest.TestCase):
         self.assertIn("other.example.net", warning["log_format"].format(**warning))
 
     def test_wildcard_certificate_covers_hostname(self):
-        directory = self.mktemp()
-        config = self.config(directory, "mx.example.org")
-        os.makedirs(os.path.dirname(config.get("tls", "certificate")))
-        cert_pem, key_pem = installed("*.example.org")
-        for key, pem in (("certificate", cert_pem), ("private_key", key_pem)):
-            with open(config.get("tls", key), "wb") as f:
-                f.write(pem)
+        config, _ = self.with_installed_pair("*.example.org")
         with capturedLogs() as events:
             tls.server_options(config)
         self.assertEqual(warnings(events), [])
