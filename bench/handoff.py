@@ -55,7 +55,7 @@ def main(o, rows):
     pool.start()
     workers.start()
     root = tempfile.mkdtemp(prefix="trekmail-bench-handoff-")
-    db = index.open_index(root)
+    db = index.open_index(root, time.time())
     uid = [0]
 
     def index_writes():

@@ -41,7 +41,7 @@ def cpu_seconds():
 def churn(secs, reuse):
     """(messages/s, CPU us per message) of APPEND + EXPUNGE file work for C{secs}."""
     root = tempfile.mkdtemp(prefix="trekmail-bench-spares-")
-    db = index.open_index(root)
+    db = index.open_index(root, time.time())
     data = os.urandom(10 * 1024)
     live, spare_paths = collections.deque(), []
     written = 0
@@ -49,7 +49,7 @@ def churn(secs, reuse):
         cpu, started = cpu_seconds(), time.monotonic()
         while time.monotonic() - started < secs:
             spare = spare_paths.pop() if spare_paths else None
-            live.append(index.write_message(root, "INBOX", data, time.time(), spare))
+            live.append(index.write_message(root, "INBOX", data, time.time(), time.time(), spare))
             written += 1
             if len(live) > LIVE:
                 old = live.popleft()

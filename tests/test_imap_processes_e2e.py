@@ -223,7 +223,7 @@ class TwoProcessesTests(unittest.TestCase):
                 self.assertIn(b"\\Flagged", data[0])
 
             self.assertEqual(deliver_batch(self.config.data_dir, "mail.test",
-                                           [(address, "bob@remote.test", message(subject="delivered"))]), [None])
+                                           [(address, "bob@remote.test", message(subject="delivered"))], time.time), [None])
             deadline = time.monotonic() + 10
             while noop(clients[-1]).get("EXISTS") != [b"2"]:
                 self.assertLess(time.monotonic(), deadline, "the delivery never showed up")

@@ -191,7 +191,7 @@ class IndexOrderTests(unittest.TestCase):
 
     def test_only_the_checkpoint_copies_the_wal_into_the_index(self):
         root = self.mktemp()
-        db = index.open_index(root)
+        db = index.open_index(root, 1700000000)
         self.addCleanup(db.close)
         self.assertEqual(db.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 0, "never on a commit")
         path = os.path.join(root, index.INDEX_NAME)
@@ -424,7 +424,7 @@ class DurableAppendTests(unittest.TestCase):
         synced = []
         self.patch(index, "fsync_directory", synced.append)
         self.patch(durable, "fsync_directory", synced.append)
-        name = index.write_message(root, "INBOX", message(), 1700000000)
+        name = index.write_message(root, "INBOX", message(), 1700000000, 1700000000)
         self.assertEqual(synced, [os.path.join(root, "cur")])
-        index.link_messages(root, "INBOX", "INBOX", [name])
+        index.link_messages(root, "INBOX", "INBOX", [name], 1700000001)
         self.assertEqual(synced, [os.path.join(root, "cur")] * 2)

@@ -7,6 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from twisted.internet import reactor
+from twisted.internet.task import Clock
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial import unittest
 
@@ -21,7 +22,7 @@ class DeliverBatchTests(unittest.TestCase):
         items = [("a@example.com", "s@x.test", b"one\r\n"), ("b@example.com", "", b"two\r\n"),
                  ("a@example.com", "s@x.test", b"three\r\n")]
         with ThreadPoolExecutor(4) as syncers:
-            self.assertEqual(deliver_batch(root, "mail.test", items, syncers), [None, None, None])
+            self.assertEqual(deliver_batch(root, "mail.test", items, Clock().seconds, syncers), [None, None, None])
         self.assertEqual(sorted(delivered(root, "a@example.com")), [
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\none\r\n",
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\nthree\r\n",
@@ -37,7 +38,8 @@ class DeliverBatchTests(unittest.TestCase):
         os.makedirs(os.path.dirname(blocked))
         with open(blocked, "w"):
             pass
-        results = deliver_batch(root, "mail.test", [("full@example.com", "", b"x\r\n"), ("ok@example.com", "", b"y\r\n")])
+        results = deliver_batch(root, "mail.test", [("full@example.com", "", b"x\r\n"), ("ok@example.com", "", b"y\r\n")],
+                                Clock().seconds)
         self.assertIsInstance(results[0], OSError)
         self.assertIsNone(results[1])
 

@@ -10,7 +10,6 @@ C{.Drafts/}, ...) beneath it.
 import itertools
 import os
 import socket
-import time
 
 _counter = itertools.count()
 _pid = os.getpid()
@@ -49,16 +48,15 @@ def maildir_path(data_dir, address):
     return os.path.join(data_dir, "mail", domain, local)
 
 
-def unique_name(hostname=None):
+def unique_name(now, hostname=None):
     """
     A Maildir file name no other writer, here or on another host, can
-    pick: time, process and a per-process counter (the Maildir spec's
-    C{Q} form).  The process id and host name are read once: each is a
+    pick: C{now} (seconds since the epoch, from the caller's clock),
+    process and a per-process counter (the Maildir spec's C{Q} form).  The process id and host name are read once: each is a
     system call, and an APPEND is a few dozen of them in all.  The
     microseconds are padded to six digits so that names sort as they
     were made (IMAP gives UIDs in that order).
     """
-    now = time.time()
     seconds = int(now)
     return "%d.M%06dP%dQ%d.%s" % (seconds, int((now - seconds) * 1e6), _pid, next(_counter),
                                 (hostname or _hostname).replace("/", "\\057").replace(":", "\\072"))

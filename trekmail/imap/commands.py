@@ -186,7 +186,8 @@ class MailboxCommands:
             return tagged(tag, "NO", "Mailbox exists", "ALREADYEXISTS")
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
-            yield self.account.change_folders(index.create_folder, self.account.root, ".".join(parts[:depth]), True)
+            yield self.account.change_folders(index.create_folder, self.account.root, ".".join(parts[:depth]),
+                                              self.account.store.seconds(), True)
         return tagged(tag, "OK", "Create completed")
 
     @defer.inlineCallbacks
@@ -224,7 +225,8 @@ class MailboxCommands:
         if self.view is not None and (self.view.folder.name == old or self.view.folder.name.startswith(old + ".")):
             self._close_view()
         self.account.forget(old)
-        yield self.account.change_folders(index.rename_folder, self.account.root, old, new)
+        yield self.account.change_folders(index.rename_folder, self.account.root, old, new,
+                                          self.account.store.seconds())
         return tagged(tag, "OK", "Rename completed")
 
     @defer.inlineCallbacks
@@ -307,7 +309,7 @@ class MailboxCommands:
         if folder is None:
             return tagged(tag, "NO", "No such mailbox", "TRYCREATE")
         filename = yield self.account.run_files(index.write_message, self.account.root, name, data, when,
-                                                self.account.spares.take())
+                                                self.account.store.seconds(), self.account.spares.take())
         # A small message is parsed here, not on the file thread: Python work there holds the GIL, and the reactor,
         # giving it up in every sqlite call and send, would wait for it.  A large one would hold every session.
         if len(data) <= PARSE_INLINE:
@@ -489,7 +491,7 @@ class MailboxCommands:
         source = view.folder
         msgs = [(u, source.get(u)) for u in uids if source.get(u) is not None]
         names = yield self.account.run_files(index.link_messages, self.account.root, source.name, name,
-                                       [m.filename for _, m in msgs])
+                                       [m.filename for _, m in msgs], self.account.store.seconds())
         pairs = [(u, m, f) for (u, m), f in zip(msgs, names) if f is not None]
         new = yield target.add([(f, m.size, m.date, " ".join(sorted(m.flags))) for _, m, f in pairs],
                                view if target is source else None)

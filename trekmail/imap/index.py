@@ -10,6 +10,9 @@ sqlite): the mail store runs them on its worker thread, or, when small and
 nothing of the account's is on the worker, at once on the reactor thread,
 always in the order asked (L{trekmail.imap.store.Account.run}); that order
 is also what makes pick-up from C{new/} safe against several sessions.
+Those that need the time take it as C{now}, read from the store's clock
+by the caller: a test's clock then rules UIDVALIDITY, file names and the
+age of C{tmp/} files alike.
 
 The Maildir stays the message store of record: delivery writes into
 C{new/}; pick-up moves a file to C{cur/} and gives it the next UID in the
@@ -21,7 +24,6 @@ delete stale C{tmp/} files anyway.
 
 import os
 import re
-import time
 
 from trekmail.durable import fsync_directory, publish, remove_if_there, write_file
 from trekmail.imap import spares
@@ -68,7 +70,7 @@ def _make_maildir(path):
         os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
 
 
-def open_index(root):
+def open_index(root, now):
     """Opens (creating on first login) the index and the special-use folders."""
     _make_maildir(root)
     db = database.connect(os.path.join(root, INDEX_NAME))
@@ -79,7 +81,7 @@ def open_index(root):
     db.execute("PRAGMA busy_timeout=%d" % BUSY_TIMEOUT_MS)
     database.upgrade(db, (INDEX,))
     for name in ["INBOX"] + list(SPECIAL_USE):
-        create_folder(db, root, name, exist_ok=True)
+        create_folder(db, root, name, now, exist_ok=True)
     return db
 
 
@@ -88,18 +90,18 @@ def checkpoint(db):
     db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _new_uidvalidity(db):
+def _new_uidvalidity(db, now):
     row = db.execute("SELECT MAX(uidvalidity) FROM folders").fetchone()
-    return max(int(time.time()), (row[0] or 0) + 1)
+    return max(int(now), (row[0] or 0) + 1)
 
 
-def create_folder(db, root, name, exist_ok=False):
+def create_folder(db, root, name, now, exist_ok=False):
     if db.execute("SELECT 1 FROM folders WHERE name = ?", (name,)).fetchone():
         if exist_ok:
             return False
         raise FileExistsError(name)
     _make_maildir(folder_dir(root, name))
-    db.execute("INSERT INTO folders VALUES (?, ?, 1, 1, 1)", (name, _new_uidvalidity(db)))
+    db.execute("INSERT INTO folders VALUES (?, ?, 1, 1, 1)", (name, _new_uidvalidity(db, now)))
     return True
 
 
@@ -118,7 +120,7 @@ def delete_folder(db, root, name):
         os.rmdir(path)
 
 
-def rename_folder(db, root, old, new):
+def rename_folder(db, root, old, new, now):
     """Renames a folder and its children; INBOX is moved, leaving an empty INBOX (RFC 3501 6.3.5)."""
     # An exact prefix, not LIKE: "_" would be a wildcard there and case would be ignored, moving unrelated folders.
     children = old + "."
@@ -128,7 +130,7 @@ def rename_folder(db, root, old, new):
         for name in names:
             target = new + name[len(old):]
             if name == "INBOX":
-                create_folder(db, root, target)
+                create_folder(db, root, target, now)
                 moved = db.execute("SELECT uid, filename FROM messages WHERE folder = 'INBOX'").fetchall()
                 folder = db.execute("SELECT * FROM folders WHERE name = ?", (target,)).fetchone()
                 for row in moved:
@@ -168,7 +170,7 @@ def arrival_order(filename):
     return tuple(int(part or 0) for part in match.groups()) + (filename,)
 
 
-def load_folder(db, root, name):
+def load_folder(db, root, name, now):
     """
     The folder row and its messages in UID order.  Files in C{cur/} that
     the index does not know (a crash between moving a file and recording
@@ -182,7 +184,7 @@ def load_folder(db, root, name):
         "SELECT uid, filename, flags, modseq, size, internaldate FROM messages WHERE folder = ? ORDER BY uid",
         (name,))]
     known = {m[1] for m in messages}
-    _clean_tmp(os.path.join(folder_dir(root, name), "tmp"))
+    _clean_tmp(os.path.join(folder_dir(root, name), "tmp"), now)
     cur = os.path.join(folder_dir(root, name), "cur")
     found = []
     for entry in sorted(os.listdir(cur), key=arrival_order):
@@ -201,9 +203,8 @@ def load_folder(db, root, name):
     return (uidvalidity, uidnext, modseq), messages, [r[0] for r in rows] if found else []
 
 
-def _clean_tmp(path, now=None, age=36 * 3600):
+def _clean_tmp(path, now, age=36 * 3600):
     """Deletes C{tmp/} files older than 36 hours, as Maildir readers do (expunged files left by a crash)."""
-    now = time.time() if now is None else now
     for entry in os.listdir(path):
         full = os.path.join(path, entry)
         try:
@@ -249,7 +250,7 @@ def insert_rows(db, name, rows, uidnext, highestmodseq):
         _set_counters(db, name, uidnext, highestmodseq)
 
 
-def write_message(root, name, data, internaldate, spare=None):
+def write_message(root, name, data, internaldate, now, spare=None):
     """
     Writes one message into C{cur/}, the file and then its new name
     fsynced (APPEND's OK promises the message survives a crash); the
@@ -257,7 +258,7 @@ def write_message(root, name, data, internaldate, spare=None):
     written over when it can be, sparing an inode's free and allocation.
     """
     path = folder_dir(root, name)
-    filename = unique_name() + ":2,"
+    filename = unique_name(now) + ":2,"
     fd = None if spare is None else spares.reopen(spare)
     temporary = os.path.join(path, "tmp", filename) if fd is None else spare
     write_file(temporary, data, fd=fd, mtime=internaldate)
@@ -265,12 +266,12 @@ def write_message(root, name, data, internaldate, spare=None):
     return filename
 
 
-def link_messages(root, source, target, filenames):
+def link_messages(root, source, target, filenames, now):
     """Hard-links messages into another folder, so a COPY costs no data; C{None} for a vanished one."""
     source_dir, target_dir = folder_dir(root, source), folder_dir(root, target)
     out = []
     for old in filenames:
-        filename = unique_name() + ":2,"
+        filename = unique_name(now) + ":2,"
         for sub in ("cur", "tmp"):
             try:
                 os.link(os.path.join(source_dir, sub, old), os.path.join(target_dir, "cur", filename))

@@ -182,7 +182,7 @@ class Account:
             def failed(failure):
                 for waiter in self._loading.pop(name):
                     waiter.errback(failure)
-            self.run_db(index.load_folder, self.root, name).addCallbacks(loaded, failed)
+            self.run_db(index.load_folder, self.root, name, self.store.seconds()).addCallbacks(loaded, failed)
         waiting = defer.Deferred()
         waiters.append(waiting)
         return waiting
@@ -290,7 +290,7 @@ class MailStore:
             self._accounts[address] = pending
             root = maildir_path(self.data_dir, address)
             try:
-                db = yield self.run(index.open_index, root)
+                db = yield self.run(index.open_index, root, self.seconds())
             except BaseException:
                 del self._accounts[address]
                 pending.callback(None)

@@ -26,14 +26,14 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, address, sender, message):
+def _write_copy(data_dir, hostname, now, address, sender, message):
     """
     Write and fsync one copy under C{tmp/}, with C{Return-Path} and
     C{Delivered-To} added; returns its C{(temporary, final)} paths.
     """
     root = maildir_path(data_dir, address)
     ensure_maildir(root)
-    name = unique_name(hostname)
+    name = unique_name(now, hostname)
     temporary = os.path.join(root, "tmp", name)
     header = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (
         sender.encode("utf-8"),
@@ -43,9 +43,10 @@ def _write_copy(data_dir, hostname, address, sender, message):
     return temporary, os.path.join(root, "new", name)
 
 
-def deliver_batch(data_dir, hostname, items, syncers=None):
+def deliver_batch(data_dir, hostname, items, clock, syncers=None):
     """
     Runs on the writer thread: one copy per C{(address, sender, message)},
+    named by the time C{clock} (the wiring's C{reactor.seconds}) gives,
     written and fsynced in parallel with C{syncers}, moved into C{new/},
     and each C{new/} directory fsynced once for the whole batch.  Returns
     C{None} or the C{OSError} per item.
@@ -53,7 +54,7 @@ def deliver_batch(data_dir, hostname, items, syncers=None):
 
     def write(item):
         try:
-            return _write_copy(data_dir, hostname, *item)
+            return _write_copy(data_dir, hostname, clock(), *item)
         except (OSError, ValueError) as e:
             return e
 
@@ -78,7 +79,7 @@ class MaildirWriter:
     def __init__(self, data_dir, hostname, reactor, syncers=None, writer=None):
         self._commit = GroupCommit(
             reactor,
-            lambda items: deliver_batch(data_dir, hostname, items, syncers),
+            lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers),
             "trekmail-maildir",
             writer,
         )
