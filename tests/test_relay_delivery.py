@@ -26,6 +26,7 @@ from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.queue.interface import Envelope
+from trekmail.queue.retry import RetryPolicy
 from trekmail.realm import database
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
@@ -89,6 +90,11 @@ class RelayTests(unittest.TestCase):
         port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_queue_takes_the_configured_retry_policy(self):
+        yield self.wait_until(lambda: self.queue.started)
+        self.assertEqual(self.queue._policy, RetryPolicy((60,), 5 * 86400))
 
     @defer.inlineCallbacks
     def submit(self, port, message, helo=None):

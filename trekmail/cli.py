@@ -206,7 +206,7 @@ def _networked(name, /, **arguments):
         threaded = database.ThreadedDatabase(admin.db, reactor)
         ops = operations.Operations(
             admin.config, threaded, reactor,
-            resolver=make_resolver(admin.config, reactor),
+            resolver=make_resolver(admin.config.get("dns", "nameservers"), reactor),
             smarthost=Smarthost(reactor, admin.config.get("server", "hostname"),
                                 trust_root=operations.smarthost_trust(admin.config),
                                 timeout=admin.config.get("smarthost", "timeout")),

@@ -89,7 +89,7 @@ class Components:
         self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
                                  total=config.get("auth", "max_logins_in_progress"))
         """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
-        self.resolver = make_resolver(config, reactor)
+        self.resolver = make_resolver(config.get("dns", "nameservers"), reactor)
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         self.data_intake = DataIntake(directory=incoming)
@@ -242,7 +242,7 @@ def build_queue(config, reactor, database, directory, resolver=None, tls_context
     return_paths = ReturnPaths(lambda: keyring.derive(KEY_INFO), hostname, reactor)
     relay = ManagedRelay(
         reactor,
-        resolver if resolver is not None else make_resolver(config, reactor),
+        resolver if resolver is not None else make_resolver(config.get("dns", "nameservers"), reactor),
         hostname,
         port=config.get("relay", "mx_port"),
         pools=SourcePools(config.get("relay", "source_pools"), reactor),

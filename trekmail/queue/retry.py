@@ -14,13 +14,6 @@ class RetryPolicy:
     max_age: float = 5 * 86400
     """Give up this many seconds after the message arrived."""
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(
-            intervals=tuple(config.get("queue", "retry_intervals")),
-            max_age=config.get("queue", "max_age"),
-        )
-
     def next_attempt(self, attempts, received_at, now):
         """
         The time of the next attempt after C{attempts} failed ones, or

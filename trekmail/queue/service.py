@@ -51,8 +51,9 @@ class QueueService(service.Service):
             directory, self.router, signer, self.suppressions,
             reactor, self.workers, self.mailboxes,
         )
+        retry = RetryPolicy(intervals=tuple(config.get("queue", "retry_intervals")), max_age=config.get("queue", "max_age"))
         self.queue = MessageQueue(
-            self.spool, self.deliverer, self.suppressions, RetryPolicy.from_config(config),
+            self.spool, self.deliverer, self.suppressions, retry,
             reactor, hostname, concurrency=config.get("queue", "concurrency"), return_paths=self.return_paths,
         )
         self._reactor = reactor

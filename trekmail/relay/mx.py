@@ -17,9 +17,8 @@ from twisted.names import client as dns_client
 from twisted.names import dns, error
 
 
-def make_resolver(config, reactor):
-    """The twisted.names resolver of C{[dns] nameservers}, or the system's."""
-    servers = config.get("dns", "nameservers")
+def make_resolver(servers, reactor):
+    """The twisted.names resolver of C{servers} (C{[dns] nameservers}: (host, port) pairs), or the system's."""
     if servers:
         return dns_client.Resolver(servers=list(servers), reactor=reactor)
     return dns_client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
