@@ -383,23 +383,15 @@ class ControlTests(unittest.TestCase):
         h.transport.answers["x@remote.test"] = (451, "4.2.0 try later")
         first = h.send(["x@remote.test"])
         second = h.send(["x@remote.test"])
-        listed = queue_admin.queue_list(_Config(h.root))
+        listed = queue_admin.queue_list(os.path.join(h.root, "queue"))
         self.assertEqual([e["queue_id"] for e in listed], sorted([first, second]))
         self.assertEqual(listed[0]["attempts"], 1)
-        queue_admin.queue_delete(_Config(h.root), first)
-        queue_admin.queue_flush(_Config(h.root))
+        queue_admin.queue_delete(os.path.join(h.root, "queue"), first)
+        queue_admin.queue_flush(os.path.join(h.root, "queue"))
         h.clock.advance(CONTROL_SECONDS)
         self.assertEqual([e["queue_id"] for e in h.queue.entries()], [second])
         self.assertEqual(len(h.transport.calls), 3)
         self.assertEqual(h.transport.calls[-1][1], ("x@remote.test",))
-
-
-class _Config:
-    def __init__(self, root):
-        self.root = root
-
-    def data_path(self, *parts):
-        return os.path.join(self.root, *parts)
 
 
 class RetryPolicyTests(unittest.TestCase):

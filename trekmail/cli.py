@@ -160,11 +160,11 @@ def _parser():
     p.set_defaults(run=lambda a, o: a.mailbox_list(o.domain))
 
     queue = nouns.add_parser("queue").add_subparsers(dest="verb", required=True)
-    queue.add_parser("list").set_defaults(run=lambda a, o: queue_admin.queue_list(a.config))
-    queue.add_parser("flush").set_defaults(run=lambda a, o: queue_admin.queue_flush(a.config))
+    queue.add_parser("list").set_defaults(run=lambda a, o: queue_admin.queue_list(a.config.data_path("queue")))
+    queue.add_parser("flush").set_defaults(run=lambda a, o: queue_admin.queue_flush(a.config.data_path("queue")))
     p = queue.add_parser("delete")
     p.add_argument("queue_id")
-    p.set_defaults(run=lambda a, o: queue_admin.queue_delete(a.config, o.queue_id))
+    p.set_defaults(run=lambda a, o: queue_admin.queue_delete(a.config.data_path("queue"), o.queue_id))
 
     directory = nouns.add_parser("directory").add_subparsers(dest="verb", required=True)
     directory.add_parser(

@@ -383,7 +383,10 @@ def dav_services(components):
     """
     if components.endpoints.get("https") is None:
         return []
-    site, pool = dav_site(components.config, components.checker, components.reactor, components.logins)
+    config = components.config
+    site, pool = dav_site(collections=os.path.join(config.data_dir, "dav", "collections"),
+                          threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
+                          checker=components.checker, reactor=components.reactor, logins=components.logins)
     return [WorkersService(pool),
             listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))]
 

@@ -59,9 +59,9 @@ def _domain_dns(db, config, name):
 
 QUEUE_VERBS = {
     "domain_dns": lambda db, config, name: _domain_dns(db, config, name),
-    "queue_list": lambda db, config: queue_admin.queue_list(config),
-    "queue_flush": lambda db, config: queue_admin.queue_flush(config),
-    "queue_delete": lambda db, config, queue_id: queue_admin.queue_delete(config, queue_id),
+    "queue_list": lambda db, config: queue_admin.queue_list(config.data_path("queue")),
+    "queue_flush": lambda db, config: queue_admin.queue_flush(config.data_path("queue")),
+    "queue_delete": lambda db, config, queue_id: queue_admin.queue_delete(config.data_path("queue"), queue_id),
     "suppression_list": lambda db, config, domain=None: queue_admin.suppression_list(db, domain),
     "suppression_remove": lambda db, config, address, domain=None: queue_admin.suppression_remove(db, address, domain),
 }

@@ -137,11 +137,14 @@ def site(application, pool, reactor, max_body=BoundedRequest.limit):
     return Site(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
 
 
-def dav_site(config, checker, reactor, logins):
-    """C{(site, pool)}: the HTTPS site for C{[listen] https} and the thread pool it needs started."""
-    collections = os.path.join(config.data_dir, "dav", "collections")
+def dav_site(*, collections, threads, max_body, checker, reactor, logins):
+    """
+    C{(site, pool)}: the HTTPS site for C{[listen] https}, keeping
+    Radicale's collections under C{collections}, and the pool of
+    C{threads} it needs started.
+    """
     # Radicale warns at every first start when its root is missing; it is ours to make.
     os.makedirs(os.path.join(collections, "collection-root"), mode=0o700, exist_ok=True)
-    pool = ThreadPool(minthreads=1, maxthreads=config.get("dav", "threads"), name="trekmail-dav")
+    pool = ThreadPool(minthreads=1, maxthreads=threads, name="trekmail-dav")
     door = Door(radicale_application(collections), Logins(checker, logins), reactor)
-    return site(door, pool, reactor, config.get("dav", "max_body")), pool
+    return site(door, pool, reactor, max_body), pool

@@ -22,8 +22,8 @@ from trekmail.realm.errors import InvalidInput, NotFound
 _QUEUE_ID = re.compile(r"^[0-9a-f]{12,40}$")
 
 
-def _layout(config):
-    layout = SpoolLayout(config.data_path("queue"))
+def _layout(queue_dir):
+    layout = SpoolLayout(queue_dir)
     layout.create()
     return layout
 
@@ -34,8 +34,8 @@ def _when(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def queue_list(config):
-    layout = _layout(config)
+def queue_list(queue_dir):
+    layout = _layout(queue_dir)
     accepted = acceptlog.listed(layout.log)
     entries = []
     for queue_id in sorted(set(layout.file_ids()) | set(accepted)):
@@ -62,16 +62,16 @@ def queue_list(config):
     return entries
 
 
-def queue_flush(config):
-    _layout(config).request_flush()
+def queue_flush(queue_dir):
+    _layout(queue_dir).request_flush()
     return "flush requested: the server retries every waiting message within %d seconds" % (CONTROL_SECONDS,)
 
 
-def queue_delete(config, queue_id):
+def queue_delete(queue_dir, queue_id):
     queue_id = (queue_id or "").strip().lower()
     if not _QUEUE_ID.match(queue_id):
         raise InvalidInput("%r is not a queue id (see trekmail queue list)" % (queue_id,))
-    layout = _layout(config)
+    layout = _layout(queue_dir)
     accepted = acceptlog.listed(layout.log)
     if queue_id not in accepted and not os.path.exists(layout.message_path(queue_id)):
         raise NotFound("no queued message %s" % (queue_id,))
