@@ -23,22 +23,18 @@ def fsync_directory(path):
         os.close(fd)
 
 
-def discard(*paths):
-    """Unlink each of C{paths} while cleaning up after a failure: a further error would hide the first."""
-    for path in paths:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def remove_if_there(*paths):
+def remove_if_there(*paths, ignoring=FileNotFoundError):
     """Unlink each of C{paths}; one already gone is what was wanted."""
     for path in paths:
         try:
             os.unlink(path)
-        except FileNotFoundError:
+        except ignoring:
             pass
+
+
+def discard(*paths):
+    """Unlink each of C{paths} while cleaning up after a failure: a further error would hide the first."""
+    remove_if_there(*paths, ignoring=OSError)
 
 
 def write_all(fd, *chunks):
