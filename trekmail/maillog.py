@@ -1,0 +1,143 @@
+"""
+The mail log: one twisted.logger event per step of every message and per
+login, for the operator to grep and for L{trekmail.cli}'s C{log trace}.
+
+Each event carries C{log_trekmail} (one of the kinds below) and plain
+fields for observers (the metrics read the same events), and its format
+is the one line that lands in C{twistd.log}, Postfix-like: the queue id
+first when there is one, then C{key=value} pairs::
+
+    0190f3c2a1b5e3c9d20f: accepted from=<a@example.com> client=pc.example[192.0.2.1] user=a@example.com
+        size=1234 nrcpt=1 msgid=<x@example.com> listener=submission
+    0190f3c2a1b5e3c9d20f: to=<b@example.net> route=managed relay=mx.example.net[198.51.100.7]
+        source=203.0.113.5 tls=TLSv1.3 verified=no delay=1.2 outcome=delivered reply="250 2.0.0 ok"
+    0190f3c2a1b5e3c9d20f: stored mailbox=<b@example.com> folder=INBOX
+    0190f3c2a1b5e3c9d20f: report kind=failure notify=<a@example.com> id=0190f3c2a1b6...
+    login imap alice@example.com [192.0.2.1] ok
+    refused smtp mx [192.0.2.1] 550 5.7.1 recipient
+
+(each on one line).  Every value is reduced to printable ASCII without
+spaces (the quoted reply keeps its spaces, with C{"} and C{\\} escaped),
+so a client's HELO or a server's reply cannot start a line of its own or
+fake a field.  No password is ever a field: logins name the mailbox.
+"""
+
+ACCEPTED = "accepted"
+DELIVERY = "delivery"
+LOCAL_DELIVERY = "local_delivery"
+REPORT = "report"
+LOGIN = "login"
+REFUSED = "refused"
+
+DELIVERED, DEFERRED, BOUNCED, SUPPRESSED, HELD = "delivered", "deferred", "bounced", "suppressed", "held"
+OK, FAILED, THROTTLED, BUSY, UNAVAILABLE = "ok", "failed", "throttled", "busy", "unavailable"
+
+MAX_VALUE = 200
+MAX_REPLY = 400
+MAX_HEADER_SCAN = 65536
+"""How much of a message L{message_id} reads: the id is in the header, which is not longer in practice."""
+
+
+def _word(value, limit=MAX_VALUE):
+    """C{value} as one printable, space-free token; C{-} for nothing."""
+    if value is None or value == "":
+        return "-"
+    text = str(value)[:limit]
+    return "".join(c if "!" <= c <= "~" else "?" for c in text)
+
+
+def _quoted(value):
+    text = str(value or "")[:MAX_REPLY]
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return '"%s"' % (text.replace("\\", "\\\\").replace('"', '\\"'),)
+
+
+def _address(value):
+    """An envelope address for C{<...>}: the null sender stays C{<>}."""
+    return _word(value) if value else ""
+
+
+def _delay(value):
+    return "-" if value is None else "%.1f" % (value,)
+
+
+def _accepted(f):
+    return "%s: accepted from=<%s> client=%s[%s] user=%s size=%s nrcpt=%s msgid=%s listener=%s" % (
+        _word(f.get("queue_id")), _address(f.get("sender")), _word(f.get("client_name")), _word(f.get("client_address")),
+        _word(f.get("user")), _word(f.get("size")), _word(f.get("recipients")), _word(f.get("message_id")),
+        _word(f.get("listener")))
+
+
+def _delivery(f):
+    return "%s: to=<%s> route=%s relay=%s[%s] source=%s tls=%s verified=%s delay=%s outcome=%s reply=%s" % (
+        _word(f.get("queue_id")), _address(f.get("recipient")), _word(f.get("route")), _word(f.get("host")),
+        _word(f.get("address")), _word(f.get("source")), _word(f.get("tls")),
+        "yes" if f.get("tls_verified") else "no", _delay(f.get("delay")), _word(f.get("outcome")),
+        _quoted(f.get("reply")))
+
+
+def _local_delivery(f):
+    return "%s: stored mailbox=<%s> folder=%s" % (
+        _word(f.get("queue_id")), _address(f.get("mailbox")), _word(f.get("folder")))
+
+
+def _report(f):
+    return "%s: report kind=%s notify=<%s> id=%s" % (
+        _word(f.get("queue_id")), _word(f.get("kind")), _address(f.get("recipient")), _word(f.get("report_id")))
+
+
+def _login(f):
+    return "login %s %s [%s] %s" % (
+        _word(f.get("protocol")), _word(f.get("mailbox")), _word(f.get("client_address")), _word(f.get("outcome")))
+
+
+def _refused(f):
+    return "refused %s %s [%s] %s %s" % (
+        _word(f.get("protocol")), _word(f.get("listener")), _word(f.get("client_address")),
+        _quoted(f.get("code")), _word(f.get("reason")))
+
+
+_LINES = {ACCEPTED: _accepted, DELIVERY: _delivery, LOCAL_DELIVERY: _local_delivery, REPORT: _report,
+          LOGIN: _login, REFUSED: _refused}
+
+
+def line(kind, **fields):
+    """The log line of an event of C{kind} with C{fields}."""
+    return _LINES[kind](fields)
+
+
+def emit(log, kind, **fields):
+    """
+    Emit the event on C{log} (a L{twisted.logger.Logger}).  Its format is
+    the finished line with its braces doubled, so the text in the log is
+    exactly L{line} whatever the values hold, while observers get the
+    fields as they are.
+    """
+    text = line(kind, **fields)
+    log.info(text.replace("{", "{{").replace("}", "}}"), log_trekmail=kind, **fields)
+
+
+def message_id(message):
+    """
+    The C{Message-ID} field of C{message} (bytes, CRLF), unfolded, or
+    C{None}; one bounded pass over the start of the header.
+    """
+    head = message[:MAX_HEADER_SCAN]
+    end = head.find(b"\r\n\r\n")
+    if end >= 0:
+        head = head[:end + 2]
+    start = 0
+    while start < len(head):
+        stop = head.find(b"\r\n", start)
+        if stop < 0:
+            stop = len(head)
+        if head[start:start + 11].lower() == b"message-id:":
+            value = head[start + 11:stop]
+            while stop + 2 < len(head) and head[stop + 2:stop + 3] in (b" ", b"\t"):
+                following = head.find(b"\r\n", stop + 2)
+                following = len(head) if following < 0 else following
+                value += head[stop + 2:following]
+                stop = following
+            return " ".join(value.decode("utf-8", "replace").split()) or None
+        start = stop + 2
+    return None
