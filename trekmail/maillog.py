@@ -22,6 +22,10 @@ so a client's HELO or a server's reply cannot start a line of its own or
 fake a field.  No password is ever a field: logins name the mailbox.
 """
 
+from twisted.cred.error import UnauthorizedLogin
+
+from trekmail.policy.logins import Busy, Throttled
+
 ACCEPTED = "accepted"
 DELIVERY = "delivery"
 LOCAL_DELIVERY = "local_delivery"
@@ -68,10 +72,16 @@ def _accepted(f):
         _word(f.get("listener")))
 
 
+def _relay(f):
+    if f.get("route") == "local" and not f.get("host"):
+        return "local"
+    return "%s[%s]" % (_word(f.get("host")), _word(f.get("address")))
+
+
 def _delivery(f):
-    return "%s: to=<%s> route=%s relay=%s[%s] source=%s tls=%s verified=%s delay=%s outcome=%s reply=%s" % (
-        _word(f.get("queue_id")), _address(f.get("recipient")), _word(f.get("route")), _word(f.get("host")),
-        _word(f.get("address")), _word(f.get("source")), _word(f.get("tls")),
+    return "%s: to=<%s> route=%s relay=%s source=%s tls=%s verified=%s delay=%s outcome=%s reply=%s" % (
+        _word(f.get("queue_id")), _address(f.get("recipient")), _word(f.get("route")), _relay(f),
+        _word(f.get("source")), _word(f.get("tls")),
         "yes" if f.get("tls_verified") else "no", _delay(f.get("delay")), _word(f.get("outcome")),
         _quoted(f.get("reply")))
 
@@ -101,12 +111,12 @@ _LINES = {ACCEPTED: _accepted, DELIVERY: _delivery, LOCAL_DELIVERY: _local_deliv
           LOGIN: _login, REFUSED: _refused}
 
 
-def line(kind, **fields):
+def line(kind, /, **fields):
     """The log line of an event of C{kind} with C{fields}."""
     return _LINES[kind](fields)
 
 
-def emit(log, kind, **fields):
+def emit(log, kind, /, **fields):
     """
     Emit the event on C{log} (a L{twisted.logger.Logger}).  Its format is
     the finished line with its braces doubled, so the text in the log is
@@ -115,6 +125,45 @@ def emit(log, kind, **fields):
     """
     text = line(kind, **fields)
     log.info(text.replace("{", "{{").replace("}", "}}"), log_trekmail=kind, **fields)
+
+
+def emit_accepted(log, queue_id, listener, client_address, helo, user, sender, recipients, message):
+    """The C{accepted} event of a door that took C{message} (bytes) for C{recipients}; C{helo} as the client sent it."""
+    emit(log, ACCEPTED, queue_id=queue_id, listener=listener, client_address=client_address,
+         client_name=helo.decode("ascii", "replace") if isinstance(helo, bytes) else helo, user=user,
+         sender=sender, recipients=len(recipients), size=len(message), message_id=message_id(message))
+
+
+def watch_login(log, protocol, client_address, attempted, d, mailbox_of):
+    """
+    Log the login that C{d} (a L{trekmail.policy.logins.LoginGuard}
+    attempt) decides, and pass its result or failure on.  The mailbox is
+    C{mailbox_of(result)} for a success and the name the client gave
+    (C{attempted}) for a failure, as the operator looks for either.
+    """
+    def done(result):
+        emit(log, LOGIN, protocol=protocol, client_address=client_address, mailbox=_text(mailbox_of(result)),
+             outcome=OK)
+        return result
+
+    def refused(failure):
+        if failure.check(Throttled):
+            outcome = THROTTLED
+        elif failure.check(Busy):
+            outcome = BUSY
+        elif failure.check(UnauthorizedLogin):
+            outcome = FAILED
+        else:
+            outcome = UNAVAILABLE
+        emit(log, LOGIN, protocol=protocol, client_address=client_address, mailbox=_text(attempted) or None,
+             outcome=outcome)
+        return failure
+
+    return d.addCallbacks(done, refused)
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def message_id(message):
