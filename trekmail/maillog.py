@@ -22,6 +22,10 @@ so a client's HELO or a server's reply cannot start a line of its own or
 fake a field.  No password is ever a field: logins name the mailbox.
 """
 
+import datetime
+import os
+import re
+
 from twisted.cred.error import UnauthorizedLogin
 
 from trekmail.policy.logins import Busy, Throttled
@@ -190,3 +194,77 @@ def message_id(message):
             return " ".join(value.decode("utf-8", "replace").split()) or None
         start = stop + 2
     return None
+
+
+_QUEUE_LINE = re.compile(r"(\S+): ")
+_LOGIN_LINE = re.compile(r"login \S+ (\S+) \[")
+_REPORT_ID = re.compile(r"report kind=\S+ notify=<\S*> id=(\S+)$")
+
+
+def log_files(path):
+    """C{path} and what twistd rotated out of it (C{path.1} newest, higher older), oldest first."""
+    rotated = []
+    number = 1
+    while os.path.exists("%s.%d" % (path, number)):
+        rotated.append("%s.%d" % (path, number))
+        number += 1
+    return rotated[::-1] + [path]
+
+
+def _entries(paths, since):
+    """C{(line, message)} for each line of the logs at C{paths} written at or after C{since}."""
+    for path in paths:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for text in f:
+                text = text.rstrip("\n")
+                stamp, _, rest = text.partition(" ")
+                _, bracket, message = rest.partition("] ")
+                if not bracket:
+                    continue
+                if since is not None:
+                    try:
+                        when = datetime.datetime.fromisoformat(stamp)
+                    except ValueError:
+                        continue
+                    if _aware(when) < since:
+                        continue
+                yield text, message
+
+
+def _aware(when):
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def trace(paths, target, since=None):
+    """
+    The lines of the logs at C{paths} about C{target}, in order: a queue
+    id's lines, or for an address every message whose lines name it and
+    the logins to it; a report's lines follow the message it reports on.
+    C{since} is an ISO 8601 date or time (UTC unless it says otherwise).
+    Two passes over the files, so a large log is read, never held.
+    """
+    if since is not None:
+        since = _aware(datetime.datetime.fromisoformat(since))
+    address = "@" in target
+    wanted = set()
+    if address:
+        named = "<%s>" % (target.lower(),)
+        for _, message in _entries(paths, since):
+            found = _QUEUE_LINE.match(message)
+            if found and named in message.lower():
+                wanted.add(found.group(1))
+    else:
+        wanted.add(target)
+    lines = []
+    for text, message in _entries(paths, since):
+        found = _QUEUE_LINE.match(message)
+        if found and found.group(1) in wanted:
+            lines.append(text)
+            report = _REPORT_ID.search(message)
+            if report:
+                wanted.add(report.group(1))
+        elif address:
+            login = _LOGIN_LINE.match(message)
+            if login and login.group(1).lower() == target.lower():
+                lines.append(text)
+    return lines
