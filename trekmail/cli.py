@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from trekmail import maillog
 from trekmail.admin import operations
 from trekmail.admin.operations import present
 from trekmail.config import Config, ConfigError, config_path
@@ -180,7 +181,32 @@ def _parser():
     p.add_argument("--domain", help="only for this sending domain (default: all)")
     p.set_defaults(run=lambda a, o: queue_admin.suppression_remove(a.db, o.address, o.domain))
     _sending_commands(nouns)
+    _log_commands(nouns)
     return parser
+
+
+DEFAULT_LOG = "twistd.log"
+"""twistd's own default C{--logfile}, in the directory the server runs in."""
+
+
+def _log_commands(nouns):
+    """C{log}: reads the server's log file, so it needs neither the configuration nor the database."""
+    log = nouns.add_parser("log").add_subparsers(dest="verb", required=True)
+    p = log.add_parser("trace", help="follow a message (queue id) or an address through the mail log")
+    p.add_argument("target", metavar="QUEUE_ID|ADDRESS")
+    p.add_argument("--since", help="only lines from this ISO 8601 date or time on (UTC unless it says)")
+    p.add_argument("--file", default=DEFAULT_LOG,
+                   help="the log file (default: ./twistd.log); its rotated copies FILE.1, FILE.2... are read too")
+    p.set_defaults(standalone=_trace)
+
+
+def _trace(options):
+    try:
+        return maillog.trace(maillog.log_files(options.file), options.target, options.since)
+    except ValueError as e:
+        raise RealmError("--since: %s" % (e,))
+    except OSError as e:
+        raise RealmError("cannot read the log: %s" % (e,))
 
 
 def _verb(name, /, **arguments):
@@ -306,6 +332,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     options.stdin = stdin
     options.stderr = stderr
     try:
+        if getattr(options, "standalone", None) is not None:
+            return _finish(options.standalone(options), options.json, stdout)
         config = Config.from_file(config_path(options.config))
         db = database.connect(config.database_path)
         try:
@@ -320,8 +348,12 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     except (RealmError, SecretKeyError) as e:
         stderr.write("trekmail: %s\n" % (e,))
         return 1
+    return _finish(result, options.json, stdout)
+
+
+def _finish(result, as_json, stdout):
     try:
-        _print(result, options.json, stdout)
+        _print(result, as_json, stdout)
         stdout.flush()
     except BrokenPipeError:
         # The reader went away (`trekmail ... | head`): not an error of ours.

@@ -14,6 +14,7 @@ it built.  Nothing here does I/O.
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 from zope.interface import Interface
 
@@ -47,6 +48,13 @@ class Outcome:
     """The host that answered, for the report's Remote-MTA field."""
     reply: bool = False
     """C{code} and C{text} are a server's SMTP reply, not our own finding (a timeout, a DNS answer)."""
+    peer: str = ""
+    source: str = ""
+    """The IP addresses of the server that answered and of our end of that connection, for the mail log."""
+    tls: Optional[str] = None
+    """The TLS version of that connection (C{TLSv1.3}), or C{None} in the clear."""
+    tls_verified: bool = False
+    """The server's certificate was checked (a profile's provider), not just used (opportunistic TLS to an MX)."""
 
     @property
     def delivered(self):

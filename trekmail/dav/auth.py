@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger
 
+from trekmail import maillog
 from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.realm.errors import DirectoryUnavailable
 
@@ -64,7 +65,8 @@ class Logins:
     def login(self, username, password, client):
         """Deferred firing with the mailbox address, or failing with L{LoginRefused}, L{LoginThrottled}, L{LoginBusy} or L{DirectoryUnavailable}."""
         credentials = UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
-        d = self._guard.login(client, lambda: self._checker.requestAvatarId(credentials))
+        d = maillog.watch_login(log, "dav", client, username, self._guard.login(
+            client, lambda: self._checker.requestAvatarId(credentials)), lambda address: address)
 
         def refused(failure):
             failure.trap(Throttled, Busy, Failed)
@@ -73,7 +75,6 @@ class Logins:
             if failure.check(Busy):
                 raise LoginBusy()
             verdict = failure.value.verdict
-            log.info("DAV login failed for {username} from {client}", username=username, client=client)
 
             def answer():
                 raise LoginThrottled() if verdict.disconnect else LoginRefused()

@@ -34,7 +34,7 @@ from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
 from trekmail.imap.responses import tagged
-from trekmail import sasl
+from trekmail import maillog, sasl
 from trekmail.plans import plan_named
 from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.realm.errors import DirectoryUnavailable
@@ -371,7 +371,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             return tagged(tag, "NO", "Plaintext login needs TLS (use STARTTLS)", "PRIVACYREQUIRED")
         cluster, portal, credentials = self.factory.cluster, self.factory.portal, UsernamePassword(user, password)
         try:
-            _, address, _ = yield cluster.guard.login(self.peer, lambda: portal.login(credentials, None, IMailUser))
+            _, address, _ = yield maillog.watch_login(self.log, "imap", self.peer, user, cluster.guard.login(
+                self.peer, lambda: portal.login(credentials, None, IMailUser)), lambda result: result[1])
         except Throttled:
             self._close(tagged(tag, "NO", "Too many failed logins from your address, try again later", "UNAVAILABLE"))
             return None
@@ -402,7 +403,6 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
     @defer.inlineCallbacks
     def _login_failed(self, tag, verdict):
         """Held back, or the connection closed, as the server's one throttle says (L{trekmail.policy.logins})."""
-        self.log.info("IMAP login failed from {peer}", peer=self.peer)
         if verdict.delay > 0:
             yield task.deferLater(self.factory.clock, verdict.delay, lambda: None)
         answer = tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED")

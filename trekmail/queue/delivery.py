@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
+from trekmail import maillog
 from trekmail.delivery import Outcome, RouteUnavailable, SigningError, outcomes, wire_form
 from trekmail.groupcommit import GroupCommit, each
 from trekmail.realm.routes import MANAGED_ROUTE, refusal, resolve_route
@@ -52,12 +53,18 @@ def _no_route(route):
     raise RouteUnavailable("4.3.5 route %s is not available" % (route,))
 
 
+LOCAL, MANAGED, PROFILE = "local", "managed", "profile"
+"""The routes the mail log names (L{trekmail.maillog})."""
+
+
 @dataclass(frozen=True)
 class Result:
-    """An L{Outcome} and whether it counts as a hard bounce from a remote server."""
+    """An L{Outcome}, whether it counts as a hard bounce from a remote server, and how it went."""
 
     outcome: Outcome
     remote: bool = False
+    route: str = LOCAL
+    suppressed: bool = False
 
 
 class Deliverer:
@@ -109,13 +116,13 @@ class Deliverer:
                 remote.append(recipient)
         results = []
         if local:
-            results.extend((yield self._local(envelope, message, local)))
+            results.extend((yield self._local(envelope, message, local, queue_id)))
         if remote:
             results.extend((yield self._remote(envelope, message, remote, sender_context, kept, queue_id)))
         return results
 
     @inlineCallbacks
-    def _local(self, envelope, message, recipients):
+    def _local(self, envelope, message, recipients, queue_id):
         results = []
         existing = []
         for recipient in recipients:
@@ -128,6 +135,7 @@ class Deliverer:
             written = yield self._mailboxes.deliver(envelope.sender, message, existing)
             for address, error in written.items():
                 if error is None:
+                    maillog.emit(log, maillog.LOCAL_DELIVERY, queue_id=queue_id, mailbox=address, folder="INBOX")
                     results.append(Result(Outcome(address, 250, "2.0.0 delivered to mailbox")))
                 else:
                     log.error("local delivery to {address} failed: {error}", address=address, error=error)
@@ -137,11 +145,12 @@ class Deliverer:
     @inlineCallbacks
     def _remote(self, envelope, message, recipients, sender_context, kept, queue_id):
         if envelope.origin == "mx":
-            return [Result(o) for o in outcomes(recipients, 550, "5.7.1 relay denied")]
+            return [Result(o, route=MANAGED) for o in outcomes(recipients, 550, "5.7.1 relay denied")]
         results = []
         if sender_context is not None:
             domain, account = sender_context
             route = resolve_route(domain, account)
+            kind = MANAGED if route.managed else PROFILE
             refused = refusal(route, account.plan)
             allowed = []
             for recipient in recipients:
@@ -150,34 +159,34 @@ class Deliverer:
                         recipient, 550,
                         "5.1.1 %s is suppressed: it hard-bounced repeatedly for %s"
                         " (trekmail suppression remove %s)" % (recipient, domain.name, recipient),
-                    )))
+                    ), route=kind, suppressed=True))
                 else:
                     allowed.append(recipient)
             recipients = allowed
             if not recipients:
                 return results
             if refused:
-                return results + [Result(o) for o in outcomes(recipients, 554, "5.7.7 " + refused)]
+                return results + [Result(o, route=kind) for o in outcomes(recipients, 554, "5.7.7 " + refused)]
             wire = wire_form(message)
             try:
                 signature = yield self._signature(wire, domain, kept)
             except SigningError as e:
                 log.error("cannot DKIM-sign for {domain}: {error}", domain=domain.name, error=e)
                 code, status = (554, "5.6.0") if e.permanent else (451, "4.3.0")
-                return results + [Result(o) for o in outcomes(recipients, code, "%s %s" % (status, e))]
+                return results + [Result(o, route=kind) for o in outcomes(recipients, code, "%s %s" % (status, e))]
             wire = signature.header + wire
         else:
-            domain, route, wire = None, MANAGED_ROUTE, wire_form(message)
+            domain, route, kind, wire = None, MANAGED_ROUTE, MANAGED, wire_form(message)
         try:
             transport = yield self._router.transport(route)
         except RouteUnavailable as e:
             code = 554 if e.permanent else 451
-            return results + [Result(o) for o in outcomes(recipients, code, str(e))]
+            return results + [Result(o, route=kind) for o in outcomes(recipients, code, str(e))]
         if route.managed:
             sent = yield transport.deliver(envelope.sender, recipients, wire, domain, queue_id=queue_id)
         else:
             sent = yield transport.deliver(envelope.sender, recipients, wire, domain)
-        return results + [Result(o, remote=True) for o in sent]
+        return results + [Result(o, remote=True, route=kind) for o in sent]
 
     def _signature(self, wire, domain, kept):
         earlier = None if kept is None else kept.get("dkim")

@@ -30,6 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from trekmail import maillog
 from trekmail.delivery import Outcome
 from trekmail.queue import dsn
 from trekmail.queue.delivery import domain_of
@@ -270,6 +271,8 @@ class MessageQueue:
             if next_at is None:
                 failed.extend(_expired(r, entry.errors.get(r), r in entry.replied) for r in still)
                 still = []
+        for result in results:
+            _log_delivery(entry, result, result.outcome.recipient in still, now)
         entry.pending = still + [o.recipient for o in failed]
         if failed:
             yield self._report(entry, failed, message)
@@ -303,6 +306,8 @@ class MessageQueue:
         report_envelope = Envelope(sender="", recipients=(envelope.sender,), origin="report",
                                    extra={"reports_on": entry.queue_id})
         report_id = yield self.enqueue(report_envelope, report)
+        maillog.emit(log, maillog.REPORT, queue_id=entry.queue_id, recipient=envelope.sender, kind="failure",
+                     report_id=report_id)
         log.info("reported {count} failed recipients of {queue_id} in {report_id}",
                  count=len(failed), queue_id=entry.queue_id, report_id=report_id)
 
@@ -379,6 +384,25 @@ def _bound(return_paths, path, report):
                 if return_paths.verify(path, sender, recipient):
                     return sender.lower(), recipient.lower()
     return None
+
+
+def _log_delivery(entry, result, waiting, now):
+    """The mail log's line for one recipient of an attempt; C{waiting}: it is tried again."""
+    outcome = result.outcome
+    if outcome.delivered:
+        kind = maillog.DELIVERED
+    elif result.suppressed:
+        kind = maillog.SUPPRESSED
+    else:
+        kind = maillog.DEFERRED if waiting else maillog.BOUNCED
+    host, _, bracketed = outcome.remote.partition(" [")
+    received = entry.envelope.received_at
+    maillog.emit(
+        log, maillog.DELIVERY, queue_id=entry.queue_id, recipient=outcome.recipient, route=result.route,
+        host=host or None, address=outcome.peer or bracketed.rstrip("]") or None, source=outcome.source or None,
+        tls=outcome.tls, tls_verified=outcome.tls_verified, delay=now - received if received else None,
+        reply="%d %s" % (outcome.code, outcome.text), outcome=kind,
+    )
 
 
 def _expired(recipient, last_error, reply):

@@ -37,8 +37,11 @@ minutes for the greeting, MAIL and RCPT, two for the reply to DATA, ten
 after the final dot.
 """
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
+
+from OpenSSL import SSL
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
@@ -131,6 +134,27 @@ class DeliveryClient(smtp.ESMTPClient):
         self.error = None
         self.error_reply = False
         self.closed = Deferred()
+        self._facts = {}
+
+    def connectionMade(self):
+        self._facts = {"peer": getattr(self.transport.getPeer(), "host", ""),
+                       "source": getattr(self.transport.getHost(), "host", "")}
+        super().connectionMade()
+
+    def _finish(self, job, results):
+        """
+        Finish C{job} with C{results} stamped with this connection's
+        addresses and TLS (for the mail log, L{trekmail.maillog}); the TLS
+        facts are read while the connection is up and kept for a job that
+        ends with it.
+        """
+        handle = getattr(self.transport, "getHandle", lambda: None)()
+        if hasattr(handle, "get_protocol_version_name") and self.transport.connected:
+            version = handle.get_protocol_version_name()
+            if version and version != "Unknown":
+                self._facts["tls"] = version
+                self._facts["tls_verified"] = bool(handle.get_context().get_verify_mode() & SSL.VERIFY_PEER)
+        job.finish([dataclasses.replace(o, **self._facts) for o in results])
 
     pipelining = False
     eight_bit_mime = False
@@ -163,10 +187,10 @@ class DeliveryClient(smtp.ESMTPClient):
             if job is None or self.eight_bit_mime or not job.eight_bit:
                 return job
             self.transactions += 1
-            job.finish(outcomes(job.recipients, 554,
-                                "5.6.3 the message has 8-bit content and %s does not offer 8BITMIME (RFC 6152);"
-                                " send it with a quoted-printable or base64 body" % (self.remote or "the server",),
-                                self.remote))
+            self._finish(job, outcomes(job.recipients, 554,
+                                       "5.6.3 the message has 8-bit content and %s does not offer 8BITMIME"
+                                       " (RFC 6152); send it with a quoted-printable or base64 body"
+                                       % (self.remote or "the server",), self.remote))
 
     def getMailFrom(self):
         self.current = self._take()
@@ -291,7 +315,7 @@ class DeliveryClient(smtp.ESMTPClient):
         self.transactions += 1
         text = _text(resp)
         if not addresses:
-            job.finish(outcomes(job.recipients, code, text, self.remote, True))
+            self._finish(job, outcomes(job.recipients, code, text, self.remote, True))
             return
         results = []
         for address, rcpt_code, rcpt_resp in addresses:
@@ -300,7 +324,7 @@ class DeliveryClient(smtp.ESMTPClient):
                 results.append(Outcome(address, code, text, self.remote, True))
             else:
                 results.append(Outcome(address, rcpt_code, _text(rcpt_resp), self.remote, True))
-        job.finish(results)
+        self._finish(job, results)
 
     def sendError(self, exc):
         code = getattr(exc, "code", -1)
@@ -316,7 +340,8 @@ class DeliveryClient(smtp.ESMTPClient):
         self.current = self._next = None
         for job in jobs:
             code, text = self.error or (451, "4.4.2 connection lost during the transaction")
-            job.finish(outcomes(job.recipients, code, text, self.remote, self.error is not None and self.error_reply))
+            self._finish(job, outcomes(job.recipients, code, text, self.remote,
+                                       self.error is not None and self.error_reply))
         self.closed.callback(self)
 
 

@@ -22,6 +22,7 @@ our C{Received:} field (L{trekmail.smtp.trace}).
 
 from twisted.internet import defer, protocol
 
+from trekmail import maillog
 from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp import headercheck, trace
@@ -99,6 +100,8 @@ class MXServer(ESMTPServer):
             queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
         except Exception as e:
             raise failed("enqueue", e, self.log, self.door)
+        maillog.emit_accepted(self.log, queue_id, self.door, self.client_address, self._helo[0], None, sender,
+                              recipients, message)
         self.queued(queue_id, sender, len(recipients))
         return queue_id
 

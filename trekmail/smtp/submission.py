@@ -50,6 +50,7 @@ from twisted.internet import defer, protocol, task
 from twisted.mail._cred import LOGINCredentials
 from zope.interface import Interface, implementer
 
+from trekmail import maillog
 from trekmail.policy import gate, limits, sender
 from trekmail.policy.logins import Busy, Failed, Throttled
 from trekmail.queue.interface import Envelope
@@ -126,6 +127,8 @@ class SubmissionServer(ESMTPServer):
         if self._from is not None:
             raise Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
         if self.factory.logins.blocked(self.client_address):
+            maillog.emit(self.log, maillog.LOGIN, protocol="smtp", client_address=self.client_address, mailbox=None,
+                         outcome=maillog.THROTTLED)
             return self._throttled()
         parts = rest.split(None, 1)
         make = self.challengers.get(parts[0].upper()) if parts else None
@@ -157,13 +160,13 @@ class SubmissionServer(ESMTPServer):
             return None
         credentials, self.challenger = self.challenger, None
         d = self.factory.logins.login(self.client_address, lambda: self.portal.login(credentials, None, ISubmitter))
+        d = maillog.watch_login(self.log, "smtp", self.client_address, credentials.username, d,
+                                lambda result: result[1].address)
         return d.addCallbacks(self._logged_in, self._login_failed)
 
     def _logged_in(self, result):
         _, self.submitter, _ = result
         self.authenticated = True
-        self.log.info("submission login {address} from {client}", address=self.submitter.address,
-                      client=self.client_address)
         self.reply(235, "2.7.0", "authentication successful")
 
     def _login_failed(self, failure):
@@ -174,7 +177,6 @@ class SubmissionServer(ESMTPServer):
         if not failure.check(Failed):
             raise failed("login", failure, self.log, self.door)
         verdict = failure.value.verdict
-        self.log.info("submission login failed from {client}", client=self.client_address)
         if verdict.delay <= 0:
             return self._answer_failure(verdict.disconnect)
         return task.deferLater(self.clock, verdict.delay, self._answer_failure, verdict.disconnect)
@@ -260,6 +262,8 @@ class SubmissionServer(ESMTPServer):
         except Exception as e:
             tally.release(receipt)
             raise failed("enqueue", e, self.log, self.door)
+        maillog.emit_accepted(self.log, queue_id, "submissions" if self.implicit_tls else "submission",
+                              self.client_address, self._helo[0], context.address, address, recipients, message)
         self.queued(queue_id, address, len(recipients))
         return queue_id
 
