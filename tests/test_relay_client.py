@@ -121,6 +121,24 @@ class ClientTests(unittest.TestCase):
         self.assertFalse(results[0].permanent)
         self.assertFalse(results[0].delivered)
 
+    def test_connection_lost_after_the_socket_is_gone(self):
+        """
+        A closed TCP transport has no socket left to ask about TLS (its
+        C{getHandle} raises), and the job still finishes as temporary.
+        """
+        job = client.Job("a@s.test", ("x@r.test",), b"x\r\n")
+        results = collect(job)
+        p, t = session([job])
+        feed(p, t, b"220 sink")
+        feed(p, t, b"250 sink")
+        t.connected = False
+
+        def no_socket():
+            raise AttributeError("'Client' object has no attribute 'socket'")
+        t.getHandle = no_socket
+        p.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual([(o.code, o.permanent) for o in results], [(451, False)])
+
     def test_bytes_before_tls_are_ignored(self):
         """
         A reply injected in the clear after the 220 to STARTTLS must not

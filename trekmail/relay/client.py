@@ -148,8 +148,9 @@ class DeliveryClient(smtp.ESMTPClient):
         facts are read while the connection is up and kept for a job that
         ends with it.
         """
-        handle = getattr(self.transport, "getHandle", lambda: None)()
-        if hasattr(handle, "get_protocol_version_name") and self.transport.connected:
+        connected = getattr(self.transport, "connected", False)
+        handle = getattr(self.transport, "getHandle", lambda: None)() if connected else None
+        if hasattr(handle, "get_protocol_version_name"):
             version = handle.get_protocol_version_name()
             if version and version != "Unknown":
                 self._facts["tls"] = version
