@@ -14,7 +14,9 @@ from twisted.names import client, dns
 from tests import support
 from tests.delivery_support import Zone, dns_server
 from tests.provider import TestCA
-from trekmail.admin.operations import Operations, smarthost_trust
+from trekmail.admin.operations import Operations, VerbSettings
+from trekmail.crypto import SecretKeyring
+from trekmail import settings
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.relay.smarthost import Smarthost
@@ -41,9 +43,12 @@ class Site:
         self.database = database.ThreadedDatabase(db, reactor)
         self.database.start()
         testcase.addCleanup(self.database.stop)
-        self.smarthost = Smarthost(reactor, "mail.test", trust_root=smarthost_trust(self.config), timeout=10)
+        self.smarthost = Smarthost(reactor, "mail.test", trust_root=settings.smarthost_trust(self.config), timeout=10)
+        self.keyring = SecretKeyring.load(self.config.secret_key_path)
         self.operations = Operations(
-            self.config, self.database, reactor,
+            settings=VerbSettings(realm=settings.realm(self.config), queue_dir=self.config.data_path("queue"),
+                                  keyring=self.keyring),
+            database=self.database, reactor=reactor,
             resolver=client.Resolver(servers=[("127.0.0.1", dns_port)],
                                      reactor=reactor, timeout=(20,)),
             smarthost=self.smarthost,

@@ -20,9 +20,10 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from tests.server_process import free_port
-from trekmail.realm import database, ldapsettings, schema
+from trekmail.realm import database, schema
 from trekmail.realm.ldapclient import LdapClient
 from trekmail.realm.ldapdirectory import LdapDirectory
+from trekmail import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_LDIF = os.path.join(ROOT, "etc", "ldap", "trekmail-schema.ldif")
@@ -321,9 +322,9 @@ def started_directory(testcase, config, data_dir, clock=None):
     threaded = database.ThreadedDatabase(db, reactor)
     threaded.start()
     testcase.addCleanup(threaded.stop)
-    settings = ldapsettings.from_config(config)
+    ldap = settings.ldap(config)
     directory = LdapDirectory(
-        settings, LdapClient(settings, reactor), threaded, reactor, clock or Clock(), data_dir, 60
+        ldap, LdapClient(ldap, reactor), threaded, reactor, clock or Clock(), data_dir, 60
     )
     directory.start()
     testcase.addCleanup(directory.stop)

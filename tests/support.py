@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
+from trekmail import settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +59,7 @@ def realm(testcase, now=NOON, extra=""):
     db = database.connect(config.database_path)
     database.upgrade(db, schema.SCHEMAS)
     testcase.addCleanup(db.close)
-    return config, Administration(db, config, clock), clock
+    return config, Administration(db, settings.realm(config), clock), clock
 
 
 def example(admin, plan="starter", password="correct horse", **account):

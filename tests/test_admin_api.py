@@ -22,6 +22,7 @@ from twisted.trial import unittest
 from tests import support
 from tests.provider import Provider
 from tests.sending_site import CA, Site
+from trekmail import settings
 from trekmail import cli
 from trekmail.admin import api
 
@@ -45,7 +46,7 @@ def http(port, method, path, body=None, token=TOKEN):
 class AdminAPITests(unittest.TestCase):
     def setUp(self):
         self.site = Site(self, extra="[admin]\ntoken = %s\n" % (TOKEN,))
-        self.port = reactor.listenTCP(0, api.site(self.site.operations, api.load_token(self.site.config)),
+        self.port = reactor.listenTCP(0, api.site(self.site.operations, settings.admin_token(self.site.config)),
                                       interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
@@ -214,8 +215,8 @@ class AdminAPITests(unittest.TestCase):
 class TokenFileTests(unittest.TestCase):
     def test_generated_once_mode_0600(self):
         config, admin, clock = support.realm(self)
-        token = api.load_token(config)
+        token = settings.admin_token(config)
         path = config.data_path("admin.token")
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertGreaterEqual(len(token), 32)
-        self.assertEqual(api.load_token(config), token)
+        self.assertEqual(settings.admin_token(config), token)

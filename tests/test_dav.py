@@ -33,6 +33,7 @@ from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.service import make_service
+from trekmail import settings
 
 PASSWORD = "correct horse"
 
@@ -79,7 +80,7 @@ class Server:
         database.upgrade(db, schema.SCHEMAS)
         clock = Clock()
         clock.advance(NOON)
-        admin = Administration(db, self.config, clock)
+        admin = Administration(db, settings.realm(self.config), clock)
         record = admin.account_add("owner@example.net", "starter", verified=True)
         admin.domain_add("example.com", record.id)
         for local in ("alice", "bob"):

@@ -23,6 +23,7 @@ from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
 from trekmail.realm.dkimkeys import txt_value
 from trekmail.service import make_service
+from trekmail import settings
 
 PASSWORD = "golden path password"
 TRACE_FIELDS = (b"received:", b"return-path:", b"delivered-to:")
@@ -61,7 +62,7 @@ class GoldenPathTests(unittest.TestCase):
         config = Config.from_file(path)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
-        admin = Administration(db, config, task.Clock())
+        admin = Administration(db, settings.realm(config), task.Clock())
         admin.clock.advance(reactor.seconds())
         account = admin.account_add("owner@example.net", "starter", verified=True)
         domain = admin.domain_add("example.com", account.id)

@@ -28,6 +28,7 @@ from trekmail.plans import plan_named
 from trekmail.queue.maildir import deliver_batch
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
+from trekmail import settings
 
 PASSWORD = "correct horse"
 SIZE = 2
@@ -106,7 +107,7 @@ class TwoProcessesTests(unittest.TestCase):
         db = database.connect(self.config.database_path)
         try:
             database.upgrade(db, schema.SCHEMAS)
-            admin = Administration(db, self.config, WallClock())
+            admin = Administration(db, settings.realm(self.config), WallClock())
             agency = admin.account_add("owner@example.net", "agency", verified=True)
             admin.domain_add("example.com", agency.id)
             for address in ADDRESSES:

@@ -12,11 +12,12 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from trekmail.realm import database, dkimkeys, ldapsettings, schema, store
+from trekmail.realm import database, dkimkeys, schema, store
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.ldapclient import LdapClient
 from trekmail.realm.ldapdirectory import LdapDirectory, Malformed
 from tests.slapd import SUFFIX, Slapd, ldap_config, started_directory
+from trekmail import settings
 
 ACCOUNT_1 = "trekmailAccountId=1,ou=accounts," + SUFFIX
 SSHA_DN = "mail=ssha@example.com,ou=mailboxes," + SUFFIX
@@ -42,7 +43,7 @@ class DirectoryTestCase(unittest.TestCase):
         self.database = database.ThreadedDatabase(db, reactor)
         self.database.start()
         self.addCleanup(self.database.stop)
-        self.settings = ldapsettings.from_config(config)
+        self.settings = settings.ldap(config)
         directory = LdapDirectory(
             self.settings,
             LdapClient(self.settings, reactor),

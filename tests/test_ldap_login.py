@@ -20,6 +20,7 @@ from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.ldapdirectory import LdapBindChecker
 from trekmail.realm.model import Account, Domain, Mailbox, MailboxContext
 from tests.slapd import SAMPLE_PASSWORDS, SUFFIX, Slapd, ldap_config
+from trekmail import settings
 
 INJECTIONS = (
     "*",
@@ -60,7 +61,7 @@ class LoginMixin:
         threaded = database.ThreadedDatabase(db, reactor)
         threaded.start()
         self.addCleanup(threaded.stop)
-        self.directory, self.checker = ldapdirectory.build(config, reactor, threaded)
+        self.directory, self.checker = ldapdirectory.build(settings.realm(config), reactor=reactor, database=threaded, refresh_seconds=config.get("realm", "refresh_seconds"), hash_threads=2)
         self.directory.start()
         self.addCleanup(self.directory.stop)
         return Portal(AddressRealm(), [self.checker])

@@ -11,7 +11,6 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from trekmail.config import Config, ConfigError
-from trekmail.realm import ldapsettings
 from trekmail.realm.ldapclient import Entry
 from trekmail.realm.ldapdirectory import (
     AnswerCache,
@@ -20,6 +19,7 @@ from trekmail.realm.ldapdirectory import (
     parse_account_number,
 )
 from trekmail.realm.ldapsettings import ATTRIBUTE_DEFAULTS, fill
+from trekmail import settings as wiring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def settings(**realm):
     lines = ["[realm]", "backend = ldap", "base_dn = dc=example,dc=net"]
     lines += ["%s = %s" % item for item in realm.items()]
-    return ldapsettings.from_config(Config.from_text("\n".join(lines) + "\n"))
+    return wiring.ldap(Config.from_text("\n".join(lines) + "\n"))
 
 
 class SettingsTests(unittest.TestCase):
@@ -51,7 +51,7 @@ class SettingsTests(unittest.TestCase):
             f.write("service-secret\n")
         self.assertIn("bind_password_file = etc/ldap/service-password\n", text)
         text = text.replace("etc/ldap/service-password", password)
-        s = ldapsettings.from_config(Config.from_text(text))
+        s = wiring.ldap(Config.from_text(text))
         self.assertEqual(s.bind_password, "service-secret")
         self.assertEqual(s.mailbox_base, "ou=mailboxes,dc=example,dc=net")
 
@@ -88,7 +88,7 @@ class SettingsTests(unittest.TestCase):
 
     def test_no_base(self):
         e = self.assertRaises(
-            ConfigError, ldapsettings.from_config, Config.from_text("[realm]\nbackend = ldap\n")
+            ConfigError, wiring.ldap, Config.from_text("[realm]\nbackend = ldap\n")
         )
         self.assertEqual(e.key, "ldap_mailbox_base")
 

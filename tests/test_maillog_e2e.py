@@ -16,6 +16,7 @@ from trekmail import cli
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
+from trekmail import settings
 
 PASSWORD = "correct horse"
 
@@ -38,7 +39,7 @@ class TraceTests(unittest.TestCase):
         config = Config.from_file(path)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
-        example(Administration(db, config, cli.WallClock()), password=PASSWORD)
+        example(Administration(db, settings.realm(config), cli.WallClock()), password=PASSWORD)
         db.close()
         server = ServerProcess(self, path)
         yield server.start([port])

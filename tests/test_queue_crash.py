@@ -20,6 +20,7 @@ from trekmail.cli import WallClock
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
+from trekmail import settings
 
 CLIENTS = 4
 ENOUGH = 60
@@ -45,7 +46,7 @@ class CrashTests(unittest.TestCase):
         config = Config.from_file(path)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
-        admin = Administration(db, config, WallClock())
+        admin = Administration(db, settings.realm(config), WallClock())
         account = admin.account_add("owner@example.net", "agency", verified=True)
         admin.domain_add("example.com", account.id)
         admin.mailbox_add("alice@example.com", PASSWORD)

@@ -135,7 +135,7 @@ class MailboxTests(unittest.TestCase):
 
 class DirectoryOwnedTests(unittest.TestCase):
     def test_ldap_backend_refuses_local_writes(self):
-        config, admin, clock = realm(self, extra="[realm]\nbackend = ldap\n")
+        config, admin, clock = realm(self, extra="[realm]\nbackend = ldap\nldap_url = ldap://127.0.0.1:1\nbase_dn = dc=example,dc=net\n")
         before = snapshot(admin)
         for call in [
             lambda: admin.account_add("o@example.net", "pro"),

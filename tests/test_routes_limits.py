@@ -13,6 +13,7 @@ from tests import support
 from trekmail.policy import gate, limits
 from trekmail.realm import routes, store
 from trekmail.realm.profiles import ProfileAdministration
+from trekmail.crypto import SecretKeyring
 
 LATER = support.NOON + 30 * 86400
 
@@ -21,7 +22,7 @@ def context_for(testcase, plan, route=None, paid=True):
     config, admin, clock = support.realm(testcase)
     account = support.example(admin, plan=plan, trial=not paid)
     if route == "profile":
-        profiles = ProfileAdministration(admin.db, config, clock)
+        profiles = ProfileAdministration(admin.db, clock, SecretKeyring.load(config.secret_key_path))
         profile = profiles.profile_add(account.id, "sg", "smtp.sendgrid.net", 587, "starttls", "apikey", "x")
         profiles.route_set("example.com", profile.route)
     return store.mailbox_context(admin.db, "alice@example.com")

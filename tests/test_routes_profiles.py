@@ -25,7 +25,7 @@ def setup(testcase, plan="starter"):
     config, admin, clock = support.realm(testcase)
     account = support.example(admin, plan=plan)
     admin.domain_add("example.org", account.id)
-    return config, admin, ProfileAdministration(admin.db, config, clock), account
+    return config, admin, ProfileAdministration(admin.db, clock, SecretKeyring.load(config.secret_key_path)), account
 
 
 def add(profiles, account, name="sendgrid", password=SECRET, **fields):
@@ -93,7 +93,7 @@ class SecretsAtRestTests(unittest.TestCase):
         with open(config.secret_key_path) as f:
             self.assertNotIn(old_id, f.read())
         self.assertEqual(stat.S_IMODE(os.stat(config.secret_key_path).st_mode), 0o600)
-        fresh = ProfileAdministration(admin.db, config, None)
+        fresh = ProfileAdministration(admin.db, None, SecretKeyring.load(config.secret_key_path))
         self.assertEqual(fresh.profile_login(first.id).password, SECRET)
         self.assertEqual(fresh.profile_login(second.id).password, "ses-secret")
 
@@ -101,15 +101,15 @@ class SecretsAtRestTests(unittest.TestCase):
         config, admin, profiles, account = setup(self)
         profile = add(profiles, account)
         SecretKeyring.load(config.secret_key_path).begin_rotation()
-        fresh = ProfileAdministration(admin.db, config, None)
+        fresh = ProfileAdministration(admin.db, None, SecretKeyring.load(config.secret_key_path))
         self.assertEqual(fresh.profile_login(profile.id).password, SECRET)
         fresh.key_rotate()
-        self.assertEqual(ProfileAdministration(admin.db, config, None).profile_login(profile.id).password, SECRET)
+        self.assertEqual(ProfileAdministration(admin.db, None, SecretKeyring.load(config.secret_key_path)).profile_login(profile.id).password, SECRET)
 
     def test_running_server_follows_a_rotation(self):
         config, admin, profiles, account = setup(self)
         profile = add(profiles, account)
-        ProfileAdministration(admin.db, config, None).key_rotate()
+        ProfileAdministration(admin.db, None, SecretKeyring.load(config.secret_key_path)).key_rotate()
         self.assertEqual(profiles.profile_login(profile.id).password, SECRET)
 
     def test_input_checks(self):

@@ -16,7 +16,6 @@ from tests.sending_site import CA, Site
 from trekmail.mailstore import maildir_path
 from trekmail.queue.interface import Envelope
 from trekmail.realm.directory import SqliteDirectory
-from trekmail.relay.smarthost import ProfileTransports
 from trekmail.service import build_queue
 
 MESSAGE = b"From: alice@example.com\r\nTo: bob@remote.example\r\nSubject: via provider\r\n\r\nhello\r\n"
@@ -34,8 +33,8 @@ class QueueThroughProfileTests(unittest.TestCase):
         yield self.site.call("mailbox_add", address="alice@example.com", password="pw")
         yield self.site.call("route_new", domain="example.com", name="sg", host="127.0.0.1", port=port,
                              tls="starttls", username="apikey", password=password)
-        service = build_queue(self.site.config, reactor, self.site.database, SqliteDirectory(self.site.database))
-        service.router.profiles = ProfileTransports(self.site.config, self.site.database, self.site.smarthost)
+        service = build_queue(self.site.config, reactor, self.site.database, SqliteDirectory(self.site.database),
+                              keyring=self.site.keyring, smarthost=self.site.smarthost)
         yield service.startService()
         self.addCleanup(service.stopService)
         yield service.queue.enqueue(Envelope("alice@example.com", ("bob@remote.example",), "submission",

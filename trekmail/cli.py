@@ -14,11 +14,11 @@ import os
 import sys
 import time
 
-from trekmail import maillog
+from trekmail import maillog, settings
 from trekmail.admin import operations
 from trekmail.admin.operations import present
 from trekmail.config import Config, ConfigError, config_path
-from trekmail.crypto import SecretKeyError
+from trekmail.crypto import SecretKeyError, SecretKeyring
 from trekmail.queue import admin as queue_admin
 from trekmail.realm import database, ldapsync, schema
 from trekmail.realm.admin import Administration
@@ -170,7 +170,7 @@ def _parser():
     directory = nouns.add_parser("directory").add_subparsers(dest="verb", required=True)
     directory.add_parser(
         "sync", help="make local rows and DKIM keys for every LDAP directory domain"
-    ).set_defaults(run=lambda a, o: ldapsync.sync(a.db, a.config, a.clock))
+    ).set_defaults(run=lambda a, o: ldapsync.sync(a.db, a.settings, a.clock))
 
     suppression = nouns.add_parser("suppression").add_subparsers(dest="verb", required=True)
     p = suppression.add_parser("list")
@@ -213,7 +213,7 @@ def _verb(name, /, **arguments):
     """A CLI verb that runs the shared implementation; C{arguments} maps its keywords to option names."""
     def run(admin, options):
         kwargs = {k: getattr(options, v) if isinstance(v, str) else v(options) for k, v in arguments.items()}
-        return operations.run_verb(admin.db, admin.config, admin.clock, None, name, kwargs)
+        return operations.run_verb(admin.db, admin.verb_settings(name), admin.clock, name, kwargs)
     return run
 
 
@@ -231,10 +231,10 @@ def _networked(name, /, **arguments):
 
         threaded = database.ThreadedDatabase(admin.db, reactor)
         ops = operations.Operations(
-            admin.config, threaded, reactor,
+            settings=admin.verb_settings(name), database=threaded, reactor=reactor,
             resolver=make_resolver(admin.config.get("dns", "nameservers"), reactor),
             smarthost=Smarthost(reactor, admin.config.get("server", "hostname"),
-                                trust_root=operations.smarthost_trust(admin.config),
+                                trust_root=settings.smarthost_trust(admin.config),
                                 timeout=admin.config.get("smarthost", "timeout")),
         )
         kwargs = {k: getattr(options, v) if isinstance(v, str) else v(options) for k, v in arguments.items()}
@@ -324,6 +324,21 @@ def _route(admin, options):
     return _verb("route_set", **fields)(admin, options)
 
 
+class _CommandLine(Administration):
+    """The realm's verbs, with the configuration the CLI's other verbs read (here, in the wiring, only)."""
+
+    def __init__(self, db, config, clock):
+        super().__init__(db, settings.realm(config), clock)
+        self.config = config
+
+    def verb_settings(self, verb):
+        """The shared verbs' settings; the secrets key is read (or made) only for a verb that uses it."""
+        needs_key = verb in operations.PROFILE_VERBS or verb in ("profile_test", "doctor")
+        return operations.VerbSettings(
+            realm=self.settings, queue_dir=self.config.data_path("queue"),
+            keyring=SecretKeyring.load(self.config.secret_key_path) if needs_key else None)
+
+
 def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -338,7 +353,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, clock=None):
         db = database.connect(config.database_path)
         try:
             database.upgrade(db, schema.SCHEMAS)
-            admin = Administration(db, config, clock or WallClock())
+            admin = _CommandLine(db, config, clock or WallClock())
             result = options.run(admin, options)
         finally:
             db.close()

@@ -33,8 +33,9 @@ STOP_TIMEOUT = 10.0
 class IMAPProcesses(service.Service):
     log = Logger()
 
-    def __init__(self, config, reactor, coordinator):
-        self.config = config
+    def __init__(self, config_path, reactor, coordinator):
+        self.config_path = config_path
+        """The configuration file each child reads for itself (L{trekmail.imapchild})."""
         self.reactor = reactor
         self.coordinator = coordinator
         self.children = {}
@@ -50,7 +51,7 @@ class IMAPProcesses(service.Service):
             return
         ours, theirs = socket.socketpair()
         descriptors = {0: "w", 1: "r", 2: "r", LINK_DESCRIPTOR: theirs.fileno()}
-        args = [sys.executable, "-m", CHILD_MODULE, os.path.abspath(self.config.path),
+        args = [sys.executable, "-m", CHILD_MODULE, os.path.abspath(self.config_path),
                 str(index)]
         child = _Child(self, index)
         try:

@@ -24,7 +24,8 @@ from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
-from trekmail.queue.service import QueueService
+from trekmail.queue.retry import RetryPolicy
+from trekmail.queue.service import QueueService, QueueSettings
 from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
 from trekmail.realm import database, ldapdirectory, schema
@@ -40,7 +41,7 @@ from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
-from trekmail import tls
+from trekmail import settings, tls
 
 
 class WorkersService(service.Service):
@@ -85,25 +86,30 @@ class Components:
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
-        self.directory, self.checker = build_realm(config, reactor, self.database)
+        self.realm = settings.realm(config)
+        self.directory, self.checker = build_realm(config, self.realm, reactor, self.database)
         self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
                                  total=config.get("auth", "max_logins_in_progress"))
         """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
         self.resolver = make_resolver(config.get("dns", "nameservers"), reactor)
+        self.keyring = SecretKeyring.load(config.secret_key_path)
+        """The one copy of the secrets key: SMTP profiles' passwords and the return paths' MAC key."""
+        self.smarthost = Smarthost(reactor, config.get("server", "hostname"),
+                                   trust_root=settings.smarthost_trust(config),
+                                   timeout=config.get("smarthost", "timeout"))
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         self.data_intake = DataIntake(directory=incoming)
 
 
-def build_realm(config, reactor, database):
-    """The directory and login checker for C{[realm] backend}."""
-    if config.get("realm", "backend") == "ldap":
-        return ldapdirectory.build(config, reactor, database)
+def build_realm(config, realm, reactor, database):
+    """The directory and login checker for C{[realm] backend} (L{RealmSettings} C{realm})."""
+    hash_threads = config.get("auth", "hash_threads")
+    if realm.ldap is not None:
+        return ldapdirectory.build(realm, reactor=reactor, database=database,
+                                   refresh_seconds=config.get("realm", "refresh_seconds"), hash_threads=hash_threads)
     directory = SqliteDirectory(database)
-    checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"),
-        hash_threads=config.get("auth", "hash_threads"),
-    )
+    checker = MailboxPasswordChecker(directory, reactor, scrypt_n=realm.scrypt_n, hash_threads=hash_threads)
     return directory, checker
 
 
@@ -223,18 +229,20 @@ def mx_service(components, queue, return_paths=None):
 
 def queue_service(components):
     """
-    The durable queue with its scheduler and relay; its C{queue} is the
-    L{IMessageQueue} the submission and MX listeners hand messages to, and
-    its C{router.profiles} takes the provider-profile transport.
+    The durable queue with its scheduler, its managed relay and the
+    provider-profile transports; its C{queue} is the L{IMessageQueue} the
+    submission and MX listeners hand messages to.
     """
     return build_queue(components.config, components.reactor, components.database, components.directory,
-                       resolver=components.resolver)
+                       resolver=components.resolver, keyring=components.keyring, smarthost=components.smarthost)
 
 
-def build_queue(config, reactor, database, directory, resolver=None, tls_context=None, keyring=None):
+def build_queue(config, reactor, database, directory, *, resolver=None, tls_context=None, keyring=None,
+                smarthost=None):
     """
     A L{QueueService} with the managed relay and DKIM signer it delivers
-    through: built here so that the queue knows the relay only through
+    through, and with C{smarthost} the routes through customers' SMTP
+    profiles: built here so that the queue knows the relays only through
     L{trekmail.delivery}.
     """
     hostname = config.get("server", "hostname")
@@ -250,8 +258,15 @@ def build_queue(config, reactor, database, directory, resolver=None, tls_context
         connections_per_destination=config.get("queue", "connections_per_destination"),
         return_paths=return_paths,
     )
-    return QueueService(config, reactor, database, directory,
-                        relay=relay, signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths)
+    queue_settings = QueueSettings(
+        hostname=hostname, queue_dir=config.data_path("queue"), maildir_root=config.data_dir,
+        suppress_after=config.get("queue", "suppress_after"),
+        retry=RetryPolicy(intervals=tuple(config.get("queue", "retry_intervals")), max_age=config.get("queue", "max_age")),
+        concurrency=config.get("queue", "concurrency"),
+    )
+    return QueueService(queue_settings, reactor=reactor, database=database, directory=directory, relay=relay,
+                        signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths,
+                        profiles=None if smarthost is None else ProfileTransports(database, smarthost, keyring))
 
 
 class MailStoreService(service.Service):
@@ -337,7 +352,7 @@ def imap_services(components):
                                          door))
     if size == 1 or not listeners:
         return [store_service] + listeners
-    return [store_service] + listeners + [IMAPProcesses(components.config, reactor, cluster)]
+    return [store_service] + listeners + [IMAPProcesses(components.config.path, reactor, cluster)]
 
 
 def imap_process_service(config, reactor, index, orphaned):
@@ -357,23 +372,18 @@ def imap_process_service(config, reactor, index, orphaned):
     return top, cluster
 
 
-def sending_services(components):
+def admin_service(components):
     """
-    Plugs relay through customers' SMTP profiles into the queue's router,
-    and returns the admin HTTP API listener (or C{None}) sharing the same
-    smarthost client, resolver and key file.
+    The admin HTTP API listener (or C{None}), sharing the server's
+    smarthost client, resolver and key.
     """
-    config, reactor = components.config, components.reactor
-    keyring = SecretKeyring.load(config.secret_key_path)
-    smarthost = Smarthost(reactor, config.get("server", "hostname"),
-                          trust_root=operations.smarthost_trust(config),
-                          timeout=config.get("smarthost", "timeout"))
-    components.queue_service.router.profiles = ProfileTransports(config, components.database, smarthost, keyring)
-    ops = operations.Operations(config, components.database, reactor,
-                                resolver=components.resolver,
-                                smarthost=smarthost, keyring=keyring)
-    return listener(components, "admin", api.site(ops, api.load_token(config)),
-                    caps=connection_caps(config, "admin"), refusal=HTTP_REFUSAL)
+    config = components.config
+    ops = operations.Operations(
+        settings=operations.VerbSettings(realm=components.realm, queue_dir=config.data_path("queue"),
+                                         keyring=components.keyring),
+        database=components.database, reactor=components.reactor,
+        resolver=components.resolver, smarthost=components.smarthost)
+    return listener(components, "admin", api.site(ops, settings.admin_token(config)), caps=connection_caps(config, "admin"), refusal=HTTP_REFUSAL)
 
 
 def dav_services(components):
@@ -422,17 +432,17 @@ def make_service(config, reactor):
     top = service.MultiService()
     for realm in realm_services(components):
         realm.setServiceParent(top)
-    components.queue_service = queue_service(components)
-    components.queue_service.setServiceParent(top)
-    queue = components.queue_service.queue
-    for door in submission_services(components, queue) + [mx_service(components, queue, components.queue_service.return_paths)]:
+    queuing = queue_service(components)
+    queuing.setServiceParent(top)
+    queue = queuing.queue
+    for door in submission_services(components, queue) + [mx_service(components, queue, queuing.return_paths)]:
         if door is not None:
             door.setServiceParent(top)
     for imap in imap_services(components):
         imap.setServiceParent(top)
     for dav in dav_services(components):
         dav.setServiceParent(top)
-    admin = sending_services(components)
+    admin = admin_service(components)
     if admin is not None:
         admin.setServiceParent(top)
     StartedLog(

@@ -37,12 +37,10 @@ whose decoder recurses once per level (a few thousand levels exhaust the stack).
 _STATUS = ((InvalidInput, 400), (NotFound, 404), (Duplicate, 409), (SecretKeyError, 503))
 
 
-def load_token(config):
-    """The API token: configured, or read from (or generated into) the token file."""
-    configured = config.get("admin", "token")
+def load_token(configured, path):
+    """The API token: C{configured}, or read from (or generated into) the token file at C{path}."""
     if configured:
         return configured
-    path = config.get("admin", "token_file") or config.data_path("admin.token")
     if not os.path.exists(path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

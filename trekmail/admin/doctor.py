@@ -38,7 +38,7 @@ RECENT_SECONDS = 7 * 86400
 """How far back check 10 looks for remote rejections."""
 
 
-def _facts(db, config, keyring, address, now):
+def _facts(db, keyring, address, now):
     context = store.mailbox_context(db, address)
     if context is None:
         return None
@@ -49,7 +49,7 @@ def _facts(db, config, keyring, address, now):
     login = None
     if route.kind == routes.PROFILE:
         try:
-            login = profiles.ProfileAdministration(db, config, None, keyring).profile_login(route.profile_id)
+            login = profiles.ProfileAdministration(db, None, keyring).profile_login(route.profile_id)
         except SecretKeyError as e:
             login = e
     bounces = db.execute(
@@ -122,8 +122,7 @@ def diagnose(operations, address, recipients=None, password=None):
     address = check_address(address)
     recipients = _check_recipients(recipients)
     now = operations.reactor.seconds()
-    keyring = operations._keyring()
-    facts = yield operations.database.run(_facts, operations.config, keyring, address, now)
+    facts = yield operations.database.run(_facts, operations.settings.keyring, address, now)
     if facts is None:
         return _report(address, [(8, "mailbox %s does not exist" % (address,),
                                   "check the mailbox list for a typo (`trekmail mailbox list`), or create it with"
@@ -179,5 +178,5 @@ def diagnose(operations, address, recipients=None, password=None):
 
 def _verify(operations, password, stored):
     reactor = operations.reactor
-    scrypt_n = operations.config.get("realm", "password_scrypt_n")
+    scrypt_n = operations.settings.realm.scrypt_n
     return deferToThreadPool(reactor, reactor.getThreadPool(), verify_password, password, stored, scrypt_n)

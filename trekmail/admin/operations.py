@@ -14,15 +14,16 @@ import datetime
 import email.utils
 import os
 
-from OpenSSL import crypto
-from twisted.internet import defer, ssl
+from typing import Optional
 
-from trekmail.config import ConfigError
+from twisted.internet import defer
+
 from trekmail.crypto import SecretKeyring
 from trekmail.queue import admin as queue_admin
 from trekmail.realm import dkimkeys, profiles, routes, store
 from trekmail.realm.admin import Administration, check_domain
 from trekmail.realm.errors import InvalidInput, NotFound
+from trekmail.realm.settings import RealmSettings
 from trekmail.relay import dnsverify
 
 _HIDDEN = ("password_hash", "password", "password_sealed")
@@ -52,45 +53,41 @@ PROFILE_VERBS = {
 }
 
 
-def _domain_dns(db, config, name):
-    records = dkimkeys.dns_records(store.domain_get(db, check_domain(name)), config)
+@dataclasses.dataclass(frozen=True)
+class VerbSettings:
+    """What the verbs need besides a database and a clock, built once by the wiring."""
+
+    realm: RealmSettings
+    queue_dir: str
+    keyring: Optional[SecretKeyring]
+    """Seals the SMTP profiles' passwords; C{None} where no profile verb runs (so no key file is made for them)."""
+
+
+def _domain_dns(db, settings, name):
+    records = dkimkeys.dns_records(store.domain_get(db, check_domain(name)), settings.realm.published)
     return [{"name": n, "type": t, "value": v} for n, t, v in records]
 
 
 QUEUE_VERBS = {
-    "domain_dns": lambda db, config, name: _domain_dns(db, config, name),
-    "queue_list": lambda db, config: queue_admin.queue_list(config.data_path("queue")),
-    "queue_flush": lambda db, config: queue_admin.queue_flush(config.data_path("queue")),
-    "queue_delete": lambda db, config, queue_id: queue_admin.queue_delete(config.data_path("queue"), queue_id),
-    "suppression_list": lambda db, config, domain=None: queue_admin.suppression_list(db, domain),
-    "suppression_remove": lambda db, config, address, domain=None: queue_admin.suppression_remove(db, address, domain),
+    "domain_dns": _domain_dns,
+    "queue_list": lambda db, settings: queue_admin.queue_list(settings.queue_dir),
+    "queue_flush": lambda db, settings: queue_admin.queue_flush(settings.queue_dir),
+    "queue_delete": lambda db, settings, queue_id: queue_admin.queue_delete(settings.queue_dir, queue_id),
+    "suppression_list": lambda db, settings, domain=None: queue_admin.suppression_list(db, domain),
+    "suppression_remove":
+        lambda db, settings, address, domain=None: queue_admin.suppression_remove(db, address, domain),
 }
 
 
-def run_verb(db, config, clock, keyring, verb, kwargs):
-    """Run one synchronous verb on C{db}; the CLI calls this directly."""
+def run_verb(db, settings, clock, verb, kwargs):
+    """Run one synchronous verb on C{db} with L{VerbSettings} C{settings}; the CLI calls this directly."""
     if verb in REALM_VERBS:
-        return getattr(Administration(db, config, clock), verb)(**kwargs)
+        return getattr(Administration(db, settings.realm, clock), verb)(**kwargs)
     if verb in PROFILE_VERBS:
-        return getattr(profiles.ProfileAdministration(db, config, clock, keyring), verb)(**kwargs)
+        return getattr(profiles.ProfileAdministration(db, clock, settings.keyring), verb)(**kwargs)
     if verb in QUEUE_VERBS:
-        return QUEUE_VERBS[verb](db, config, **kwargs)
+        return QUEUE_VERBS[verb](db, settings, **kwargs)
     raise InvalidInput("unknown operation %r" % (verb,))
-
-
-def smarthost_trust(config):
-    """
-    What providers' certificates must chain to: C{[smarthost] ca_file}
-    (PEM) when set, else the platform's trust store.
-    """
-    path = config.get("smarthost", "ca_file")
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return ssl.Certificate.loadPEM(f.read())
-    except (OSError, ValueError, crypto.Error) as e:
-        raise ConfigError("smarthost", "ca_file", "cannot load %s: %s" % (path, e)) from None
 
 
 def _probe(sender, recipient, profile, now):
@@ -104,12 +101,12 @@ def _probe(sender, recipient, profile, now):
     ).encode("utf-8")
 
 
-def _login_and_owner(db, keyring, config, clock, profile_id):
-    login = profiles.ProfileAdministration(db, config, clock, keyring).profile_login(profile_id)
+def _login_and_owner(db, keyring, clock, profile_id):
+    login = profiles.ProfileAdministration(db, clock, keyring).profile_login(profile_id)
     return login, store.account_get(db, login.account_id).owner_email
 
 
-def _verify_facts(db, config, name):
+def _verify_facts(db, published, name):
     domain, account = store.domain_context(db, check_domain(name)) or (None, None)
     if domain is None:
         raise NotFound("no domain %s" % (check_domain(name),))
@@ -120,11 +117,11 @@ def _verify_facts(db, config, name):
         includes = (include,) if include else ()
     return dnsverify.Expectations(
         domain=domain.name,
-        spf_include=config.get("dns", "spf_include"),
+        spf_include=published.spf_include,
         dkim_name="%s._domainkey.%s" % (domain.dkim_selector, domain.name),
         dkim_public_key=domain.dkim_public_key,
-        mx_host=config.get("server", "hostname"),
-        dmarc_record=config.get("dns", "dmarc_record"),
+        mx_host=published.hostname,
+        dmarc_record=published.dmarc_record,
         provider_includes=includes,
     )
 
@@ -134,36 +131,30 @@ class Operations:
     The verbs, bound to one process's database thread, reactor, DNS
     resolver and smarthost client.
 
+    @param settings: the L{VerbSettings}, with a keyring.
     @param database: a L{ThreadedDatabase}.
     @param smarthost: a L{trekmail.relay.smarthost.Smarthost}.
     """
 
-    def __init__(self, config, database, reactor, resolver=None, smarthost=None, keyring=None):
-        self.config = config
+    def __init__(self, *, settings, database, reactor, resolver=None, smarthost=None):
+        self.settings = settings
         self.database = database
         self.reactor = reactor
         self.resolver = resolver
         self.smarthost = smarthost
-        self.keyring = keyring
-
-    def _keyring(self):
-        if self.keyring is None:
-            self.keyring = SecretKeyring.load(self.config.secret_key_path)
-        return self.keyring
 
     def call(self, verb, **kwargs):
         """Run a synchronous verb on the database thread; a Deferred of its presented result."""
         if verb in ("profile_test", "domain_verify", "doctor"):
             return getattr(self, verb)(**kwargs)
-        keyring = self._keyring() if verb in PROFILE_VERBS else None
-        d = self.database.run(run_verb, self.config, self.reactor, keyring, verb, kwargs)
+        d = self.database.run(run_verb, self.settings, self.reactor, verb, kwargs)
         return d.addCallback(present)
 
     @defer.inlineCallbacks
     def profile_test(self, profile_id, to=None, sender=None):
         """docs/sending-rules.md, "Why mail is not sending" check 9: send a probe through the profile and report the provider's reply."""
         login, owner = yield self.database.run(
-            _login_and_owner, self._keyring(), self.config, self.reactor, profile_id)
+            _login_and_owner, self.settings.keyring, self.reactor, profile_id)
         sender = sender or owner
         to = to or owner
         result = yield self.smarthost.deliver_via_profile(
@@ -180,7 +171,7 @@ class Operations:
 
     @defer.inlineCallbacks
     def domain_verify(self, domain):
-        expected = yield self.database.run(_verify_facts, self.config, domain)
+        expected = yield self.database.run(_verify_facts, self.settings.realm.published, domain)
         answers = yield dnsverify.lookup_all(self.resolver, expected)
         checks = dnsverify.judge(expected, answers)
         status = "active" if dnsverify.verified(checks) else "pending"

@@ -1,5 +1,5 @@
 """
-Builds the queue and its delivery machinery from the configuration, and
+Builds the queue and its delivery machinery from L{QueueSettings}, and
 runs it as a service: recovery of the spool on start, the scheduler, the
 suppression list, and the worker threads for fsync, Maildir writes and
 DKIM signatures.  The managed relay and the DKIM signer come from the
@@ -8,6 +8,7 @@ L{trekmail.delivery}.
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.logger import Logger
@@ -24,37 +25,49 @@ from trekmail.queue.suppression import Suppressions
 log = Logger()
 
 
+@dataclass(frozen=True)
+class QueueSettings:
+    """The queue's part of the settings, read by the wiring (L{trekmail.service.build_queue})."""
+
+    hostname: str
+    """C{[server] hostname}: our name in Received fields, reports and return paths."""
+    queue_dir: str
+    maildir_root: str
+    """The data directory the local mailboxes' Maildirs live under."""
+    suppress_after: int
+    retry: RetryPolicy
+    concurrency: int
+
+
 class QueueService(service.Service):
     """
     Owns the queue's threads.  C{queue} is the L{IMessageQueue} that the
-    submission and MX listeners hand messages to; C{router} is where a
-    provider-profile transport is plugged in (C{router.profiles}).
+    submission and MX listeners hand messages to.
 
     @param relay: the managed route, an L{trekmail.delivery.ITransport}
         with C{stop()}; it is stopped with the queue.
     @param signer: the DKIM signer the L{Deliverer} asks.
     @param return_paths: the L{trekmail.queue.returnpath.ReturnPaths} the
         relay signs bounce addresses with and reports are checked against.
+    @param profiles: the provider-profile transports, for L{Router}.
     """
 
-    def __init__(self, config, reactor, database, directory, *, relay, signer, return_paths):
-        hostname = config.get("server", "hostname")
+    def __init__(self, settings, *, reactor, database, directory, relay, signer, return_paths, profiles=None):
         self.return_paths = return_paths
         self.workers = ThreadPool(minthreads=1, maxthreads=8, name="trekmail-queue")
         self.syncers = ThreadPoolExecutor(8, thread_name_prefix="trekmail-fsync")
-        self.spool = Spool(SpoolLayout(config.data_path("queue")), reactor, self.workers, syncers=self.syncers)
-        self.suppressions = Suppressions(database, reactor, config.get("queue", "suppress_after"))
+        self.spool = Spool(SpoolLayout(settings.queue_dir), reactor, self.workers, syncers=self.syncers)
+        self.suppressions = Suppressions(database, reactor, settings.suppress_after)
         self.relay = relay
-        self.router = Router(self.relay)
-        self.mailboxes = MaildirWriter(config.data_dir, hostname, reactor, self.syncers)
+        self.router = Router(self.relay, profiles)
+        self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, self.syncers)
         self.deliverer = Deliverer(
             directory, self.router, signer, self.suppressions,
             reactor, self.workers, self.mailboxes,
         )
-        retry = RetryPolicy(intervals=tuple(config.get("queue", "retry_intervals")), max_age=config.get("queue", "max_age"))
         self.queue = MessageQueue(
-            self.spool, self.deliverer, self.suppressions, retry,
-            reactor, hostname, concurrency=config.get("queue", "concurrency"), return_paths=self.return_paths,
+            self.spool, self.deliverer, self.suppressions, settings.retry,
+            reactor, settings.hostname, concurrency=settings.concurrency, return_paths=self.return_paths,
         )
         self._reactor = reactor
 

@@ -70,13 +70,14 @@ class Administration:
     """
     @param db: an open sqlite connection (the CLI's own, or the one owned
         by the server's database thread).
+    @param settings: the L{trekmail.realm.settings.RealmSettings}.
     @param clock: an C{IReactorTime}; its C{seconds()} dates new domains
         and mailboxes.
     """
 
-    def __init__(self, db, config, clock):
+    def __init__(self, db, settings, clock):
         self.db = db
-        self.config = config
+        self.settings = settings
         self.clock = clock
 
     def _directory_owned(self, what):
@@ -84,7 +85,7 @@ class Administration:
         With the LDAP backend the directory is the source of truth: a local
         write would be silently overridden, so it is refused instead.
         """
-        if self.config.get("realm", "backend") == "ldap":
+        if self.settings.ldap is not None:
             raise InvalidInput(
                 "%s live in the LDAP directory ([realm] backend = ldap): change them there"
                 " (`trekmail directory sync` picks up new domains)" % (what,)
@@ -136,7 +137,7 @@ class Administration:
         account = store.account_get(self.db, check_id(account_id))
         if store.domain_find(self.db, name) is not None:
             raise Duplicate("domain %s already exists" % (name,))
-        public_key = dkimkeys.generate(self.config.data_dir, name, selector)
+        public_key = dkimkeys.generate(self.settings.data_dir, name, selector)
         return store.domain_add(
             self.db, name, account.id, self.clock.seconds(), selector, public_key,
             route=account.default_route,
@@ -149,7 +150,7 @@ class Administration:
         return store.domain_list(self.db, None if account_id is None else check_id(account_id))
 
     def domain_dns(self, name):
-        return dkimkeys.dns_records(self.domain_get(name), self.config)
+        return dkimkeys.dns_records(self.domain_get(name), self.settings.published)
 
     def mailbox_add(self, address, password):
         self._directory_owned("mailboxes")
@@ -161,7 +162,7 @@ class Administration:
                 "domain %s is not hosted here: add it first with `trekmail domain add %s --account ID`"
                 % (domain, domain)
             )
-        hashed = hash_password(password, self.config.get("realm", "password_scrypt_n"))
+        hashed = hash_password(password, self.settings.scrypt_n)
         return store.mailbox_add(self.db, address, domain, hashed, self.clock.seconds())
 
     def mailbox_passwd(self, address, password):
@@ -169,7 +170,7 @@ class Administration:
         address = check_address(address)
         password = _check_password(password)
         store.mailbox_get(self.db, address)
-        hashed = hash_password(password, self.config.get("realm", "password_scrypt_n"))
+        hashed = hash_password(password, self.settings.scrypt_n)
         store.mailbox_set_password_hash(self.db, address, hashed)
         return store.mailbox_get(self.db, address)
 

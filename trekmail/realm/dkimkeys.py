@@ -49,16 +49,15 @@ def txt_value(public_key):
     return "v=DKIM1; k=rsa; p=%s" % (public_key,)
 
 
-def dns_records(domain, config):
-    """The records a customer publishes for C{domain}: (name, type, value)."""
-    hostname = config.get("server", "hostname")
+def dns_records(domain, published):
+    """The records a customer publishes for C{domain}, pointing at L{PublishedNames} C{published}: (name, type, value)."""
     return [
-        (domain.name, "MX", "10 %s." % (hostname,)),
-        (domain.name, "TXT", "v=spf1 include:%s -all" % (config.get("dns", "spf_include"),)),
+        (domain.name, "MX", "10 %s." % (published.hostname,)),
+        (domain.name, "TXT", "v=spf1 include:%s -all" % (published.spf_include,)),
         (
             "%s._domainkey.%s" % (domain.dkim_selector, domain.name),
             "TXT",
             txt_value(domain.dkim_public_key),
         ),
-        ("_dmarc.%s" % (domain.name,), "TXT", config.get("dns", "dmarc_record")),
+        ("_dmarc.%s" % (domain.name,), "TXT", published.dmarc_record),
     ]

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from trekmail.plans import UnknownPlan, plan_named
-from trekmail.realm import dkimkeys, ldaplocal, ldapsettings
+from trekmail.realm import dkimkeys, ldaplocal
 from trekmail.realm.admin import check_domain, check_mailbox_address
 from trekmail.realm.checkers import MailboxPasswordChecker, address_and_password
 from trekmail.realm.directory import IDirectory
@@ -387,27 +387,25 @@ class LdapBindChecker:
         return address
 
 
-def build(config, reactor, database):
+def build(settings, *, reactor, database, refresh_seconds, hash_threads):
     """
-    C{(directory, checker)} for C{[realm] backend = ldap}: the checker
-    binds or compares as C{[realm] ldap_auth} says.
-
-    @raise trekmail.config.ConfigError: for unusable C{[realm] ldap_*} keys.
+    C{(directory, checker)} for the LDAP backend (L{RealmSettings}
+    C{settings} with C{ldap}): the checker binds or compares as its
+    C{auth} says.
     """
-    settings = ldapsettings.from_config(config)
+    ldap = settings.ldap
     directory = LdapDirectory(
-        settings,
-        LdapClient(settings, reactor),
+        ldap,
+        LdapClient(ldap, reactor),
         database,
         reactor,
         reactor,
-        config.data_dir,
-        config.get("realm", "refresh_seconds"),
+        settings.data_dir,
+        refresh_seconds,
     )
-    if settings.auth == "bind":
+    if ldap.auth == "bind":
         return directory, LdapBindChecker(directory)
     checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=config.get("realm", "password_scrypt_n"), rehash=False,
-        hash_threads=config.get("auth", "hash_threads"),
+        directory, reactor, scrypt_n=settings.scrypt_n, rehash=False, hash_threads=hash_threads,
     )
     return directory, checker

@@ -10,7 +10,7 @@ account.  Both paths write through L{trekmail.realm.ldaplocal}, so they
 agree; running sync again changes nothing that is current.
 """
 
-from trekmail.realm import dkimkeys, ldaplocal, ldapsettings
+from trekmail.realm import dkimkeys, ldaplocal
 from trekmail.realm.admin import check_domain
 from trekmail.realm.errors import DirectoryUnavailable, InvalidInput, RealmError
 from trekmail.realm.ldapclient import LdapClient
@@ -23,7 +23,7 @@ from trekmail.realm.ldapdirectory import (
 from trekmail.realm.ldapsettings import fill
 
 
-def sync(db, config, clock):
+def sync(db, settings, clock):
     """
     One row per directory domain name: C{{"domain", "account", "status"}},
     status being C{added}, C{current} or C{skipped: why}.
@@ -31,19 +31,18 @@ def sync(db, config, clock):
     @raise RealmError: when the realm is not LDAP or the directory cannot
         be asked (nothing is written then).
     """
-    if config.get("realm", "backend") != "ldap":
+    if settings.ldap is None:
         raise InvalidInput("[realm] backend is not ldap: there is no directory to sync from")
-    settings = ldapsettings.from_config(config)
-    client = LdapClient(settings, reactor=None)
+    client = LdapClient(settings.ldap, reactor=None)
     try:
-        return _sync(db, config, settings, client, clock)
+        return _sync(db, settings.data_dir, settings.ldap, client, clock)
     except DirectoryUnavailable as e:
         raise RealmError("directory unavailable: %s" % (e,)) from None
     finally:
         client.stop()
 
 
-def _sync(db, config, settings, client, clock):
+def _sync(db, data_dir, settings, client, clock):
     attributes = settings.attributes
     every_domain = settings.domain_filter.replace("%s", "*")
     entries = client.find_all(
@@ -58,7 +57,7 @@ def _sync(db, config, settings, client, clock):
                 number = parse_account_number(entry, attributes)
                 if number not in accounts:
                     accounts[number] = _account(client, settings, number)
-                status = _local(db, config, clock, name, accounts[number])
+                status = _local(db, data_dir, clock, name, accounts[number])
             except (InvalidInput, Malformed) as e:
                 number, status = None, "skipped: %s" % (e,)
             rows.append({"domain": name, "account": number, "status": status})
@@ -76,10 +75,10 @@ def _account(client, settings, number):
     return parse_account(found[0], number, settings.attributes)
 
 
-def _local(db, config, clock, name, account):
+def _local(db, data_dir, clock, name, account):
     if ldaplocal.local_domain(db, name, account) is not None:
         return "current"
-    public_key = dkimkeys.generate(config.data_dir, name)
+    public_key = dkimkeys.generate(data_dir, name)
     ldaplocal.add_domain(
         db, name, account, clock.seconds(), dkimkeys.DEFAULT_SELECTOR, public_key
     )

@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from trekmail.crypto import SecretKeyring
 from trekmail.plans import plan_named
 from trekmail.realm import routes, store
 from trekmail.realm.admin import check_domain, check_id
@@ -140,20 +139,13 @@ def _check_tls(tls):
 class ProfileAdministration:
     """
     @param db: an open sqlite connection, as for L{Administration}.
-    @param keyring: a L{SecretKeyring}; loaded from C{config} when omitted.
+    @param keyring: the L{SecretKeyring} that seals the profiles' passwords.
     """
 
-    def __init__(self, db, config, clock, keyring=None):
+    def __init__(self, db, clock, keyring):
         self.db = db
-        self.config = config
         self.clock = clock
-        self._keyring = keyring
-
-    @property
-    def keyring(self):
-        if self._keyring is None:
-            self._keyring = SecretKeyring.load(self.config.secret_key_path)
-        return self._keyring
+        self.keyring = keyring
 
     def _validated(self, name, host, port, tls, username, password, spf_include):
         host = _check_host(host)
@@ -333,7 +325,7 @@ class ProfileAdministration:
         The old key stays in the file until the transaction commits, so an
         interruption at any point leaves every password readable.
         """
-        keyring = SecretKeyring.load(self.config.secret_key_path)
+        keyring = self.keyring
         keyring.begin_rotation()
         with transaction(self.db):
             rows = self.db.execute("SELECT id, password_sealed FROM smtp_profiles").fetchall()

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from trekmail.crypto import SecretKeyError, SecretKeyring
+from trekmail.crypto import SecretKeyError
 from trekmail import delivery
 from trekmail.delivery import ITransport, RouteUnavailable
 from trekmail.realm.errors import NotFound
@@ -263,8 +263,8 @@ class ProfileTransport:
         ]
 
 
-def _login(db, config, keyring, profile_id):
-    return ProfileAdministration(db, config, None, keyring).profile_login(profile_id)
+def _login(db, keyring, profile_id):
+    return ProfileAdministration(db, None, keyring).profile_login(profile_id)
 
 
 class ProfileTransports:
@@ -273,18 +273,15 @@ class ProfileTransports:
     attempt, so an edited profile or a rotated key applies at once.
     """
 
-    def __init__(self, config, database, smarthost, keyring=None):
-        self._config = config
+    def __init__(self, database, smarthost, keyring):
         self._database = database
         self._smarthost = smarthost
         self._keyring = keyring
 
     @inlineCallbacks
     def transport(self, profile_id):
-        if self._keyring is None:
-            self._keyring = SecretKeyring.load(self._config.secret_key_path)
         try:
-            login = yield self._database.run(_login, self._config, self._keyring, profile_id)
+            login = yield self._database.run(_login, self._keyring, profile_id)
         except NotFound:
             raise RouteUnavailable("5.3.5 SMTP profile %s no longer exists" % (profile_id,), permanent=True)
         except SecretKeyError as e:

@@ -1,0 +1,30 @@
+"""
+What the realm needs from the configuration, as values: built by the
+wiring (L{trekmail.settings}), so the realm's verbs and its directory
+never see the L{trekmail.config.Config}.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from trekmail.realm.ldapsettings import LdapSettings
+
+
+@dataclass(frozen=True)
+class PublishedNames:
+    """The names a customer's domain publishes pointing at this platform (docs/sending-rules.md)."""
+
+    hostname: str
+    """C{[server] hostname}: the MX target."""
+    spf_include: str
+    dmarc_record: str
+
+
+@dataclass(frozen=True)
+class RealmSettings:
+    data_dir: str
+    """Where the DKIM keys are kept (L{trekmail.realm.dkimkeys})."""
+    published: PublishedNames
+    scrypt_n: int
+    ldap: Optional[LdapSettings] = None
+    """With C{[realm] backend = ldap}: the directory owns accounts, domains and mailboxes."""

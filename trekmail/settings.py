@@ -1,0 +1,128 @@
+"""
+Where the wiring turns the L{Config} into the plain settings the layers
+take: each layer declares the small frozen dataclass it needs
+(L{trekmail.realm.settings.RealmSettings},
+L{trekmail.realm.ldapsettings.LdapSettings}, ...) and only this module,
+L{trekmail.service} and L{trekmail.cli} read keys, once, at start-up.  A
+value that cannot work stops start-up here with a L{ConfigError} naming
+its key.
+"""
+
+from ldap3.core.exceptions import LDAPInvalidFilterError
+from ldap3.operation.search import parse_filter
+from OpenSSL import crypto
+from twisted.internet import ssl
+
+from trekmail.admin import api
+from trekmail.config import ConfigError
+from trekmail.realm import ldapsettings
+from trekmail.realm.settings import PublishedNames, RealmSettings
+
+
+def realm(config):
+    """The realm's settings; the LDAP ones are read and checked only with C{[realm] backend = ldap}."""
+    return RealmSettings(
+        data_dir=config.data_dir,
+        published=PublishedNames(hostname=config.get("server", "hostname"),
+                                 spf_include=config.get("dns", "spf_include"),
+                                 dmarc_record=config.get("dns", "dmarc_record")),
+        scrypt_n=config.get("realm", "password_scrypt_n"),
+        ldap=ldap(config) if config.get("realm", "backend") == "ldap" else None,
+    )
+
+
+def admin_token(config):
+    """The admin API's bearer token: C{[admin] token}, else the token file's (made on first use)."""
+    return api.load_token(config.get("admin", "token"), config.get("admin", "token_file") or config.data_path("admin.token"))
+
+
+def smarthost_trust(config):
+    """
+    What providers' certificates must chain to: C{[smarthost] ca_file}
+    (PEM) when set, else the platform's trust store.
+    """
+    path = config.get("smarthost", "ca_file")
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return ssl.Certificate.loadPEM(f.read())
+    except (OSError, ValueError, crypto.Error) as e:
+        raise ConfigError("smarthost", "ca_file", "cannot load %s: %s" % (path, e)) from None
+
+
+def _filter(config, key):
+    template = config.get("realm", key)
+    if "%s" not in template:
+        raise ConfigError("realm", key, "the filter must contain %%s for the looked-up value: %r" % (template,))
+    try:
+        parse_filter(ldapsettings.fill(template, "x"), None, True, True, None, False)
+    except LDAPInvalidFilterError:
+        raise ConfigError("realm", key, "not a valid LDAP filter: %r" % (template,)) from None
+    return template
+
+
+def _attributes(text):
+    attributes = dict(ldapsettings.ATTRIBUTE_DEFAULTS)
+    for word in text.split():
+        field, sep, attribute = word.partition("=")
+        if not sep or not attribute:
+            raise ConfigError("realm", "ldap_attributes", "expected FIELD=ATTRIBUTE, not %r" % (word,))
+        if field not in ldapsettings.ATTRIBUTE_DEFAULTS:
+            raise ConfigError(
+                "realm",
+                "ldap_attributes",
+                "unknown field %r (fields: %s)" % (field, ", ".join(ldapsettings.ATTRIBUTE_DEFAULTS)),
+            )
+        attributes[field] = attribute
+    return attributes
+
+
+def _password(path):
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError("realm", "bind_password_file", "cannot read %s: %s" % (path, e.strerror)) from None
+
+
+def _positive(config, key):
+    value = config.get("realm", key)
+    if value <= 0:
+        raise ConfigError("realm", key, "must be a positive number, not %d" % (value,))
+    return value
+
+
+def ldap(config):
+    """@raise ConfigError: naming the first key that cannot work."""
+    urls = config.get("realm", "ldap_url")
+    if not urls:
+        raise ConfigError("realm", "ldap_url", "needs at least one ldap:// or ldaps:// URL")
+    for url in urls:
+        if not url.lower().startswith(("ldap://", "ldaps://")):
+            raise ConfigError("realm", "ldap_url", "expected ldap://HOST:PORT or ldaps://HOST:PORT, not %r" % (url,))
+    base = config.get("realm", "base_dn")
+    bases = {}
+    for kind in ("mailbox", "domain", "account"):
+        key = "ldap_%s_base" % (kind,)
+        bases[kind] = config.get("realm", key) or base
+        if not bases[kind]:
+            raise ConfigError("realm", key, "no search base: set base_dn or %s" % (key,))
+    return ldapsettings.LdapSettings(
+        urls=urls,
+        bind_dn=config.get("realm", "bind_dn"),
+        bind_password=_password(config.get("realm", "bind_password_file")),
+        mailbox_base=bases["mailbox"],
+        domain_base=bases["domain"],
+        account_base=bases["account"],
+        mailbox_filter=_filter(config, "ldap_mailbox_filter"),
+        domain_filter=_filter(config, "ldap_domain_filter"),
+        account_filter=_filter(config, "ldap_account_filter"),
+        attributes=_attributes(config.get("realm", "ldap_attributes")),
+        auth=config.get("realm", "ldap_auth"),
+        timeout=_positive(config, "ldap_timeout"),
+        pool_size=_positive(config, "ldap_pool_size"),
+        ca_file=config.get("realm", "ldap_ca_file"),
+    )
