@@ -40,9 +40,17 @@ class Session:
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(100, 1000)
         directory = FakeDirectory(plan="nano", every_mailbox=True)
-        self.factory = IMAPFactory(Portal(MailUserRealm(), [FakeChecker()]), directory, self.store, self.limits,
-                                   self.clock, "mail.test", tls_options=object(), implicit_tls=True,
-                                   appendlimit=1024 * 1024)
+        self.factory = IMAPFactory(
+            portal=Portal(MailUserRealm(), [FakeChecker()]),
+            directory=directory,
+            store=self.store,
+            limits=self.limits,
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            implicit_tls=True,
+            appendlimit=1024 * 1024,
+        )
         self.transport = None
         self.server = None
 

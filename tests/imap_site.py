@@ -67,9 +67,19 @@ class Site:
 
         def serving(cluster):
             for name, implicit in (("imaps", True), ("imap", False)):
-                factory = TrackingFactory(portal, self.directory, self.store, self.limits, self.clock,
-                                          "mail.test", options, implicit, appendlimit, trusted_networks,
-                                          cluster)
+                factory = TrackingFactory(
+                    portal=portal,
+                    directory=self.directory,
+                    store=self.store,
+                    limits=self.limits,
+                    clock=self.clock,
+                    hostname="mail.test",
+                    tls_options=options,
+                    implicit_tls=implicit,
+                    appendlimit=appendlimit,
+                    trusted_networks=trusted_networks,
+                    cluster=cluster,
+                )
                 self.factories[name] = factory
                 testcase.addCleanup(factory.close_all)
                 if implicit:

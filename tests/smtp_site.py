@@ -68,8 +68,15 @@ class Site:
         self.tally = Tally(self.database, self.clock)
         for name, implicit in (("submissions", True), ("submission", False)):
             factory = TrackingFactory(
-                portal, self.directory, self.tally, self.queue, self.clock, "mail.test",
-                options, self.logins, implicit,
+                portal=portal,
+                directory=self.directory,
+                tally=self.tally,
+                queue=self.queue,
+                clock=self.clock,
+                hostname="mail.test",
+                tls_options=options,
+                logins=self.logins,
+                implicit_tls=implicit,
             )
             testcase.addCleanup(factory.close_all)
             if implicit:

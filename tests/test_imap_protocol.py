@@ -29,8 +29,17 @@ class ProtocolTests(unittest.TestCase):
 
     def make_factory(self, implicit_tls):
         portal = Portal(MailUserRealm(), [self.checker])
-        return IMAPFactory(portal, FakeDirectory(plan="nano", every_mailbox=True), self.store, self.limits,
-                           self.clock, "mail.test", tls_options=object(), implicit_tls=implicit_tls, appendlimit=1000)
+        return IMAPFactory(
+            portal=portal,
+            directory=FakeDirectory(plan="nano", every_mailbox=True),
+            store=self.store,
+            limits=self.limits,
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            implicit_tls=implicit_tls,
+            appendlimit=1000,
+        )
 
     def connect(self, factory=None, host="127.0.0.1"):
         server = (factory or self.tls_factory).buildProtocol(None)

@@ -21,7 +21,14 @@ class PostmasterTests(unittest.TestCase):
     def session(self, postmaster=OPERATOR, mailboxes=(OPERATOR, "postmaster@own.example")):
         self.directory = FakeDirectory(["example.com", "own.example", "provider.example"], mailboxes)
         self.queue = FakeQueue()
-        factory = MXFactory(self.directory, self.queue, Clock(), "mx.test", object(), postmaster=postmaster)
+        factory = MXFactory(
+            directory=self.directory,
+            queue=self.queue,
+            clock=Clock(),
+            hostname="mx.test",
+            tls_options=object(),
+            postmaster=postmaster,
+        )
         self.server = factory.buildProtocol(None)
         self.transport = TLSStringTransport()
         self.server.makeConnection(self.transport)

@@ -121,11 +121,28 @@ class SharedTests(unittest.TestCase):
         self.guard = LoginGuard(self.clock, AuthThrottle(free=5, disconnect_after=2))
         limits = ConnectionLimits(10, 100)
         directory = FakeDirectory(plan="nano", every_mailbox=True)
-        self.imap = IMAPFactory(Portal(MailUserRealm(), [PasswordChecker()]), directory, FakeStore(), limits,
-                                self.clock, "mail.test", tls_options=object(), implicit_tls=True,
-                                cluster=Solo(limits, reactor=self.clock, guard=self.guard))
-        self.smtp = SubmissionFactory(Portal(SubmissionRealm(), [PasswordChecker()]), None, None, FakeQueue(),
-                                      self.clock, "mail.test", object(), self.guard, True)
+        self.imap = IMAPFactory(
+            portal=Portal(MailUserRealm(), [PasswordChecker()]),
+            directory=directory,
+            store=FakeStore(),
+            limits=limits,
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            implicit_tls=True,
+            cluster=Solo(limits, reactor=self.clock, guard=self.guard),
+        )
+        self.smtp = SubmissionFactory(
+            portal=Portal(SubmissionRealm(), [PasswordChecker()]),
+            directory=None,
+            tally=None,
+            queue=FakeQueue(),
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            logins=self.guard,
+            implicit_tls=True,
+        )
 
     def connect(self, factory):
         server = factory.buildProtocol(None)

@@ -111,8 +111,14 @@ class MXAcceptanceTests(unittest.TestCase):
     def rcpt(self, address):
         rp, _ = paths()
         self.address = rp.address(QUEUE_ID, "a@example.com", "b@remote.test")
-        factory = MXFactory(FakeDirectory(["example.com"], []), FakeQueue(), Clock(), "mail.test", object(),
-                            return_paths=rp)
+        factory = MXFactory(
+            directory=FakeDirectory(["example.com"], []),
+            queue=FakeQueue(),
+            clock=Clock(),
+            hostname="mail.test",
+            tls_options=object(),
+            return_paths=rp,
+        )
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)

@@ -84,8 +84,15 @@ class RelayTests(unittest.TestCase):
         checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
         options = tls.server_options(self.config)
         factory = SubmissionFactory(
-            Portal(SubmissionRealm(self.directory), [checker]), self.directory, Tally(self.database, clock),
-            self.queue, clock, "mail.test", options, LoginGuard(clock, AuthThrottle(free=1000)), True,
+            portal=Portal(SubmissionRealm(self.directory), [checker]),
+            directory=self.directory,
+            tally=Tally(self.database, clock),
+            queue=self.queue,
+            clock=clock,
+            hostname="mail.test",
+            tls_options=options,
+            logins=LoginGuard(clock, AuthThrottle(free=1000)),
+            implicit_tls=True,
         )
         port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

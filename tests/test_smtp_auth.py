@@ -29,8 +29,17 @@ def plain(username, password):
 class AuthTests(unittest.TestCase):
     def connect(self, checker, implicit_tls=True):
         self.clock = Clock()
-        factory = SubmissionFactory(Portal(Realm(), [checker]), None, None, FakeQueue(), self.clock,
-                                    "mail.test", object(), LoginGuard(self.clock), implicit_tls)
+        factory = SubmissionFactory(
+            portal=Portal(Realm(), [checker]),
+            directory=None,
+            tally=None,
+            queue=FakeQueue(),
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            logins=LoginGuard(self.clock),
+            implicit_tls=implicit_tls,
+        )
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)

@@ -31,8 +31,14 @@ class Intake(DataIntake):
 
 def session(intake, queue=None, clock=None):
     queue = queue or FakeQueue()
-    factory = MXFactory(FakeDirectory(["example.com"], ["bob@example.com"]), queue, clock or Clock(), "mx.test", None)
-    factory.intake = intake
+    factory = MXFactory(
+        directory=FakeDirectory(["example.com"], ["bob@example.com"]),
+        queue=queue,
+        clock=clock or Clock(),
+        hostname="mx.test",
+        tls_options=None,
+        intake=intake,
+    )
     server = factory.buildProtocol(None)
     transport = TLSStringTransport()
     server.makeConnection(transport)

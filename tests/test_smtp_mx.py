@@ -22,7 +22,7 @@ from trekmail.smtp.mx import MAX_RECIPIENTS, MXFactory
 
 def session(directory):
     queue = FakeQueue()
-    server = MXFactory(directory, queue, Clock(), "mx.test", object()).buildProtocol(None)
+    server = MXFactory(directory=directory, queue=queue, clock=Clock(), hostname="mx.test", tls_options=object()).buildProtocol(None)
     transport = TLSStringTransport()
     server.makeConnection(transport)
     server.dataReceived(b"EHLO remote.test\r\nMAIL FROM:<someone@remote.test>\r\n")
@@ -102,8 +102,13 @@ class EndToEndTests(unittest.TestCase):
         self.database.start()
         self.addCleanup(self.database.stop)
         self.queue = FakeQueue()
-        factory = MXFactory(SqliteDirectory(self.database), self.queue, reactor, "mx.test",
-                            tls.server_options(config))
+        factory = MXFactory(
+            directory=SqliteDirectory(self.database),
+            queue=self.queue,
+            clock=reactor,
+            hostname="mx.test",
+            tls_options=tls.server_options(config),
+        )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port

@@ -20,7 +20,13 @@ from trekmail.smtp.server import (
 def session(tls=True, directory=None):
     queue = FakeQueue()
     directory = directory or FakeDirectory(["example.com"], ["bob@example.com"])
-    factory = MXFactory(directory, queue, Clock(), "mx.test", object() if tls else None)
+    factory = MXFactory(
+        directory=directory,
+        queue=queue,
+        clock=Clock(),
+        hostname="mx.test",
+        tls_options=object() if tls else None,
+    )
     server = factory.buildProtocol(None)
     transport = TLSStringTransport()
     server.makeConnection(transport)

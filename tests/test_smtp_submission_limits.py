@@ -153,8 +153,17 @@ class ThrottleTests(unittest.TestCase):
         self.checker.held = []
         guard = LoginGuard(self.clock, AuthThrottle(free=2, base_delay=1.0, max_delay=2.0, disconnect_after=8),
                            in_progress=3)
-        self.factory = SubmissionFactory(Portal(Realm(), [self.checker]), None, None, FakeQueue(), self.clock,
-                                         "mail.test", object(), guard, True)
+        self.factory = SubmissionFactory(
+            portal=Portal(Realm(), [self.checker]),
+            directory=None,
+            tally=None,
+            queue=FakeQueue(),
+            clock=self.clock,
+            hostname="mail.test",
+            tls_options=object(),
+            logins=guard,
+            implicit_tls=True,
+        )
 
     def attempt(self, password, source="127.0.0.1"):
         """A session from C{source} that has sent AUTH PLAIN: (protocol, transport)."""

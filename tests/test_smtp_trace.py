@@ -28,7 +28,13 @@ def mx_session(tls=True):
     clock = Clock()
     clock.advance(NOW)
     directory = FakeDirectory(["example.com"], ["bob@example.com", "carol@example.com"])
-    server = MXFactory(directory, queue, clock, "mx.test", object() if tls else None).buildProtocol(None)
+    server = MXFactory(
+        directory=directory,
+        queue=queue,
+        clock=clock,
+        hostname="mx.test",
+        tls_options=object() if tls else None,
+    ).buildProtocol(None)
     transport = TLSStringTransport()
     server.makeConnection(transport)
     replies(transport)

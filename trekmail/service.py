@@ -199,12 +199,18 @@ def submission_services(components, queue):
     caps = connection_caps(components.config, "submission")
 
     def factory(implicit_tls):
-        built = SubmissionFactory(
-            portal, components.directory, tally, queue, components.reactor,
-            components.config.get("server", "hostname"), components.tls_options, components.logins, implicit_tls,
+        return SubmissionFactory(
+            portal=portal,
+            directory=components.directory,
+            tally=tally,
+            queue=queue,
+            clock=components.reactor,
+            hostname=components.config.get("server", "hostname"),
+            tls_options=components.tls_options,
+            logins=components.logins,
+            implicit_tls=implicit_tls,
+            intake=components.data_intake,
         )
-        built.intake = components.data_intake
-        return built
 
     services = (
         listener(components, "submissions", factory(True), implicit_tls=True, caps=caps),
@@ -219,11 +225,15 @@ def mx_service(components, queue, return_paths=None):
     C{None}; it also takes reports to the queue's C{return_paths}.
     """
     factory = MXFactory(
-        components.directory, queue, components.reactor,
-        components.config.get("server", "hostname"), components.tls_options,
-        postmaster=components.config.get("mx", "postmaster"), return_paths=return_paths,
+        directory=components.directory,
+        queue=queue,
+        clock=components.reactor,
+        hostname=components.config.get("server", "hostname"),
+        tls_options=components.tls_options,
+        postmaster=components.config.get("mx", "postmaster"),
+        return_paths=return_paths,
+        intake=components.data_intake,
     )
-    factory.intake = components.data_intake
     return listener(components, "mx", factory, caps=connection_caps(components.config, "mx"), refusal=SMTP_REFUSAL)
 
 
@@ -315,9 +325,17 @@ def _imap_parts(components, make_cluster):
     def serving(cluster):
         factories = {
             name: IMAPFactory(
-                portal, components.directory, store, limits, components.reactor,
-                config.get("server", "hostname"), components.tls_options, implicit_tls,
-                config.get("imap", "append_limit"), config.get("imap", "trusted_networks"), cluster,
+                portal=portal,
+                directory=components.directory,
+                store=store,
+                limits=limits,
+                clock=components.reactor,
+                hostname=config.get("server", "hostname"),
+                tls_options=components.tls_options,
+                implicit_tls=implicit_tls,
+                appendlimit=config.get("imap", "append_limit"),
+                trusted_networks=config.get("imap", "trusted_networks"),
+                cluster=cluster,
             )
             for name, implicit_tls in IMAP_LISTENERS
         }

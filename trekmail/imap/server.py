@@ -549,7 +549,7 @@ def _out_of_resources(error):
 class IMAPFactory(protocol.ServerFactory):
     """Everything sessions share: login portal, directory, mail store, caps and the clock."""
 
-    def __init__(self, portal, directory, store, limits, clock, hostname, tls_options=None,
+    def __init__(self, *, portal, directory, store, limits, clock, hostname, tls_options=None,
                  implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=(), cluster=None):
         self.portal = portal
         self.directory = directory

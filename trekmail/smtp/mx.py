@@ -26,6 +26,7 @@ from trekmail import maillog
 from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.smtp import headercheck, trace
+from trekmail.smtp.data import DataIntake
 from trekmail.smtp.replies import Reply, failed
 from trekmail.smtp.server import ESMTPServer
 
@@ -107,7 +108,9 @@ class MXServer(ESMTPServer):
 
 
 class MXFactory(protocol.ServerFactory):
-    def __init__(self, directory, queue, clock, hostname, tls_options, postmaster="", return_paths=None):
+    def __init__(self, *, directory, queue, clock, hostname, tls_options, postmaster="", return_paths=None,
+                 intake=None):
+        self.intake = intake if intake is not None else DataIntake()
         self.return_paths = return_paths
         self.directory = directory
         self.queue = queue

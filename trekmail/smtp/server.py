@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
-from trekmail.smtp.data import DataIntake, DataReader
+from trekmail.smtp.data import DataReader
 from trekmail.smtp.replies import Reply, failed
 
 MAX_MESSAGE_SIZE = 26214400
@@ -73,9 +73,9 @@ class ESMTPServer(smtp.ESMTP):
     """
     One session.  Subclasses set C{door} and implement the hooks; each hook
     returns (or fires a Deferred with) C{None} to go on, or raises
-    L{Reply} to refuse.  The DATA of every session shares the
-    L{DataIntake} the service sets as its factory's C{intake}; a factory
-    without one (a test's) gives each session its own.
+    L{Reply} to refuse.  The DATA of every session shares its factory's
+    L{trekmail.smtp.data.DataIntake} (one per server: L{trekmail.service}
+    gives every SMTP listener the same).
     """
 
     log = Logger()
@@ -119,7 +119,7 @@ class ESMTPServer(smtp.ESMTP):
             self.startedTLS = True
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", str(peer))
-        self.intake = getattr(self.factory, "intake", None) or DataIntake()
+        self.intake = self.factory.intake
 
     def connectionLost(self, reason):
         self._log_queued()

@@ -57,6 +57,7 @@ from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.sasl import AuthorizationRefused, MalformedPlain, PlainCredentials
 from trekmail.smtp import headercheck, trace
+from trekmail.smtp.data import DataIntake
 from trekmail.smtp.replies import Reply, failed, refuse
 from trekmail.smtp.server import ESMTPServer
 
@@ -295,8 +296,10 @@ class SubmissionFactory(protocol.ServerFactory):
     L{LoginGuard} so that a client cannot escape it by switching ports.
     """
 
-    def __init__(self, portal, directory, tally, queue, clock, hostname, tls_options,
-                 logins, implicit_tls):
+    def __init__(self, *, portal, directory, tally, queue, clock, hostname, tls_options, logins, implicit_tls,
+                 intake=None):
+        self.intake = intake if intake is not None else DataIntake()
+        """Where DATA is held until queued: shared by the listeners so its budget caps them together."""
         self.portal = portal
         self.directory = directory
         self.tally = tally
