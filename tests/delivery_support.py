@@ -11,7 +11,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import smtp
 from twisted.names import common, dns, error, server
-from twisted.python.failure import Failure
+from twisted.internet.defer import maybeDeferred
 from zope.interface import implementer
 
 from trekmail.mailstore import maildir_path
@@ -47,7 +47,7 @@ class SyncReactor:
 
 
 class SyncPool:
-    """A thread pool that runs work immediately on the calling thread."""
+    """L{trekmail.workerthreads.WorkerThreads} that run work at once on the calling thread."""
 
     def start(self):
         pass
@@ -55,13 +55,11 @@ class SyncPool:
     def stop(self):
         pass
 
-    def callInThreadWithCallback(self, on_result, function, *args, **kwargs):
-        try:
-            result = function(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
+    def run(self, function, *args):
+        return maybeDeferred(function, *args)
+
+    def map(self, function, items):
+        return [function(item) for item in items]
 
 
 class FakeDatabase:

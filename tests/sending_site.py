@@ -17,6 +17,7 @@ from tests.provider import TestCA
 from trekmail.admin.operations import Operations, VerbSettings
 from trekmail.crypto import SecretKeyring
 from trekmail import settings
+from trekmail.workerthreads import WorkerThreads
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.relay.smarthost import Smarthost
@@ -45,6 +46,9 @@ class Site:
         testcase.addCleanup(self.database.stop)
         self.smarthost = Smarthost(reactor, "mail.test", trust_root=settings.smarthost_trust(self.config), timeout=10)
         self.keyring = SecretKeyring.load(self.config.secret_key_path)
+        hashing = WorkerThreads(reactor, 1, "test-password-hash")
+        hashing.start()
+        testcase.addCleanup(hashing.stop)
         self.operations = Operations(
             settings=VerbSettings(realm=settings.realm(self.config), queue_dir=self.config.data_path("queue"),
                                   keyring=self.keyring),
@@ -52,6 +56,7 @@ class Site:
             resolver=client.Resolver(servers=[("127.0.0.1", dns_port)],
                                      reactor=reactor, timeout=(20,)),
             smarthost=self.smarthost,
+            hashing=hashing,
         )
 
     def call(self, verb, **kwargs):

@@ -61,7 +61,7 @@ class LoginMixin:
         threaded = database.ThreadedDatabase(db, reactor)
         threaded.start()
         self.addCleanup(threaded.stop)
-        self.directory, self.checker = ldapdirectory.build(settings.realm(config), reactor=reactor, database=threaded, refresh_seconds=config.get("realm", "refresh_seconds"), hash_threads=2)
+        self.directory, self.checker = ldapdirectory.build(settings.realm(config), reactor=reactor, database=threaded, refresh_seconds=config.get("realm", "refresh_seconds"), hashing=None)
         self.directory.start()
         self.addCleanup(self.directory.stop)
         return Portal(AddressRealm(), [self.checker])

@@ -4,7 +4,6 @@ batched deliveries, and a failure that affects only its own copy.
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -14,6 +13,7 @@ from twisted.trial import unittest
 from tests.delivery_support import delivered
 from trekmail.mailstore import maildir_path
 from trekmail.queue.maildir import MaildirWriter, deliver_batch
+from trekmail.workerthreads import WorkerThreads
 
 
 class DeliverBatchTests(unittest.TestCase):
@@ -21,8 +21,10 @@ class DeliverBatchTests(unittest.TestCase):
         root = self.mktemp()
         items = [("a@example.com", "s@x.test", b"one\r\n"), ("b@example.com", "", b"two\r\n"),
                  ("a@example.com", "s@x.test", b"three\r\n")]
-        with ThreadPoolExecutor(4) as syncers:
-            self.assertEqual(deliver_batch(root, "mail.test", items, Clock().seconds, syncers), [None, None, None])
+        syncers = WorkerThreads(reactor, 4, "test-fsync")
+        syncers.start()
+        self.addCleanup(syncers.stop)
+        self.assertEqual(deliver_batch(root, "mail.test", items, Clock().seconds, syncers), [None, None, None])
         self.assertEqual(sorted(delivered(root, "a@example.com")), [
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\none\r\n",
             b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\nthree\r\n",
@@ -48,8 +50,9 @@ class MaildirWriterTests(unittest.TestCase):
     @inlineCallbacks
     def test_concurrent_deliveries_over_threads(self):
         root = self.mktemp()
-        syncers = ThreadPoolExecutor(4)
-        self.addCleanup(syncers.shutdown)
+        syncers = WorkerThreads(reactor, 4, "test-fsync")
+        syncers.start()
+        self.addCleanup(syncers.stop)
         writer = MaildirWriter(root, "mail.test", reactor, syncers)
         writer.start()
         self.addCleanup(writer.stop)

@@ -5,12 +5,10 @@ write errors reported as SpoolError.
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from tests.delivery_support import SyncPool, SyncReactor
@@ -18,6 +16,7 @@ from trekmail.queue import acceptlog
 from trekmail.queue.interface import Envelope, SpoolError
 from trekmail.queue.spool import Spool, accept_log, recover
 from trekmail.queue.spoolformat import SpoolLayout, TornEntry, decode, encode
+from trekmail.workerthreads import WorkerThreads
 
 ENVELOPE = Envelope("a@example.com", ("b@remote.test", "c@remote.test"), "submission",
                     authenticated_as="a@example.com", received_at=100.0)
@@ -306,9 +305,10 @@ class GroupCommitTests(unittest.TestCase):
 
         self.patch(os, "fdatasync", counted_sync)
         layout = SpoolLayout(self.mktemp())
-        workers = ThreadPool(1, 2)
-        syncers = ThreadPoolExecutor(4)
-        self.addCleanup(syncers.shutdown)
+        workers = WorkerThreads(reactor, 2, "test-queue")
+        syncers = WorkerThreads(reactor, 4, "test-fsync")
+        syncers.start()
+        self.addCleanup(syncers.stop)
         spool = Spool(layout, reactor, workers, syncers=syncers)
         workers.start()
         spool.start()

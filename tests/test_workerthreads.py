@@ -77,3 +77,33 @@ class WorkerThreadsTests(unittest.TestCase):
         workers.stop()
         self.reactor.run_calls()
         self.assertEqual(sorted(self.successResultOf(d) for d in calls), [0, 1])
+
+
+class MapTests(unittest.TestCase):
+    """C{map}, for a worker of another pool that fans out (the spool's and Maildir's fsyncs)."""
+
+    def setUp(self):
+        self.workers = WorkerThreads(HeldReactor(), 3, "test")
+        self.workers.start()
+        self.addCleanup(self.workers.stop)
+
+    def test_results_in_order_side_by_side(self):
+        all_three = threading.Barrier(3, timeout=10)
+        self.assertEqual(self.workers.map(lambda n: (all_three.wait(), n * 2)[1], [1, 2, 3]), [2, 4, 6])
+
+    def test_first_failure_is_raised_after_all_ran(self):
+        ran = []
+
+        def work(n):
+            ran.append(n)
+            if n % 2:
+                raise ValueError(n)
+            return n
+
+        with self.assertRaises(ValueError) as caught:
+            self.workers.map(work, [0, 1, 2, 3])
+        self.assertEqual(caught.exception.args, (1,))
+        self.assertEqual(sorted(ran), [0, 1, 2, 3])
+
+    def test_nothing_to_do(self):
+        self.assertEqual(self.workers.map(int, []), [])

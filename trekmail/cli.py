@@ -229,13 +229,17 @@ def _networked(name, /, **arguments):
         from trekmail.relay.mx import make_resolver
         from trekmail.relay.smarthost import Smarthost
 
+        from trekmail.workerthreads import WorkerThreads
+
         threaded = database.ThreadedDatabase(admin.db, reactor)
+        hashing = WorkerThreads(reactor, 1, "trekmail-password-hash")
         ops = operations.Operations(
             settings=admin.verb_settings(name), database=threaded, reactor=reactor,
             resolver=make_resolver(admin.config.get("dns", "nameservers"), reactor),
             smarthost=Smarthost(reactor, admin.config.get("server", "hostname"),
                                 trust_root=settings.smarthost_trust(admin.config),
                                 timeout=admin.config.get("smarthost", "timeout")),
+            hashing=hashing,
         )
         kwargs = {k: getattr(options, v) if isinstance(v, str) else v(options) for k, v in arguments.items()}
         outcome = []
@@ -246,8 +250,10 @@ def _networked(name, /, **arguments):
             d.addBoth(lambda _: reactor.stop())
 
         threaded.start()
+        hashing.start()
         reactor.callWhenRunning(go)
         reactor.run(installSignalHandlers=False)
+        hashing.stop()
         threaded.stop()
         if isinstance(outcome[0], Failure):
             outcome[0].raiseException()

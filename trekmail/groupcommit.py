@@ -16,10 +16,10 @@ removal and the realm's database thread.
 """
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+
+from trekmail.workerthreads import WorkerThreads
 
 log = Logger()
 
@@ -47,16 +47,15 @@ class GroupCommit:
     @param write_batch: C{write_batch(items)} runs on the writer thread and
         returns one result per item: an exception instance fails that
         item's Deferred, anything else is its result.
-    @param writer: the thread pool to run batches on; by default one of
-        its own, started and stopped with this object.  Batches never
+    @param writer: the L{WorkerThreads} to run batches on; by default one
+        thread of its own, started and stopped with this object.  Batches never
         overlap, so a shared pool still sees one batch at a time.
     """
 
     def __init__(self, reactor, write_batch, name, writer=None):
-        self._reactor = reactor
         self._write_batch = write_batch
         self._owns_writer = writer is None
-        self._writer = writer or ThreadPool(minthreads=1, maxthreads=1, name=name)
+        self._writer = writer or WorkerThreads(reactor, 1, name)
         self._pending = []
         self._writing = False
 
@@ -96,7 +95,7 @@ class GroupCommit:
             self._writing = False
             return
         self._writing = True
-        d = deferToThreadPool(self._reactor, self._writer, self._write_batch, [item for item, _ in batch])
+        d = self._writer.run(self._write_batch, [item for item, _ in batch])
         d.addCallbacks(self._written, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _written(self, results, batch):

@@ -32,6 +32,7 @@ from trekmail.realm import database, ldapdirectory, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.smtp.data import DataIntake
+from trekmail.workerthreads import WorkerThreads
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
@@ -87,7 +88,9 @@ class Components:
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)
         self.realm = settings.realm(config)
-        self.directory, self.checker = build_realm(config, self.realm, reactor, self.database)
+        self.hashing = WorkerThreads(reactor, config.get("auth", "hash_threads"), "trekmail-password-hash")
+        """The threads every password hash runs on: logins on every protocol, and the doctor's check."""
+        self.directory, self.checker = build_realm(config, self.realm, reactor, self.database, self.hashing)
         self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
                                  total=config.get("auth", "max_logins_in_progress"))
         """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
@@ -102,14 +105,13 @@ class Components:
         self.data_intake = DataIntake(directory=incoming)
 
 
-def build_realm(config, realm, reactor, database):
-    """The directory and login checker for C{[realm] backend} (L{RealmSettings} C{realm})."""
-    hash_threads = config.get("auth", "hash_threads")
+def build_realm(config, realm, reactor, database, hashing):
+    """The directory and login checker for C{[realm] backend} (L{RealmSettings} C{realm}), hashing on C{hashing}."""
     if realm.ldap is not None:
         return ldapdirectory.build(realm, reactor=reactor, database=database,
-                                   refresh_seconds=config.get("realm", "refresh_seconds"), hash_threads=hash_threads)
+                                   refresh_seconds=config.get("realm", "refresh_seconds"), hashing=hashing)
     directory = SqliteDirectory(database)
-    checker = MailboxPasswordChecker(directory, reactor, scrypt_n=realm.scrypt_n, hash_threads=hash_threads)
+    checker = MailboxPasswordChecker(directory, reactor, scrypt_n=realm.scrypt_n, hashing=hashing)
     return directory, checker
 
 
@@ -400,7 +402,7 @@ def admin_service(components):
         settings=operations.VerbSettings(realm=components.realm, queue_dir=config.data_path("queue"),
                                          keyring=components.keyring),
         database=components.database, reactor=components.reactor,
-        resolver=components.resolver, smarthost=components.smarthost)
+        resolver=components.resolver, smarthost=components.smarthost, hashing=components.hashing)
     return listener(components, "admin", api.site(ops, settings.admin_token(config)), caps=connection_caps(config, "admin"), refusal=HTTP_REFUSAL)
 
 
@@ -420,8 +422,8 @@ def dav_services(components):
 
 
 def realm_services(components):
-    """The worker threads of the realm's database and, with that backend, of LDAP."""
-    services = [WorkersService(components.database)]
+    """The worker threads of the realm's database and password hashes and, with that backend, of LDAP."""
+    services = [WorkersService(components.database), WorkersService(components.hashing)]
     if isinstance(components.directory, ldapdirectory.LdapDirectory):
         services.append(WorkersService(components.directory))
     return services

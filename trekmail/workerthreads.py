@@ -1,9 +1,13 @@
 """
-Worker threads for blocking calls that the reactor waits on many times a
-second: the IMAP mail store's index and file work.
+The one way off the reactor thread: every blocking call the server makes
+(sqlite, the spool's and Maildir's files and fsyncs, DKIM signatures,
+password hashes, LDAP, the IMAP mail store) runs on a L{WorkerThreads},
+directly or batched by L{trekmail.groupcommit.GroupCommit}.  The one
+exception is the DAV site: C{twisted.web.wsgi.WSGIResource} requires a
+C{twisted.python.threadpool.ThreadPool}.
 
 This replaces C{twisted.python.threadpool.ThreadPool} with
-C{deferToThreadPool} there.  Under imaptest, py-spy put about a ninth of
+C{deferToThreadPool}.  Under imaptest, py-spy put about a ninth of
 the IMAP server's CPU in that machinery rather than in the calls it
 carried: the context tracking around every call, the team's coordination
 of its workers through locks and a condition, the deprecation proxies
@@ -26,7 +30,8 @@ _STOP = object()
 class WorkerThreads:
     """
     C{threads} threads taking calls in the order they were made; with one
-    thread, calls also run one after another in that order.
+    thread, calls also run one after another in that order.  Calls made
+    before L{start} wait for it.
     """
 
     def __init__(self, reactor, threads, name):
@@ -53,29 +58,67 @@ class WorkerThreads:
             thread.join()
         self._threads = []
 
+    @property
+    def threads(self):
+        return list(self._threads)
+
     def run(self, function, *args):
         """Deferred firing, on the reactor thread, with C{function(*args)} as run on a worker."""
         d = Deferred()
-        self._calls.put((d, function, args))
+        self._calls.put((lambda succeeded, value: self._finished(d, succeeded, value), function, args))
         return d
+
+    def map(self, function, items):
+        """
+        C{[function(item) for item in items]}, run side by side on these
+        threads, for a caller on another worker thread (never the
+        reactor's: this blocks until all are done), raising the first
+        item's exception as C{concurrent.futures}' C{map} does.
+        """
+        results = [None] * len(items)
+        remaining = [len(items)]
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def finished(index, succeeded, value):
+            results[index] = (succeeded, value)
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                done.set()
+
+        if not items:
+            return []
+        for index, item in enumerate(items):
+            self._calls.put((lambda succeeded, value, index=index: finished(index, succeeded, value), function, (item,)))
+        done.wait()
+        for succeeded, value in results:
+            if not succeeded:
+                value.raiseException()
+        return [value for _, value in results]
 
     def _work(self):
         while True:
             call = self._calls.get()
             if call is _STOP:
                 return
-            d, function, args = call
+            finished, function, args = call
             try:
-                outcome = (d, True, function(*args))
+                value, succeeded = function(*args), True
             except BaseException:
-                outcome = (d, False, Failure())
-            with self._lock:
-                self._done.append(outcome)
-                wake = not self._wake_pending
-                self._wake_pending = True
-            if wake:
-                self._reactor.callFromThread(self._deliver)
-            del call, d, function, args, outcome
+                value, succeeded = Failure(), False
+            finished(succeeded, value)
+            del call, finished, function, args, value
+
+    def _finished(self, d, succeeded, value):
+        """On the worker: queue C{d}'s outcome, waking the reactor only if no wake-up is pending already."""
+        with self._lock:
+            self._done.append((d, succeeded, value))
+            wake = not self._wake_pending
+            self._wake_pending = True
+        if wake:
+            self._reactor.callFromThread(self._deliver)
 
     def _deliver(self):
         with self._lock:

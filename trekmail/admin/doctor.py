@@ -12,7 +12,6 @@ actually do.
 """
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 
 from trekmail.crypto import SecretKeyError, verify_password
 from trekmail.policy import counters, gate, limits
@@ -177,6 +176,4 @@ def diagnose(operations, address, recipients=None, password=None):
 
 
 def _verify(operations, password, stored):
-    reactor = operations.reactor
-    scrypt_n = operations.settings.realm.scrypt_n
-    return deferToThreadPool(reactor, reactor.getThreadPool(), verify_password, password, stored, scrypt_n)
+    return operations.hashing.run(verify_password, password, stored, operations.settings.realm.scrypt_n)

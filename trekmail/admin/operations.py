@@ -134,14 +134,17 @@ class Operations:
     @param settings: the L{VerbSettings}, with a keyring.
     @param database: a L{ThreadedDatabase}.
     @param smarthost: a L{trekmail.relay.smarthost.Smarthost}.
+    @param hashing: the L{trekmail.workerthreads.WorkerThreads} that the
+        doctor's password check runs on (the logins' own, in the server).
     """
 
-    def __init__(self, *, settings, database, reactor, resolver=None, smarthost=None):
+    def __init__(self, *, settings, database, reactor, resolver=None, smarthost=None, hashing=None):
         self.settings = settings
         self.database = database
         self.reactor = reactor
         self.resolver = resolver
         self.smarthost = smarthost
+        self.hashing = hashing
 
     def call(self, verb, **kwargs):
         """Run a synchronous verb on the database thread; a Deferred of its presented result."""

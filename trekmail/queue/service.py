@@ -7,12 +7,10 @@ wiring (L{trekmail.service.build_queue}): the queue knows them only through
 L{trekmail.delivery}.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from twisted.application import service
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.maildir import MaildirWriter
@@ -21,6 +19,7 @@ from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.spool import Spool
 from trekmail.queue.spoolformat import SpoolLayout
 from trekmail.queue.suppression import Suppressions
+from trekmail.workerthreads import WorkerThreads
 
 log = Logger()
 
@@ -54,8 +53,8 @@ class QueueService(service.Service):
 
     def __init__(self, settings, *, reactor, database, directory, relay, signer, return_paths, profiles=None):
         self.return_paths = return_paths
-        self.workers = ThreadPool(minthreads=1, maxthreads=8, name="trekmail-queue")
-        self.syncers = ThreadPoolExecutor(8, thread_name_prefix="trekmail-fsync")
+        self.workers = WorkerThreads(reactor, 8, "trekmail-queue")
+        self.syncers = WorkerThreads(reactor, 8, "trekmail-fsync")
         self.spool = Spool(SpoolLayout(settings.queue_dir), reactor, self.workers, syncers=self.syncers)
         self.suppressions = Suppressions(database, reactor, settings.suppress_after)
         self.relay = relay
@@ -74,6 +73,7 @@ class QueueService(service.Service):
     def startService(self):
         super().startService()
         self.workers.start()
+        self.syncers.start()
         self.spool.start()
         self.mailboxes.start()
         self.suppressions.start()
@@ -87,6 +87,6 @@ class QueueService(service.Service):
         self.suppressions.stop()
         d = self.relay.stop()
         d.addBoth(lambda _: (
-            self.spool.stop(), self.mailboxes.stop(), self.workers.stop(), self.syncers.shutdown(wait=False)
+            self.spool.stop(), self.mailboxes.stop(), self.workers.stop(), self.syncers.stop()
         ))
         return d

@@ -20,7 +20,6 @@ written and read.
 
 import os
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from trekmail.durable import discard, publish_batch, write_file
@@ -46,7 +45,7 @@ def write_batch(layout, batch, syncers=None):
     Runs on the writer thread: make every C{(queue_id, blob)} durable.
     Returns one C{None} or C{OSError} per entry, in order.
 
-    With C{syncers} (an executor), the files are written and fsynced in
+    With C{syncers} (a L{trekmail.workerthreads.WorkerThreads}), the files are written and fsynced in
     parallel: the filesystem journal then commits many of them together,
     where one thread would wait for one commit per file.  The batch's
     renames share one fsync of C{msg/}; if any of them fails, the whole
@@ -174,7 +173,7 @@ class Spool:
         return self._run(recover, self.layout, self.log)
 
     def _run(self, function, *args):
-        return deferToThreadPool(self._reactor, self._workers, function, *args)
+        return self._workers.run(function, *args)
 
 
 def recover(layout, accepted):

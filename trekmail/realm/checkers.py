@@ -19,12 +19,11 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from trekmail.crypto import OWASP_SCRYPT_N, SCRYPT_P, SCRYPT_R, hash_password, verify_password
+from trekmail.workerthreads import WorkerThreads
 
 
 def normalise_address(username):
@@ -93,35 +92,38 @@ class VerifiedPasswordCache:
 @implementer(ICredentialsChecker)
 class MailboxPasswordChecker:
     """
-    Checks a mailbox password against the directory.  Hash work runs on a
-    pool of C{hash_threads} threads of its own (C{[auth] hash_threads}):
-    a flood of logins then costs at most that many cores and never delays
-    the other work of the reactor's pool (DNS, the IMAP processes' calls).
-    The pool makes its threads as calls need them and stops with the
-    reactor, as the reactor's own does.  A directory failure propagates
-    as L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong
+    Checks a mailbox password against the directory.  Hash work runs on
+    C{hashing}, the server's threads for it (C{[auth] hash_threads} of
+    them): a flood of logins then costs at most that many cores and never
+    delays other blocking work.  A directory failure propagates as
+    L{trekmail.realm.errors.DirectoryUnavailable}, never as a wrong
     password.
 
     @param rehash: C{False} when the directory's hashes are not ours to
         replace (LDAP): a login then never pays for a hash it would discard.
+    @param hashing: the L{WorkerThreads} to hash on; without it, a pool of
+        C{hash_threads} of its own, stopped with the reactor.
     """
 
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True, hash_threads=2):
+    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True, hash_threads=2,
+                 hashing=None):
         self._directory = directory
         self._reactor = reactor
         self._scrypt_n = scrypt_n
         self._cache = VerifiedPasswordCache() if cache is None else cache
         self._rehash = rehash
         self._dummy = dummy_hash(scrypt_n)
-        self.hashing = ThreadPool(minthreads=0, maxthreads=hash_threads, name="trekmail-password-hash")
-        self.hashing.start()
-        reactor.addSystemEventTrigger("during", "shutdown", self.hashing.stop)
+        self.hashing = hashing
+        if hashing is None:
+            self.hashing = WorkerThreads(reactor, hash_threads, "trekmail-password-hash")
+            self.hashing.start()
+            reactor.addSystemEventTrigger("during", "shutdown", self.hashing.stop)
 
     def _in_thread(self, function, *args):
-        return deferToThreadPool(self._reactor, self.hashing, function, *args)
+        return self.hashing.run(function, *args)
 
     @defer.inlineCallbacks
     def requestAvatarId(self, credentials):

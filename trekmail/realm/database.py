@@ -11,9 +11,9 @@ import os
 import sqlite3
 from dataclasses import dataclass, fields
 
-from twisted.python.threadpool import ThreadPool
 
 from trekmail.groupcommit import GroupCommit, each
+from trekmail.workerthreads import WorkerThreads
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class ThreadedDatabase:
 
     def __init__(self, db, reactor):
         self.db = db
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="trekmail-sqlite")
+        self._pool = WorkerThreads(reactor, 1, "trekmail-sqlite")
         self._calls = GroupCommit(reactor, each(self._call), "trekmail-sqlite", writer=self._pool)
 
     def start(self):

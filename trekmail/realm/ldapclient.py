@@ -30,12 +30,11 @@ from ldap3.core.exceptions import (
     LDAPResponseTimeoutError,
     LDAPStartTLSError,
 )
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.ldapsettings import fill
+from trekmail.workerthreads import WorkerThreads
 
 _BROKEN = (LDAPCommunicationError, LDAPResponseTimeoutError, LDAPStartTLSError, OSError)
 """What a dead, restarted or hung server raises; anything else is a bug of ours."""
@@ -89,7 +88,7 @@ class LdapClient:
         self._tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_file or None)
         self._idle = []
         self._lock = threading.Lock()
-        self._pool = ThreadPool(minthreads=0, maxthreads=settings.pool_size, name="trekmail-ldap")
+        self._pool = WorkerThreads(reactor, settings.pool_size, "trekmail-ldap")
 
     def start(self):
         self._pool.start()
@@ -101,8 +100,9 @@ class LdapClient:
         for connection in idle:
             _close(connection)
 
-    def _in_thread(self, function, *args):
-        return deferToThreadPool(self._reactor, self._pool, function, *args)
+    def run(self, function, *args):
+        """C{function(*args)} on the directory's worker threads: a Deferred of its result."""
+        return self._pool.run(function, *args)
 
     def search(self, base, template, value, attributes):
         """
@@ -110,11 +110,11 @@ class LdapClient:
         into it: a Deferred firing with a list of at most two L{Entry}
         (two means ambiguous); fails with L{DirectoryUnavailable}.
         """
-        return self._in_thread(self.find, base, fill(template, value), list(attributes))
+        return self.run(self.find, base, fill(template, value), list(attributes))
 
     def bind(self, dn, password):
         """Deferred firing with whether C{dn} binds with C{password}."""
-        return self._in_thread(self._bind, dn, password)
+        return self.run(self._bind, dn, password)
 
     def _connect(self, user, password):
         """

@@ -31,7 +31,6 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -301,9 +300,7 @@ class LdapDirectory:
         local = yield self._database.run(ldaplocal.local_domain, name, account)
         if local is not None:
             return local
-        public_key = yield deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), dkimkeys.generate, self._data_dir, name
-        )
+        public_key = yield self._client.run(dkimkeys.generate, self._data_dir, name)
         local = yield self._database.run(
             ldaplocal.add_domain,
             name,
@@ -387,7 +384,7 @@ class LdapBindChecker:
         return address
 
 
-def build(settings, *, reactor, database, refresh_seconds, hash_threads):
+def build(settings, *, reactor, database, refresh_seconds, hashing):
     """
     C{(directory, checker)} for the LDAP backend (L{RealmSettings}
     C{settings} with C{ldap}): the checker binds or compares as its
@@ -406,6 +403,6 @@ def build(settings, *, reactor, database, refresh_seconds, hash_threads):
     if ldap.auth == "bind":
         return directory, LdapBindChecker(directory)
     checker = MailboxPasswordChecker(
-        directory, reactor, scrypt_n=settings.scrypt_n, rehash=False, hash_threads=hash_threads,
+        directory, reactor, scrypt_n=settings.scrypt_n, rehash=False, hashing=hashing,
     )
     return directory, checker
