@@ -7,7 +7,7 @@ import configparser
 import os
 import ssl
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 
 from trekmail.config import Config
@@ -109,3 +109,17 @@ class TrackingFactoryMixin:
                 server.transport.abortConnection()
                 waiting.append(lost)
         return defer.gatherResults(waiting)
+
+
+def wait_until(condition, timeout=5.0):
+    """Polls C{condition} on the reactor, for what a server does after its reply (a worker thread's file removal, a link's message)."""
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if condition():
+            loop.stop()
+        elif reactor.seconds() > deadline:
+            raise AssertionError("condition not met in %s s" % (timeout,))
+    loop = task.LoopingCall(check)
+    loop.clock = reactor
+    return loop.start(0.01)

@@ -6,10 +6,11 @@ and UIDs survive a restart of the store.
 
 import os
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.imap_site import Site, message
+from tests.support import wait_until
 from tests.test_imap_session import raw
 from trekmail.imap import store
 from trekmail.mailstore import maildir_path
@@ -24,20 +25,6 @@ def read_until(client, needle):
         lines.append(line.rstrip(b"\r\n"))
         if needle in line:
             return lines
-
-
-def wait_until(condition, timeout=5.0):
-    """Polls C{condition} on the reactor (file removal happens on a worker thread after the reply)."""
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if condition():
-            loop.stop()
-        elif reactor.seconds() > deadline:
-            raise AssertionError("condition not met in %s s" % (timeout,))
-    loop = task.LoopingCall(check)
-    loop.clock = reactor
-    return loop.start(0.01)
 
 
 class SharingTests(unittest.TestCase):

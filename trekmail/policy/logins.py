@@ -79,12 +79,14 @@ class LoginGuard:
         return self.throttle.attempted(client, now)
 
     def finish(self, client, failed):
-        """The check started by L{start} is over; a success (or an outage, which is no wrong password) gives its count back."""
+        """The check started by L{start} is over; only a refusal counts (an outage is no wrong password)."""
         running = self._running.pop(client) - 1
         self._running_total -= 1
         if running:
             self._running[client] = running
-        if not failed:
+        if failed:
+            self.throttle.failed(client, self.clock.seconds())
+        else:
             self.throttle.succeeded(client, self.clock.seconds())
 
     def login(self, client, check):

@@ -3,10 +3,13 @@ Failed-login throttling per client address, one for every protocol of
 the server (L{trekmail.policy.logins}) so that opening parallel
 connections, or trying another protocol, buys an attacker nothing.
 
-An attempt counts as a failure from the moment it starts (L{attempted})
-and is given back if it succeeds (L{succeeded}): forty logins sent at
-once are counted before any answer comes back, so no more of them are
-checked than the rule allows one after another.
+An attempt counts toward its failure's delay from the moment it starts
+(L{attempted}): forty wrong guesses sent at once wait as long as forty
+sent one after another.  Only attempts that did fail (L{failed}) count
+toward refusing the address: twenty people behind one office NAT or a
+webmail front end logging in at the same moment must not lock each
+other out.  How many run at once is capped by the caller
+(L{trekmail.policy.logins.LoginGuard}'s C{in_progress}).
 
 Each failure within C{window} seconds of the previous one raises the
 address's count: the first C{free} failures answer at once (people
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 class _Record:
     failures: int
     last: float
+    running: int = 0
+    """Attempts started and not yet over."""
 
 
 @dataclass(frozen=True)
@@ -61,27 +66,42 @@ class AuthThrottle:
         record = self._current(address, now)
         return record is not None and record.failures >= self.disconnect_after
 
-    def block(self, address, now):
-        """Refuse C{address} from now on, as if it had failed C{disconnect_after} times (another process's verdict)."""
-        while not self.blocked(address, now):
-            self.attempted(address, now)
-
-    def attempted(self, address, now):
-        """Counts a login from C{address} starting now as failed: the L{Verdict} to apply if it does fail."""
+    def _record(self, address, now):
         record = self._current(address, now)
         if record is None:
             record = self._records[address] = _Record(0, now)
-        record.failures += 1
         record.last = now
         self._records.move_to_end(address)
         while len(self._records) > self.max_tracked:
             self._records.popitem(last=False)
-        excess = record.failures - self.free
+        return record
+
+    def block(self, address, now):
+        """Refuse C{address} from now on, as if it had failed C{disconnect_after} times (another process's verdict)."""
+        record = self._record(address, now)
+        record.failures = max(record.failures, self.disconnect_after)
+
+    def attempted(self, address, now):
+        """A login from C{address} starts now: the L{Verdict} to apply if it fails."""
+        record = self._record(address, now)
+        record.running += 1
+        count = record.failures + record.running
+        excess = count - self.free
         delay = 0.0 if excess <= 0 else min(self.max_delay, self.base_delay * 2 ** (excess - 1))
-        return Verdict(delay, record.failures >= self.disconnect_after)
+        return Verdict(delay, count >= self.disconnect_after)
+
+    def _over(self, address, now):
+        record = self._current(address, now)
+        if record is not None and record.running > 0:
+            record.running -= 1
+        return record
+
+    def failed(self, address, now):
+        """The login counted by L{attempted} failed: it counts toward refusing the address."""
+        record = self._over(address, now) or self._record(address, now)
+        record.failures += 1
+        record.last = now
 
     def succeeded(self, address, now):
-        """The login counted by L{attempted} succeeded (or was never checked): its count goes back."""
-        record = self._current(address, now)
-        if record is not None and record.failures > 0:
-            record.failures -= 1
+        """The login counted by L{attempted} succeeded (or was never checked): it counts for nothing."""
+        self._over(address, now)
