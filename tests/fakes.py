@@ -14,12 +14,14 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.interfaces import ITLSTransport
+from twisted.cred.portal import Portal
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from trekmail.queue.interface import IMessageQueue, SpoolError
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.model import Account, Domain, Mailbox, MailboxContext
+from trekmail.smtp.submission import SubmissionFactory
 
 
 class FakeDirectory:
@@ -178,3 +180,11 @@ def replies(transport):
     lines = transport.value().decode("utf-8").split("\r\n")
     transport.clear()
     return [line for line in lines if line]
+
+
+def login_only_submission(realm, checker, clock, logins, implicit_tls=True):
+    """A L{SubmissionFactory} for tests of AUTH alone: no directory or tally, a L{FakeQueue}."""
+    return SubmissionFactory(
+        portal=Portal(realm, [checker]), directory=None, tally=None, queue=FakeQueue(), clock=clock,
+        hostname="mail.test", tls_options=object(), logins=logins, implicit_tls=implicit_tls,
+    )

@@ -17,14 +17,14 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from tests.fakes import FakeDirectory, FakeQueue, FakeStore, TLSStringTransport, replies
+from tests.fakes import FakeDirectory, FakeStore, TLSStringTransport, login_only_submission, replies
 from trekmail.imap.cluster import Solo
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.policy.logins import Busy, Failed, LoginGuard, Throttled
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.realm.errors import DirectoryUnavailable
-from trekmail.smtp.submission import ISubmitter, SubmissionFactory, Submitter
+from trekmail.smtp.submission import ISubmitter, Submitter
 
 
 @implementer(ICredentialsChecker)
@@ -140,17 +140,7 @@ class SharedTests(unittest.TestCase):
             implicit_tls=True,
             cluster=Solo(limits, reactor=self.clock, guard=self.guard),
         )
-        self.smtp = SubmissionFactory(
-            portal=Portal(SubmissionRealm(), [PasswordChecker()]),
-            directory=None,
-            tally=None,
-            queue=FakeQueue(),
-            clock=self.clock,
-            hostname="mail.test",
-            tls_options=object(),
-            logins=self.guard,
-            implicit_tls=True,
-        )
+        self.smtp = login_only_submission(SubmissionRealm(), PasswordChecker(), self.clock, self.guard)
 
     def connect(self, factory):
         server = factory.buildProtocol(None)

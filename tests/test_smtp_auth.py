@@ -7,13 +7,12 @@ commands behind a pending login get.
 import base64
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
-from twisted.cred.portal import Portal
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.fakes import FakeChecker, FakeQueue, TLSStringTransport, replies
+from tests.fakes import FakeChecker, TLSStringTransport, login_only_submission, replies
 from trekmail.policy.logins import LoginGuard
-from trekmail.smtp.submission import ISubmitter, Submitter, SubmissionFactory
+from trekmail.smtp.submission import ISubmitter, Submitter
 
 
 class Realm:
@@ -29,17 +28,7 @@ def plain(username, password):
 class AuthTests(unittest.TestCase):
     def connect(self, checker, implicit_tls=True):
         self.clock = Clock()
-        factory = SubmissionFactory(
-            portal=Portal(Realm(), [checker]),
-            directory=None,
-            tally=None,
-            queue=FakeQueue(),
-            clock=self.clock,
-            hostname="mail.test",
-            tls_options=object(),
-            logins=LoginGuard(self.clock),
-            implicit_tls=implicit_tls,
-        )
+        factory = login_only_submission(Realm(), checker, self.clock, LoginGuard(self.clock), implicit_tls)
         server = factory.buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)

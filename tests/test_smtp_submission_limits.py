@@ -7,20 +7,18 @@ StringTransports.
 
 import base64
 
-from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from tests.fakes import FakeChecker, FakeQueue, TLSStringTransport, replies
-from tests.smtp_site import LATER, PASSWORD, Site, send
+from tests.fakes import FakeChecker, TLSStringTransport, login_only_submission, replies
+from tests.smtp_site import LATER, Site, send
 from tests.test_smtp_auth import Realm
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy import counters
 from trekmail.policy.limits import DAY, HOUR, next_midnight
 from trekmail.policy.throttle import AuthThrottle
-from trekmail.smtp.submission import SubmissionFactory
 
 
 
@@ -153,17 +151,7 @@ class ThrottleTests(unittest.TestCase):
         self.checker.held = []
         guard = LoginGuard(self.clock, AuthThrottle(free=2, base_delay=1.0, max_delay=2.0, disconnect_after=8),
                            in_progress=3)
-        self.factory = SubmissionFactory(
-            portal=Portal(Realm(), [self.checker]),
-            directory=None,
-            tally=None,
-            queue=FakeQueue(),
-            clock=self.clock,
-            hostname="mail.test",
-            tls_options=object(),
-            logins=guard,
-            implicit_tls=True,
-        )
+        self.factory = login_only_submission(Realm(), self.checker, self.clock, guard)
 
     def attempt(self, password, source="127.0.0.1"):
         """A session from C{source} that has sent AUTH PLAIN: (protocol, transport)."""
