@@ -41,6 +41,13 @@ class Root(Resource):
         return NoResource("the metrics are at /metrics")
 
 
+class QuietSite(Site):
+    """No access-log line per request: Prometheus scrapes every few seconds, and the log is for mail."""
+
+    def log(self, request):
+        pass
+
+
 class MetricsService(service.Service):
     """
     Holds the registry, and watches the log while the server runs: the
@@ -55,7 +62,7 @@ class MetricsService(service.Service):
         self.publisher = publisher
 
     def site(self):
-        return Site(Root(self.registry))
+        return QuietSite(Root(self.registry))
 
     def startService(self):
         super().startService()
