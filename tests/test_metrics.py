@@ -10,6 +10,7 @@ from collections import Counter
 
 import yaml
 from prometheus_client import CollectorRegistry
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -20,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
+from tests.smtp_site import Site, send
 from tests.support import REPO
 from trekmail import maillog
 from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, ConnectionCaps, refusal_code
@@ -260,3 +262,25 @@ class AlertRulesTests(unittest.TestCase):
                 names.add(rule["alert"])
         self.assertTrue({"TrekMailQueueGrowing", "TrekMailDeliveriesFailing", "TrekMailDeferredRateHigh",
                          "TrekMailLoginFailuresSpike", "TrekMailSourceAddressListed"} <= names)
+
+
+class SubmissionRefusalTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_hourly_cap_is_a_refused_event(self):
+        seen = events(self)
+        site = Site(self)
+        site.account(trial=True)
+
+        def run():
+            client = site.connect("submissions", login="alice@example.com")
+            try:
+                return [send(client, "alice@example.com")[-1][0] for _ in range(16)]
+            finally:
+                client.close()
+
+        self.assertEqual((yield site.in_thread(run)), [250] * 15 + [421])
+        self.assertEqual([(e["protocol"], e["listener"], e["code"], e["reason"]) for e in seen
+                          if e["log_trekmail"] == maillog.REFUSED],
+                         [("smtp", "submissions", "421 4.7.0", "hourly")])
+        self.assertEqual(len([e for e in seen if e["log_trekmail"] == maillog.ACCEPTED
+                              and e["listener"] == "submissions"]), 15)
