@@ -67,6 +67,9 @@ class LineTests(unittest.TestCase):
                                       report_id="Q2"), "Q1: report kind=failure notify=<a@example.com> id=Q2")
         self.assertEqual(maillog.line(maillog.LOGIN, protocol="imap", client_address="192.0.2.1",
                                       mailbox="alice@x", outcome="ok"), "login imap alice@x [192.0.2.1] ok")
+        self.assertEqual(maillog.line(maillog.REFUSED, protocol="smtp", listener="mx", client_address="192.0.2.1",
+                                      code="550 5.7.1", reason="recipient"),
+                         'refused smtp mx [192.0.2.1] "550 5.7.1" recipient')
 
     def test_values_cannot_break_the_line_or_the_format(self):
         """A HELO or a reply with spaces, CR LF, quotes or braces stays one line with its fields where they were."""

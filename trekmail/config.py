@@ -149,6 +149,7 @@ SCHEMA = {
         "imap": Key(""),
         "https": Key(""),
         "admin": Key(""),
+        "metrics": Key(""),
     },
     "tls": {
         "certificate": Key("var/tls/cert.pem"),
@@ -189,6 +190,10 @@ SCHEMA = {
     "admin": {
         "token": Key(""),
         "token_file": Key(""),
+        "max_connections": Key("100", _positive),
+        "max_connections_per_ip": Key("100", _positive),
+    },
+    "metrics": {
         "max_connections": Key("100", _positive),
         "max_connections_per_ip": Key("100", _positive),
     },

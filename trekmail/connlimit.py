@@ -11,17 +11,37 @@ and closed at once.  IPv6 clients are counted per /64, the block one
 subscriber is usually given, so that a client cannot step around its
 cap by changing the low bits of its address; an IPv4-mapped IPv6 address
 counts as its IPv4 address.
+
+Each refusal is a C{refused} event of the mail log (L{trekmail.maillog}),
+with the reply's code, and each listener counts the connections it holds
+(C{open}) for the metrics.
 """
 
 import ipaddress
 from collections import Counter
 
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+from trekmail import maillog
 
 SMTP_REFUSAL = b"421 4.7.0 too many connections, try again later\r\n"
 HTTP_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 60\r\nContent-Length: 0\r\n"
                 b"Connection: close\r\n\r\n")
+REASON = "connections"
+
+log = Logger()
+
+
+def refusal_code(refusal):
+    """The code of our own C{refusal} (C{421 4.7.0}, C{503}), or C{None} for a silent one."""
+    if not refusal:
+        return None
+    words = refusal.split(b" ", 2)
+    if words[0].startswith(b"HTTP/"):
+        return words[1].decode("ascii")
+    return b" ".join(words[:2]).decode("ascii")
 
 
 def client_key(host):
@@ -72,6 +92,7 @@ class _Counted(ProtocolWrapper):
 
     def connectionLost(self, reason):
         self.factory.caps.release(self.key)
+        self.factory.open -= 1
         super().connectionLost(reason)
 
 
@@ -89,19 +110,27 @@ class CappedFactory(WrappingFactory):
     """
     Wraps a listener's factory: a connection past C{caps} is answered
     C{refusal} (nothing on a listener whose first bytes are TLS) and closed.
+    C{listener} and C{protocol} name it in the refusal's log event.
     """
 
-    def __init__(self, wrapped, caps, refusal):
+    def __init__(self, wrapped, caps, refusal, listener=None, protocol=None):
         super().__init__(wrapped)
         self.caps = caps
         self.refusal = refusal
+        self.listener = listener
+        self.protocol = protocol
+        self.open = 0
 
     def buildProtocol(self, addr):
-        key = client_key(getattr(addr, "host", None))
+        host = getattr(addr, "host", None)
+        key = client_key(host)
         if not self.caps.take(key):
+            maillog.emit(log, maillog.REFUSED, protocol=self.protocol, listener=self.listener, client_address=host,
+                         code=refusal_code(self.refusal), reason=REASON)
             return _Refused(self.refusal)
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             self.caps.release(key)
             return None
+        self.open += 1
         return _Counted(self, wrapped, key)

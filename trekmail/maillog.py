@@ -14,7 +14,7 @@ first when there is one, then C{key=value} pairs::
     0190f3c2a1b5e3c9d20f: stored mailbox=<b@example.com> folder=INBOX
     0190f3c2a1b5e3c9d20f: report kind=failure notify=<a@example.com> id=0190f3c2a1b6...
     login imap alice@example.com [192.0.2.1] ok
-    refused smtp mx [192.0.2.1] 550 5.7.1 recipient
+    refused smtp mx [192.0.2.1] "550 5.7.1" recipient
 
 (each on one line).  Every value is reduced to printable ASCII without
 spaces (the quoted reply keeps its spaces, with C{"} and C{\\} escaped),

@@ -38,6 +38,7 @@ from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
 from trekmail.dav.site import dav_site
+from trekmail.metrics.endpoint import MetricsService
 from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
@@ -103,6 +104,9 @@ class Components:
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         self.data_intake = DataIntake(directory=incoming)
+        self.capped = {}
+        """The capped listeners by name, for the metrics; and what else they read: IMAP's role, the DAV site."""
+        self.imap_cluster = self.dav_site = None
 
 
 def build_realm(config, realm, reactor, database, hashing):
@@ -132,6 +136,11 @@ def _parse_endpoints(config, reactor):
     return parsed
 
 
+PROTOCOLS = {"submissions": "smtp", "submission": "smtp", "mx": "smtp", "https": "http", "admin": "http",
+             "metrics": "http"}
+"""What each capped listener speaks, as its refusals are logged."""
+
+
 def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b""):
     """
     A service listening on the endpoint configured as C{[listen] name}, or
@@ -144,7 +153,8 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
         return None
     served = _served(components, name, factory, implicit_tls)
     if caps is not None:
-        served = CappedFactory(served, caps, b"" if implicit_tls else refusal)
+        served = components.capped[name] = CappedFactory(served, caps, b"" if implicit_tls else refusal, name,
+                                                         PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
 
 
@@ -345,7 +355,7 @@ def _imap_parts(components, make_cluster):
                  for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
         return factories["imap"], doors
 
-    cluster = make_cluster(limits, serving)
+    cluster = components.imap_cluster = make_cluster(limits, serving)
     return MailStoreService(store, notifier), cluster, cluster.doors
 
 
@@ -417,8 +427,19 @@ def dav_services(components):
     site, pool = dav_site(collections=os.path.join(config.data_dir, "dav", "collections"),
                           threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
                           checker=components.checker, reactor=components.reactor, logins=components.logins)
+    components.dav_site = site
     return [WorkersService(pool),
             listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))]
+
+
+def metrics_services(components):
+    """The C{[listen] metrics} listener and the service feeding its figures, or nothing."""
+    if components.endpoints.get("metrics") is None:
+        return []
+    metrics = MetricsService(components.reactor, queue=components.queue_service.queue, listeners=components.capped,
+                             imap=components.imap_cluster, dav=components.dav_site)
+    caps = connection_caps(components.config, "metrics")
+    return [metrics, listener(components, "metrics", metrics.site(), caps=caps, refusal=HTTP_REFUSAL)]
 
 
 def realm_services(components):
@@ -465,6 +486,8 @@ def make_service(config, reactor):
     admin = admin_service(components)
     if admin is not None:
         admin.setServiceParent(top)
+    for metrics in metrics_services(components):
+        metrics.setServiceParent(top)
     StartedLog(
         ", ".join("%s=%s" % (name, config.get("listen", name)) for name in LISTENERS if config.get("listen", name))
     ).setServiceParent(top)

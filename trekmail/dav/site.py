@@ -21,6 +21,7 @@ on disk past 100 KB, before Radicale could look at it.
 import io
 import logging
 import os
+from collections import Counter
 
 import radicale
 import radicale.config
@@ -126,6 +127,27 @@ class BoundedRequest(Request):
         transport.loseConnection()
 
 
+METHODS = frozenset((b"GET", b"HEAD", b"PUT", b"POST", b"DELETE", b"OPTIONS", b"PROPFIND", b"PROPPATCH", b"MKCOL",
+                     b"MKCALENDAR", b"COPY", b"MOVE", b"REPORT", b"LOCK", b"UNLOCK"))
+
+
+class CountingSite(Site):
+    """
+    Counts its requests by method (C{requests}), read by the metrics at
+    scrape time; a method DAV does not know counts as C{other}, so a
+    client cannot add names.
+    """
+
+    def __init__(self, resource, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.requests = Counter()
+
+    def getResourceFor(self, request):
+        method = request.method if request.method in METHODS else b"OTHER"
+        self.requests[method.decode("ascii")] += 1
+        return super().getResourceFor(request)
+
+
 def site(application, pool, reactor, max_body=BoundedRequest.limit):
     """The twisted.web site: Radicale at /dav/, the two well-known redirects, 404 elsewhere."""
     root = Resource()
@@ -134,7 +156,7 @@ def site(application, pool, reactor, max_body=BoundedRequest.limit):
     for name in (b"caldav", b"carddav"):
         known.putChild(name, MovedTo(b"/" + MOUNT + b"/"))
     root.putChild(b".well-known", known)
-    return Site(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
+    return CountingSite(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
 
 
 def dav_site(*, collections, threads, max_body, checker, reactor, logins):

@@ -155,6 +155,15 @@ class MessageQueue:
             for e in sorted(self._entries.values(), key=lambda e: e.queue_id)
         ]
 
+    def census(self):
+        """
+        C{(state, received_at)} of each message held, for the metrics:
+        C{active} (being tried), C{deferred} (tried before) or C{new}.
+        From memory, so a scrape reads no spool directory.
+        """
+        for e in self._entries.values():
+            yield ("active" if e.active else "deferred" if e.attempts else "new"), e.envelope.received_at
+
     def flush(self):
         """Try every waiting message now."""
         now = self._clock.seconds()

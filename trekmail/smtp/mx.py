@@ -48,7 +48,7 @@ class MXServer(ESMTPServer):
     @defer.inlineCallbacks
     def check_recipient(self, recipient):
         if len(self._to) >= MAX_RECIPIENTS:
-            raise Reply(452, "4.5.3", "too many recipients, send the rest in another transaction")
+            raise Reply(452, "4.5.3", "too many recipients, send the rest in another transaction", reason="recipients")
         paths = self.factory.return_paths
         if paths is not None and paths.parse(recipient) is not None:
             return  # a report on mail we sent: the queue checks its signature
@@ -62,10 +62,10 @@ class MXServer(ESMTPServer):
         except DirectoryUnavailable as e:
             raise failed("recipient", e, self.log, self.door)
         if hosted is None:
-            raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,))
+            raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,), reason="relay")
         if (yield self._postmaster(recipient)):
             return
-        raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,))
+        raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,), reason="unknown-user")
 
     @defer.inlineCallbacks
     def _postmaster(self, recipient):
@@ -88,7 +88,7 @@ class MXServer(ESMTPServer):
         try:
             headercheck.field_names(message)
         except headercheck.MalformedHeader as e:
-            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,))
+            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,), reason="header")
         recipients = tuple(r.lower() for r in recipients)
         envelope = Envelope(
             sender=sender,

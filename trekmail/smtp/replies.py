@@ -9,6 +9,10 @@ the whole reply; L{failed} looks an error up by its class's ancestry, so
 an entry for C{Exception} is the step's answer to the unforeseen, which
 is also logged with its traceback (the foreseen ones are already logged
 where they happened: the directory and the spool say what went wrong).
+
+A reply that refuses the client on policy carries a C{reason}: a short
+word (the denial's kind for L{REPLIES}) that the session logs in a
+C{refused} event of the mail log, and the metrics count.
 """
 
 from twisted.python.failure import Failure
@@ -19,13 +23,14 @@ from trekmail.realm.errors import DirectoryUnavailable
 
 
 class Reply(Exception):
-    """A complete reply; raised or returned by the hooks."""
+    """A complete reply; raised or returned by the hooks.  C{reason}: why it refuses, when it is a refusal."""
 
-    def __init__(self, code, status, text):
+    def __init__(self, code, status, text, reason=None):
         super().__init__(code, status, text)
         self.code = code
         self.status = status
         self.text = text
+        self.reason = reason
 
 
 REPLIES = {
@@ -60,7 +65,7 @@ FAILURES = {
 def refuse(denial):
     """The reply to a policy denial."""
     code, status = REPLIES[denial.kind]
-    return Reply(code, status, denial.text)
+    return Reply(code, status, denial.text, reason=denial.kind)
 
 
 def failed(step, error, log, door):

@@ -47,6 +47,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail import smtp
 
+from trekmail import maillog
 from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
 from trekmail.smtp.data import DataReader
 from trekmail.smtp.replies import Reply, failed
@@ -179,7 +180,7 @@ class ESMTPServer(smtp.ESMTP):
         try:
             result = getattr(self, "state_" + self.mode)(line)
         except Reply as r:
-            self.reply(r.code, r.status, r.text)
+            self.answer(r)
             return
         except Exception as e:
             r = failed("command", e, self.log, self.door)
@@ -190,8 +191,7 @@ class ESMTPServer(smtp.ESMTP):
             result.addErrback(self._command_failed).addBoth(self._command_done)
 
     def _command_failed(self, failure):
-        r = failure.value if failure.check(Reply) else failed("command", failure, self.log, self.door)
-        self.reply(r.code, r.status, r.text)
+        self.answer(failure.value if failure.check(Reply) else failed("command", failure, self.log, self.door))
 
     def _command_done(self, _):
         self._pending = None
@@ -208,6 +208,19 @@ class ESMTPServer(smtp.ESMTP):
         return method(parts[1] if len(parts) == 2 else b"")
 
     # -- replies --------------------------------------------------------
+
+    def answer(self, r):
+        """Send the L{Reply} C{r}; a refusal (one with a reason) is also a C{refused} event of the mail log."""
+        self.reply(r.code, r.status, r.text)
+        if r.reason is not None:
+            maillog.emit(self.log, maillog.REFUSED, protocol="smtp", listener=self.listener,
+                         client_address=getattr(self, "client_address", None), code="%d %s" % (r.code, r.status),
+                         reason=r.reason)
+
+    @property
+    def listener(self):
+        """The listener's name in the mail log (the door; submission's two ports are told apart)."""
+        return self.door
 
     def reply(self, code, status, text):
         if isinstance(text, str):
@@ -310,14 +323,15 @@ class ESMTPServer(smtp.ESMTP):
             if not size.isdigit():
                 raise Reply(501, "5.5.4", "SIZE needs a number")
             if int(size) > self.max_message_size:
-                raise Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+                raise Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,),
+                            reason="size")
         body = parameters.get("BODY")
         if body is not None and body.upper() not in (b"7BIT", b"8BITMIME"):
             raise Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
         try:
             sender = parse_path(path, allow_null=True)
         except AddressRefused as e:
-            raise Reply(*self.sender_refused(str(e)))
+            raise Reply(*self.sender_refused(str(e)), reason="sender")
         return self._then(self.check_sender(sender), self._sender_ok, sender)
 
     def _sender_ok(self, sender):
@@ -333,7 +347,7 @@ class ESMTPServer(smtp.ESMTP):
         try:
             recipient = parse_path(path)
         except AddressRefused as e:
-            raise Reply(*self.recipient_refused(str(e)))
+            raise Reply(*self.recipient_refused(str(e)), reason="recipient")
         return self._then(self.check_recipient(recipient), self._recipient_ok, recipient)
 
     def _recipient_ok(self, recipient):
@@ -345,7 +359,7 @@ class ESMTPServer(smtp.ESMTP):
             raise Reply(503, "5.5.1", "need MAIL and RCPT before DATA")
         self.check_data()
         if self.intake.budget.full():
-            raise Reply(452, "4.3.1", _STORAGE_FULL)
+            raise Reply(452, "4.3.1", _STORAGE_FULL, reason="storage")
         self._reader = DataReader(self.max_message_size, self.intake)
         self._deadline = self.clock.callLater(self.intake.deadline, self._data_overdue)
         self.mode = smtp.DATA
@@ -385,9 +399,10 @@ class ESMTPServer(smtp.ESMTP):
             reader.release()
             self._reset_transaction()
             if reader.too_big:
-                self.reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,))
+                self.answer(Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,),
+                                  reason="size"))
             else:
-                self.reply(452, "4.3.1", _STORAGE_FULL)
+                self.answer(Reply(452, "4.3.1", _STORAGE_FULL, reason="storage"))
             return
         d = defer.maybeDeferred(self.accept_message, self._from, tuple(self._to), message)
         d.addBoth(self._end_transaction, reader)

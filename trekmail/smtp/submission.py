@@ -107,6 +107,10 @@ class SubmissionServer(ESMTPServer):
         self._known_at = None
         self._counted_at = None
 
+    @property
+    def listener(self):
+        return "submissions" if self.implicit_tls else "submission"
+
     def _reset_transaction(self):
         super()._reset_transaction()
         self._caps = None
@@ -208,8 +212,8 @@ class SubmissionServer(ESMTPServer):
             except DirectoryUnavailable as e:
                 raise failed("sender", e, self.log, self.door)
             if context is None:
-                raise Reply(550, "5.7.1",
-                            "sender unauthorised: mailbox %s no longer exists" % (self.submitter.address,))
+                raise Reply(550, "5.7.1", "sender unauthorised: mailbox %s no longer exists"
+                            % (self.submitter.address,), reason="sender")
             self._known, self._known_at = context, now
         denial = gate.denial(context, now) or sender.envelope_denial(address, context.address)
         if denial is not None:
@@ -238,7 +242,7 @@ class SubmissionServer(ESMTPServer):
         try:
             names = headercheck.field_names(message)
         except headercheck.MalformedHeader as e:
-            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,))
+            raise Reply(550, "5.6.0", "malformed message header: %s" % (e,), reason="header")
         denial = sender.header_from_denial(message, context.address)
         if denial is not None:
             raise refuse(denial)
@@ -263,8 +267,8 @@ class SubmissionServer(ESMTPServer):
         except Exception as e:
             tally.release(receipt)
             raise failed("enqueue", e, self.log, self.door)
-        maillog.emit_accepted(self.log, queue_id, "submissions" if self.implicit_tls else "submission",
-                              self.client_address, self._helo[0], context.address, address, recipients, message)
+        maillog.emit_accepted(self.log, queue_id, self.listener, self.client_address, self._helo[0], context.address,
+                              address, recipients, message)
         self.queued(queue_id, address, len(recipients))
         return queue_id
 
