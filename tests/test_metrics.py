@@ -213,8 +213,13 @@ class RefusalEventTests(unittest.TestCase):
 
     def test_mx_refusals_are_logged_with_code_and_reason(self):
         seen = events(self)
-        server = MXFactory(FakeDirectory(["example.com"], ["bob@example.com"]), FakeQueue(), Clock(), "mx.test",
-                           object()).buildProtocol(None)
+        server = MXFactory(
+            directory=FakeDirectory(["example.com"], ["bob@example.com"]),
+            queue=FakeQueue(),
+            clock=Clock(),
+            hostname="mx.test",
+            tls_options=object(),
+        ).buildProtocol(None)
         transport = TLSStringTransport()
         server.makeConnection(transport)
         server.dataReceived(b"EHLO remote.test\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@elsewhere.test>\r\n"

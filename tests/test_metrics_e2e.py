@@ -18,6 +18,7 @@ from twisted.trial import unittest
 
 from tests.server_process import ServerProcess, free_port
 from tests.support import client_context, example, write_config
+from trekmail import settings
 from trekmail.cli import WallClock
 from trekmail.config import Config
 from trekmail.realm import database, schema
@@ -80,7 +81,7 @@ class ScrapeTests(unittest.TestCase):
         config = Config.from_file(path)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
-        example(Administration(db, config, WallClock()), password=PASSWORD)
+        example(Administration(db, settings.realm(config), WallClock()), password=PASSWORD)
         db.close()
         server = ServerProcess(self, path)
         yield server.start(ports.values())

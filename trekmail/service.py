@@ -104,9 +104,6 @@ class Components:
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         self.data_intake = DataIntake(directory=incoming)
-        self.capped = {}
-        """The capped listeners by name, for the metrics; and what else they read: IMAP's role, the DAV site."""
-        self.imap_cluster = self.dav_site = None
 
 
 def build_realm(config, realm, reactor, database, hashing):
@@ -153,8 +150,7 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
         return None
     served = _served(components, name, factory, implicit_tls)
     if caps is not None:
-        served = components.capped[name] = CappedFactory(served, caps, b"" if implicit_tls else refusal, name,
-                                                         PROTOCOLS.get(name))
+        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, name, PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
 
 
@@ -355,7 +351,7 @@ def _imap_parts(components, make_cluster):
                  for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
         return factories["imap"], doors
 
-    cluster = components.imap_cluster = make_cluster(limits, serving)
+    cluster = make_cluster(limits, serving)
     return MailStoreService(store, notifier), cluster, cluster.doors
 
 
@@ -365,7 +361,7 @@ def imap_services(components):
     configured, the mail store they share (first in the list, so it
     starts before them) and, with C{[imap] processes} above 1, the
     service that runs the other processes (last, once the listeners are
-    bound).
+    bound); and the process's L{trekmail.imap.cluster} role.
     """
     size = components.config.get("imap", "processes")
     reactor = components.reactor
@@ -381,8 +377,8 @@ def imap_services(components):
         listeners.append(ListenerService(name, components.config.get("listen", name), components.endpoints[name],
                                          door))
     if size == 1 or not listeners:
-        return [store_service] + listeners
-    return [store_service] + listeners + [IMAPProcesses(components.config.path, reactor, cluster)]
+        return [store_service] + listeners, cluster
+    return [store_service] + listeners + [IMAPProcesses(components.config.path, reactor, cluster)], cluster
 
 
 def imap_process_service(config, reactor, index, orphaned):
@@ -419,25 +415,28 @@ def admin_service(components):
 def dav_services(components):
     """
     The C{[listen] https} listener serving CalDAV/CardDAV (always behind
-    TLS) and the worker threads its WSGI application runs on, or nothing.
+    TLS) and the worker threads its WSGI application runs on, or nothing;
+    and its site (or C{None}).
     """
     if components.endpoints.get("https") is None:
-        return []
+        return [], None
     config = components.config
     site, pool = dav_site(collections=os.path.join(config.data_dir, "dav", "collections"),
                           threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
                           checker=components.checker, reactor=components.reactor, logins=components.logins)
-    components.dav_site = site
     return [WorkersService(pool),
-            listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))]
+            listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))], site
 
 
-def metrics_services(components):
-    """The C{[listen] metrics} listener and the service feeding its figures, or nothing."""
+def metrics_services(components, *, queue, listeners, imap, dav):
+    """
+    The C{[listen] metrics} listener and the service feeding its figures,
+    or nothing: it reads C{queue}, the capped C{listeners} (C{{name:
+    CappedFactory}}), the C{imap} cluster role and the C{dav} site.
+    """
     if components.endpoints.get("metrics") is None:
         return []
-    metrics = MetricsService(components.reactor, queue=components.queue_service.queue, listeners=components.capped,
-                             imap=components.imap_cluster, dav=components.dav_site)
+    metrics = MetricsService(components.reactor, queue=queue, listeners=listeners, imap=imap, dav=dav)
     caps = connection_caps(components.config, "metrics")
     return [metrics, listener(components, "metrics", metrics.site(), caps=caps, refusal=HTTP_REFUSAL)]
 
@@ -479,14 +478,17 @@ def make_service(config, reactor):
     for door in submission_services(components, queue) + [mx_service(components, queue, queuing.return_paths)]:
         if door is not None:
             door.setServiceParent(top)
-    for imap in imap_services(components):
+    imaps, imap_cluster = imap_services(components)
+    for imap in imaps:
         imap.setServiceParent(top)
-    for dav in dav_services(components):
-        dav.setServiceParent(top)
+    davs, dav = dav_services(components)
+    for door in davs:
+        door.setServiceParent(top)
     admin = admin_service(components)
     if admin is not None:
         admin.setServiceParent(top)
-    for metrics in metrics_services(components):
+    capped = {s.name: s.factory for s in top if isinstance(s, ListenerService) and isinstance(s.factory, CappedFactory)}
+    for metrics in metrics_services(components, queue=queue, listeners=capped, imap=imap_cluster, dav=dav):
         metrics.setServiceParent(top)
     StartedLog(
         ", ".join("%s=%s" % (name, config.get("listen", name)) for name in LISTENERS if config.get("listen", name))
