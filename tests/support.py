@@ -10,6 +10,7 @@ import ssl
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 
+from trekmail.cli import WallClock
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
@@ -68,6 +69,18 @@ def example(admin, plan="starter", password="correct horse", **account):
     admin.domain_add("example.com", record.id)
     admin.mailbox_add("alice@example.com", password)
     return record
+
+
+def example_server(path, password="correct horse"):
+    """The L{example} account in the database of the server configured at C{path}, before it starts."""
+    config = Config.from_file(path)
+    db = database.connect(config.database_path)
+    try:
+        database.upgrade(db, schema.SCHEMAS)
+        example(Administration(db, settings.realm(config), WallClock()), password=password)
+    finally:
+        db.close()
+    return config
 
 
 def client_context():

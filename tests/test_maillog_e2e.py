@@ -11,12 +11,8 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from tests.server_process import ServerProcess, free_port
-from tests.support import client_context, example, write_config
+from tests.support import client_context, example_server, write_config
 from trekmail import cli
-from trekmail.config import Config
-from trekmail.realm import database, schema
-from trekmail.realm.admin import Administration
-from trekmail import settings
 
 PASSWORD = "correct horse"
 
@@ -36,11 +32,7 @@ class TraceTests(unittest.TestCase):
     def test_submitted_message_is_traced_from_the_log(self):
         port = free_port()
         path = write_config(self.mktemp(), submissions="tcp:%d:interface=127.0.0.1" % (port,))
-        config = Config.from_file(path)
-        db = database.connect(config.database_path)
-        database.upgrade(db, schema.SCHEMAS)
-        example(Administration(db, settings.realm(config), cli.WallClock()), password=PASSWORD)
-        db.close()
+        example_server(path, password=PASSWORD)
         server = ServerProcess(self, path)
         yield server.start([port])
         code, queue_id = yield threads.deferToThread(_submit, port)

@@ -17,12 +17,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from tests.server_process import ServerProcess, free_port
-from tests.support import client_context, example, write_config
-from trekmail import settings
-from trekmail.cli import WallClock
-from trekmail.config import Config
-from trekmail.realm import database, schema
-from trekmail.realm.admin import Administration
+from tests.support import client_context, example_server, write_config
 
 PASSWORD = "correct horse"
 
@@ -78,11 +73,7 @@ class ScrapeTests(unittest.TestCase):
         path = write_config(self.mktemp(), "[imap]\nprocesses = 2\ntrusted_networks = 127.0.0.0/8\n"
                                            "[mx]\nmax_connections_per_ip = 1\n",
                             **{name: "tcp:%d:interface=127.0.0.1" % port for name, port in ports.items()})
-        config = Config.from_file(path)
-        db = database.connect(config.database_path)
-        database.upgrade(db, schema.SCHEMAS)
-        example(Administration(db, settings.realm(config), WallClock()), password=PASSWORD)
-        db.close()
+        example_server(path, password=PASSWORD)
         server = ServerProcess(self, path)
         yield server.start(ports.values())
         yield server.wait_for_log("IMAP process 1 started")

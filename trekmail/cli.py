@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from trekmail import maillog, settings
+from trekmail import datacli, maillog, settings
 from trekmail.admin import operations
 from trekmail.admin.operations import present
 from trekmail.config import Config, ConfigError, config_path
@@ -182,6 +182,7 @@ def _parser():
     p.set_defaults(run=lambda a, o: queue_admin.suppression_remove(a.db, o.address, o.domain))
     _sending_commands(nouns)
     _log_commands(nouns)
+    datacli.add_commands(nouns)
     return parser
 
 

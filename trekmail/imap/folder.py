@@ -149,8 +149,8 @@ class Folder:
         if not self.poll_due(force):
             return defer.succeed([])
         self.polled_at = self.account.store.seconds()
-        d = self.account.run(index.take_new, self.account.root, self.name)
-        return d.addCallback(lambda found: self.add([f + ("",) for f in found]))
+        d = self.account.run(index.take_new, self.account.db, self.account.root, self.name)
+        return d.addCallback(self.add)
 
     def poll_due(self, force=False):
         """Whether L{poll} would list C{new/}: if not, a command can answer without waiting for it."""

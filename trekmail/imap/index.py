@@ -58,8 +58,24 @@ INDEX = Schema(
             PRIMARY KEY (folder, uid)
         ) WITHOUT ROWID
         """,
+        """
+        CREATE TABLE arriving (
+            folder TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            flags TEXT NOT NULL,
+            PRIMARY KEY (folder, filename)
+        ) WITHOUT ROWID;
+        CREATE TABLE imported (
+            source TEXT NOT NULL,
+            folder TEXT NOT NULL,
+            validity TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (source, folder)
+        ) WITHOUT ROWID
+        """,
     ),
 )
+"""The second migration is the import's (L{trekmail.admin.importtarget}): flags for files it puts in C{new/}, and where each source folder's copy got to."""
 
 def folder_dir(root, name):
     return root if name == "INBOX" else os.path.join(root, "." + name)
@@ -190,13 +206,13 @@ def load_folder(db, root, name, now):
     for entry in sorted(os.listdir(cur), key=arrival_order):
         if entry not in known and not entry.startswith("."):
             info = os.stat(os.path.join(cur, entry))
-            found.append((entry, info.st_size, int(info.st_mtime)))
-    found += take_new(root, name)
+            found.append((entry, info.st_size, int(info.st_mtime), ""))
+    found += take_new(db, root, name)
     if found:
         modseq += 1
         rows = []
-        for filename, size, mtime in found:
-            rows.append((uidnext, filename, "", modseq, size, mtime))
+        for filename, size, mtime, flags in found:
+            rows.append((uidnext, filename, flags, modseq, size, mtime))
             uidnext += 1
         insert_rows(db, name, rows, uidnext, modseq)
         messages += rows
@@ -214,9 +230,14 @@ def _clean_tmp(path, now, age=36 * 3600):
             continue
 
 
-def take_new(root, name):
-    """Moves what delivery left in C{new/} to C{cur/}: (filename, size, mtime) for each."""
+def take_new(db, root, name):
+    """
+    Moves what delivery left in C{new/} to C{cur/}: (filename, size,
+    mtime, flags text) for each.  Delivery's files arrive unflagged; an
+    import states its files' flags in C{arriving} before they appear.
+    """
     path = folder_dir(root, name)
+    staged = dict(db.execute("SELECT filename, flags FROM arriving WHERE folder = ?", (name,)).fetchall())
     new_dir = os.path.join(path, "new")
     try:
         entries = sorted((e for e in os.listdir(new_dir) if not e.startswith(".")), key=arrival_order)
@@ -231,7 +252,10 @@ def take_new(root, name):
             continue
         filename = entry.split(":", 1)[0] + ":2,"
         os.rename(source, os.path.join(path, "cur", filename))
-        moved.append((filename, info.st_size, int(info.st_mtime)))
+        moved.append((filename, info.st_size, int(info.st_mtime), staged.get(entry, "")))
+    if staged and moved:
+        db.executemany("DELETE FROM arriving WHERE folder = ? AND filename = ?",
+                       [(name, filename.split(":", 1)[0]) for filename, _, _, _ in moved])
     return moved
 
 

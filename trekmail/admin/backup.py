@@ -1,0 +1,235 @@
+"""
+C{trekmail backup DIR} and C{trekmail restore DIR}.
+
+A backup runs beside a live server and still gives a copy that opens
+as one moment's state:
+
+ - every sqlite file under the data directory (the realm database, each
+   mailbox's IMAP index) is copied with sqlite's online backup API, a
+   snapshot taken under a read transaction (WAL: writers go on);
+ - the indexes are copied before any mail, so every message an index
+   names is already on disk: Maildir message files are never rewritten
+   once written (a file still linked elsewhere is never reused as a
+   spare, L{trekmail.imap.spares}), so they are hard-linked into the
+   backup when it is on the same file system, else copied; a message
+   expunged meanwhile is fetched from the folder's C{tmp/}, where
+   expunge parks it, and one gone altogether is dropped from that
+   index's copy (it was deleted as the backup ran);
+ - C{new/} is read before C{cur/}, so a message picked up in between
+   is found in one of them; what arrives after its index was copied is
+   in the backup as new mail;
+ - everything else under the data directory (DKIM keys, the secrets key,
+   the TLS pair and admin token where they are by default, the queue
+   spool, DAV collections) is copied, and such files configured outside
+   the data directory go under C{external/};
+ - C{manifest.json}, written last, names the format: a directory without
+   it is an unfinished backup, which L{restore} refuses.
+
+Restoring the queue spool resumes its deliveries on the restored server:
+a message that the old server delivered after the backup is sent again.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sqlite3
+
+from trekmail.durable import fsync_directory, write_file
+from trekmail.imap.index import INDEX_NAME, folder_dir
+from trekmail.realm.errors import InvalidInput
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where a server keeps its data: the data directory, the database, and key files by name."""
+
+    data_dir: str
+    database: str
+    keys: dict
+
+
+def _inside(path, directory):
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == os.path.abspath(directory)
+
+
+def _is_empty(path):
+    return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
+
+
+def _snapshot(source, target):
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    src = sqlite3.connect(source, timeout=10)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.chmod(target, 0o600)
+
+
+def _copy(source, target, link):
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except FileNotFoundError:
+            raise
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+
+
+def _is_maildir_part(directory):
+    parent = os.path.dirname(directory)
+    return os.path.basename(directory) in ("cur", "new", "tmp") and os.path.isdir(os.path.join(parent, "cur"))
+
+
+_ORDER = {"queue": 0, "new": 0, "cur": 2, "mail": 2}
+
+
+def _walk(data_dir):
+    """
+    Relative paths of the files to copy (no sqlite files, no Maildir
+    C{tmp/}): each Maildir's C{new/} before its C{cur/}, and the queue
+    before the mail, so that a message delivered while the backup runs is
+    in one of them (in both, it is delivered again after a restore).
+    """
+    for directory, subdirs, files in os.walk(data_dir):
+        subdirs.sort(key=lambda d: _ORDER.get(d, 1))
+        subdirs[:] = [d for d in subdirs if not (d == "tmp" and os.path.isdir(os.path.join(directory, "cur")))]
+        for name in files:
+            if name.endswith(".sqlite") or any(name.endswith(".sqlite" + s) for s in _SQLITE_SIDE_FILES):
+                continue
+            yield os.path.relpath(os.path.join(directory, name), data_dir), _is_maildir_part(directory)
+
+
+def _sqlite_files(data_dir):
+    for directory, _, files in os.walk(data_dir):
+        for name in files:
+            if name.endswith(".sqlite"):
+                yield os.path.relpath(os.path.join(directory, name), data_dir)
+
+
+def _complete_index(live_root, saved_root, link):
+    """Makes the saved index and the saved files agree (see the module docstring); how many rows were dropped."""
+    db = sqlite3.connect(os.path.join(saved_root, INDEX_NAME))
+    dropped = 0
+    try:
+        for folder, filename in db.execute("SELECT folder, filename FROM messages").fetchall():
+            saved = os.path.join(folder_dir(saved_root, folder), "cur", filename)
+            if os.path.exists(saved):
+                continue
+            for sub in ("cur", "tmp"):
+                try:
+                    _copy(os.path.join(folder_dir(live_root, folder), sub, filename), saved, link)
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                db.execute("DELETE FROM messages WHERE folder = ? AND filename = ?", (folder, filename))
+                dropped += 1
+        db.commit()
+    finally:
+        db.close()
+    return dropped
+
+
+def _same_device(a, b):
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+def backup(layout, target):
+    """Writes a backup of C{layout}'s server into the empty or new directory C{target}; a summary."""
+    if not _is_empty(target):
+        raise InvalidInput("%s is not empty: a backup goes into a new or empty directory" % (target,))
+    data = os.path.join(target, "data")
+    os.makedirs(data, mode=0o700, exist_ok=True)
+    link = _same_device(layout.data_dir, data)
+    external = {}
+    if os.path.exists(layout.database) and not _inside(layout.database, layout.data_dir):
+        _snapshot(layout.database, os.path.join(target, "external", "database"))
+        external["database"] = "external/database"
+    indexes = []
+    for relative in _sqlite_files(layout.data_dir):
+        _snapshot(os.path.join(layout.data_dir, relative), os.path.join(data, relative))
+        if os.path.basename(relative) == INDEX_NAME:
+            indexes.append(os.path.dirname(relative))
+    files = 0
+    for relative, mail in _walk(layout.data_dir):
+        try:
+            _copy(os.path.join(layout.data_dir, relative), os.path.join(data, relative), link and mail)
+            files += 1
+        except FileNotFoundError:
+            continue
+    dropped = sum(_complete_index(os.path.join(layout.data_dir, r), os.path.join(data, r), link) for r in indexes)
+    for name, path in sorted(layout.keys.items()):
+        if path and os.path.exists(path) and not _inside(path, layout.data_dir):
+            _copy(path, os.path.join(target, "external", name), False)
+            external[name] = "external/" + name
+    manifest = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "data_dir": os.path.abspath(layout.data_dir),
+        "mailboxes": len(indexes),
+        "files": files,
+        "external": external,
+    }
+    write_file(os.path.join(target, MANIFEST), json.dumps(manifest, indent=2).encode() + b"\n")
+    fsync_directory(target)
+    return dict(manifest, backup=os.path.abspath(target), dropped_expunged=dropped)
+
+
+def read_manifest(source):
+    try:
+        with open(os.path.join(source, MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise InvalidInput("%s has no %s: not a backup, or an unfinished one" % (source, MANIFEST)) from None
+    except ValueError as e:
+        raise InvalidInput("%s/%s is damaged: %s" % (source, MANIFEST, e)) from None
+    if manifest.get("format") != FORMAT:
+        raise InvalidInput("%s is backup format %r; this TrekMail reads format %d"
+                           % (source, manifest.get("format"), FORMAT))
+    return manifest
+
+
+def restore(layout, source, force=False):
+    """
+    Copies a backup into C{layout}'s places: the data directory must be
+    empty (or C{force}), and the server stopped; a summary.
+    """
+    manifest = read_manifest(source)
+    targets = {name: layout.database if name == "database" else layout.keys.get(name)
+               for name in manifest["external"]}
+    if not force:
+        if not _is_empty(layout.data_dir):
+            raise InvalidInput("the data directory %s is not empty (--force restores over it)" % (layout.data_dir,))
+        there = [path for path in targets.values() if path and os.path.exists(path)]
+        if there:
+            raise InvalidInput("%s already exist (--force restores over them)" % (", ".join(there),))
+    data = os.path.join(source, "data")
+    files = 0
+    for directory, _, names in os.walk(data):
+        for name in names:
+            relative = os.path.relpath(os.path.join(directory, name), data)
+            destination = os.path.join(layout.data_dir, relative)
+            if os.path.exists(destination):
+                os.unlink(destination)
+            _copy(os.path.join(directory, name), destination, False)
+            files += 1
+    for name, relative in manifest["external"].items():
+        if targets[name]:
+            _copy(os.path.join(source, relative), targets[name], False)
+            os.chmod(targets[name], 0o600)
+    return {"restored": os.path.abspath(source), "data_dir": os.path.abspath(layout.data_dir), "files": files,
+            "backup_created": manifest["created"]}
