@@ -21,6 +21,7 @@ from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, Connec
 from trekmail.imap.cluster import Coordinator, Member, Placing, Solo
 from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
+from trekmail.imap.sessions import MailboxRecheck, Sessions
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
@@ -28,7 +29,7 @@ from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.service import QueueService, QueueSettings
 from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
-from trekmail.realm import database, ldapdirectory, schema
+from trekmail.realm import database, ldapdirectory, retention, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.smtp.data import DataIntake
@@ -37,6 +38,7 @@ from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
 from trekmail.dav.site import dav_site
+from trekmail.mailstore import dav_collections
 from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
@@ -321,6 +323,7 @@ def _imap_parts(components, make_cluster):
                               connection_ceiling(config.get("imap", "max_connections")))
     store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"),
                       lambda address: cluster.released(address))
+    sessions = Sessions()
 
     def serving(cluster):
         factories = {
@@ -336,6 +339,7 @@ def _imap_parts(components, make_cluster):
                 appendlimit=config.get("imap", "append_limit"),
                 trusted_networks=config.get("imap", "trusted_networks"),
                 cluster=cluster,
+                sessions=sessions,
             )
             for name, implicit_tls in IMAP_LISTENERS
         }
@@ -344,7 +348,10 @@ def _imap_parts(components, make_cluster):
         return factories["imap"], doors
 
     cluster = make_cluster(limits, serving)
-    return MailStoreService(store, notifier), cluster, cluster.doors
+    parts = service.MultiService()
+    MailStoreService(store, notifier).setServiceParent(parts)
+    MailboxRecheck(sessions, components.directory, components.reactor).setServiceParent(parts)
+    return parts, cluster, cluster.doors
 
 
 def imap_services(components):
@@ -412,7 +419,7 @@ def dav_services(components):
     if components.endpoints.get("https") is None:
         return []
     config = components.config
-    site, pool = dav_site(collections=os.path.join(config.data_dir, "dav", "collections"),
+    site, pool = dav_site(collections=dav_collections(config.data_dir),
                           threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
                           checker=components.checker, reactor=components.reactor, logins=components.logins)
     return [WorkersService(pool),
@@ -460,6 +467,8 @@ def make_service(config, reactor):
         imap.setServiceParent(top)
     for dav in dav_services(components):
         dav.setServiceParent(top)
+    retention.RetentionPurge(config.data_dir, config.get("realm", "deleted_mail_retention_days"), reactor,
+                             retention.in_threads(reactor)).setServiceParent(top)
     admin = admin_service(components)
     if admin is not None:
         admin.setServiceParent(top)
