@@ -19,6 +19,7 @@ from twisted.trial import unittest
 from tests.support import REPO, client_context
 from tests.test_dav import EVENT, PASSWORD, Server
 from trekmail.imap import sessions
+from trekmail.realm.retention import RetentionPurge
 
 MESSAGE = b"From: bob@example.com\r\nTo: alice@example.com\r\nSubject: before the change\r\n\r\nstill here\r\n"
 
@@ -73,6 +74,9 @@ class LifecycleEndToEndTests(unittest.TestCase):
         self.assertTrue(after.startswith("closed"), after)
         self.assertEqual(bob, "OK")
         self.assertIn("AUTHENTICATIONFAILED", login)
+        purges = [s for s in self.server.service if isinstance(s, RetentionPurge)]
+        self.assertEqual([(p.data_dir, p.retention_seconds, p.running) for p in purges],
+                         [(self.server.config.data_dir, 30 * 86400, True)])
 
     @defer.inlineCallbacks
     def test_renamed_mailbox_logs_in_with_its_old_mail_and_calendar(self):
