@@ -83,4 +83,4 @@ class MailboxRecheck(service.Service):
             self.log.info("closing {count} IMAP session(s) of {address}: the mailbox no longer exists",
                           count=len(sessions), address=address)
         for session in sessions:
-            session._close(GONE)
+            session._close(GONE)  # the server's own way out: BYE, release, close (L{trekmail.imap.server})
