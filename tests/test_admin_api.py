@@ -140,6 +140,28 @@ class AdminAPITests(unittest.TestCase):
         self.assertEqual((status, answer["route"]), (200, route["route"]))
 
     @inlineCallbacks
+    def test_lifecycle_verbs_through_api_need_yes(self):
+        account = yield self.populate()
+        status, answer = yield self.request("DELETE", "/mailboxes/alice@example.com")
+        self.assertEqual(status, 400)
+        self.assertIn("yes=true", answer["error"])
+        status, answer = yield self.request("POST", "/mailboxes/alice@example.com/rename", {"address": "al@example.com"})
+        self.assertEqual((status, answer["address"]), (200, "al@example.com"))
+        status, answer = yield self.request("DELETE", "/domains/example.com?yes=1")
+        self.assertEqual(status, 400)
+        self.assertIn("--force", answer["error"])
+        status, answer = yield self.request("DELETE", "/mailboxes/al@example.com", {"yes": True})
+        self.assertEqual((status, answer["deleted"]), (200, "al@example.com"))
+        status, answer = yield self.request("DELETE", "/domains/example.com?yes=1")
+        self.assertEqual((status, answer["deleted"]), (200, "example.com"))
+        status, answer = yield self.request("DELETE", "/accounts/%d" % account["id"])
+        self.assertEqual(status, 400)
+        status, answer = yield self.request("DELETE", "/accounts/%d?yes=true" % account["id"])
+        self.assertEqual((status, answer["deleted"]), (200, account["id"]))
+        status, answer = yield self.request("GET", "/accounts")
+        self.assertEqual((status, answer), (200, []))
+
+    @inlineCallbacks
     def test_oversized_or_malformed_body(self):
         status, answer = yield self.request("POST", "/accounts", {"owner_email": "x" * (api.MAX_BODY + 10)})
         self.assertEqual(status, 413)

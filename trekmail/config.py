@@ -221,6 +221,7 @@ SCHEMA = {
         "database": Key(""),
         "password_scrypt_n": Key("131072", _integer),
         "refresh_seconds": Key("60", _integer),
+        "deleted_mail_retention_days": Key("30", _positive),
         "ldap_url": Key("ldap://127.0.0.1:389", _words),
         "bind_dn": Key(""),
         "bind_password_file": Key(""),

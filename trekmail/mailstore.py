@@ -4,7 +4,9 @@ writes new mail) and the IMAP server (which reads and indexes it).
 
 Layout: C{DATA_DIR/mail/DOMAIN/LOCAL/} is a Maildir (C{tmp/ new/ cur/})
 holding INBOX; other folders are Maildir++ subfolders (C{.Sent/},
-C{.Drafts/}, ...) beneath it.
+C{.Drafts/}, ...) beneath it.  The same mailbox's DAV data is under
+C{DATA_DIR/dav/collections/collection-root/ADDRESS/}; a deleted
+mailbox's data waits under C{DATA_DIR/deleted/} (L{trekmail.realm.retention}).
 """
 
 import itertools
@@ -46,6 +48,17 @@ def maildir_path(data_dir, address):
         raise ValueError("not a mailbox address: %r: %s" % (address, problem))
     local, _, domain = address.lower().rpartition("@")
     return os.path.join(data_dir, "mail", domain, local)
+
+
+def dav_collections(data_dir):
+    """Radicale's storage folder (L{trekmail.dav.site})."""
+    return os.path.join(data_dir, "dav", "collections")
+
+
+def dav_principal_path(data_dir, address):
+    """A mailbox's calendars and address books: Radicale keeps each principal under C{collection-root/USER}."""
+    maildir_path(data_dir, address)
+    return os.path.join(dav_collections(data_dir), "collection-root", address.lower())
 
 
 def unique_name(now, hostname=None):

@@ -21,6 +21,7 @@ from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, Connec
 from trekmail.imap.cluster import Coordinator, Member, Placing, Solo
 from trekmail.imap.limits import ConnectionLimits, connection_ceiling
 from trekmail.imap.server import IMAPFactory, MailUserRealm
+from trekmail.imap.sessions import MailboxRecheck, Sessions
 from trekmail.imap.store import MailStore
 from trekmail.imapprocesses import IMAPProcesses
 from trekmail.queue.returnpath import KEY_INFO, ReturnPaths
@@ -28,7 +29,7 @@ from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.service import QueueService, QueueSettings
 from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
-from trekmail.realm import database, ldapdirectory, schema
+from trekmail.realm import database, ldapdirectory, retention, schema
 from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.smtp.data import DataIntake
@@ -38,6 +39,7 @@ from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
 from trekmail.crypto import SecretKeyring
 from trekmail.dav.site import dav_site
+from trekmail.mailstore import dav_collections
 from trekmail.metrics.endpoint import MetricsService
 from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
@@ -329,6 +331,7 @@ def _imap_parts(components, make_cluster):
                               connection_ceiling(config.get("imap", "max_connections")))
     store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"),
                       lambda address: cluster.released(address))
+    sessions = Sessions()
 
     def serving(cluster):
         factories = {
@@ -344,6 +347,7 @@ def _imap_parts(components, make_cluster):
                 appendlimit=config.get("imap", "append_limit"),
                 trusted_networks=config.get("imap", "trusted_networks"),
                 cluster=cluster,
+                sessions=sessions,
             )
             for name, implicit_tls in IMAP_LISTENERS
         }
@@ -352,7 +356,10 @@ def _imap_parts(components, make_cluster):
         return factories["imap"], doors
 
     cluster = make_cluster(limits, serving)
-    return MailStoreService(store, notifier), cluster, cluster.doors
+    parts = service.MultiService()
+    MailStoreService(store, notifier).setServiceParent(parts)
+    MailboxRecheck(sessions, components.directory, components.reactor).setServiceParent(parts)
+    return parts, cluster, cluster.doors
 
 
 def imap_services(components):
@@ -421,7 +428,7 @@ def dav_services(components):
     if components.endpoints.get("https") is None:
         return [], None
     config = components.config
-    site, pool = dav_site(collections=os.path.join(config.data_dir, "dav", "collections"),
+    site, pool = dav_site(collections=dav_collections(config.data_dir),
                           threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
                           checker=components.checker, reactor=components.reactor, logins=components.logins)
     return [WorkersService(pool),
@@ -484,6 +491,10 @@ def make_service(config, reactor):
     davs, dav = dav_services(components)
     for door in davs:
         door.setServiceParent(top)
+    purging = WorkerThreads(reactor, 1, "trekmail-purge")
+    WorkersService(purging).setServiceParent(top)
+    retention.RetentionPurge(config.data_dir, config.get("realm", "deleted_mail_retention_days"), reactor,
+                             purging.run).setServiceParent(top)
     admin = admin_service(components)
     if admin is not None:
         admin.setServiceParent(top)

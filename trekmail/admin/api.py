@@ -109,6 +109,11 @@ def _q(query, key):
     return query.get(key, [None])[0]
 
 
+def _asked(body, query, key):
+    """A destructive verb's confirmation (C{yes}, C{force}): in the JSON body or the query string."""
+    return _flag(body.get(key)) or _flag(_q(query, key))
+
+
 # (method, path pattern, function(match, body, query) -> (verb, kwargs))
 ROUTES = [
     ("GET", r"/accounts", lambda m, b, q: ("account_list", {})),
@@ -120,15 +125,21 @@ ROUTES = [
         account_id=m[1], plan=b.get("plan"), verified=b.get("verified"), paid=b.get("paid")))),
     ("POST", r"/accounts/(\d+)/suspend", lambda m, b, q: ("account_suspend", dict(account_id=m[1], reason=b.get("reason")))),
     ("POST", r"/accounts/(\d+)/unsuspend", lambda m, b, q: ("account_unsuspend", dict(account_id=m[1]))),
+    ("DELETE", r"/accounts/(\d+)", lambda m, b, q: ("account_delete", dict(account_id=m[1], yes=_asked(b, q, "yes")))),
     ("GET", r"/domains", lambda m, b, q: ("domain_list", dict(account_id=_q(q, "account")))),
     ("POST", r"/domains", lambda m, b, q: ("domain_add", dict(name=b.get("domain"), account_id=b.get("account")))),
     ("GET", r"/domains/([^/]+)", lambda m, b, q: ("domain_get", dict(name=m[1]))),
+    ("DELETE", r"/domains/([^/]+)", lambda m, b, q: ("domain_delete", dict(
+        name=m[1], yes=_asked(b, q, "yes"), force=_asked(b, q, "force")))),
     ("GET", r"/domains/([^/]+)/dns", lambda m, b, q: ("domain_dns", dict(name=m[1]))),
     ("POST", r"/domains/([^/]+)/verify", lambda m, b, q: ("domain_verify", dict(domain=m[1]))),
     ("GET", r"/domains/([^/]+)/route", lambda m, b, q: ("route_show", dict(domain=m[1]))),
     ("PUT", r"/domains/([^/]+)/route", lambda m, b, q: _route_verb(b, m[1])),
     ("GET", r"/mailboxes", lambda m, b, q: ("mailbox_list", dict(domain=_q(q, "domain")))),
     ("POST", r"/mailboxes", lambda m, b, q: ("mailbox_add", dict(address=b.get("address"), password=b.get("password")))),
+    ("DELETE", r"/mailboxes/([^/]+)", lambda m, b, q: ("mailbox_delete", dict(address=m[1], yes=_asked(b, q, "yes")))),
+    ("POST", r"/mailboxes/([^/]+)/rename", lambda m, b, q: ("mailbox_rename", dict(
+        address=m[1], new_address=b.get("address")))),
     ("POST", r"/mailboxes/([^/]+)/password", lambda m, b, q: ("mailbox_passwd", dict(address=m[1], password=b.get("password")))),
     ("POST", r"/mailboxes/([^/]+)/pause", lambda m, b, q: ("mailbox_pause", dict(address=m[1], paused=True))),
     ("POST", r"/mailboxes/([^/]+)/resume", lambda m, b, q: ("mailbox_pause", dict(address=m[1], paused=False))),

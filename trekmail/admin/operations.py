@@ -45,7 +45,7 @@ def present(value):
 REALM_VERBS = {
     "account_add", "account_set", "account_suspend", "account_unsuspend", "account_list", "account_get",
     "domain_add", "domain_get", "domain_list", "mailbox_add", "mailbox_passwd", "mailbox_pause",
-    "mailbox_list",
+    "mailbox_list", "mailbox_delete", "mailbox_rename", "domain_delete", "account_delete",
 }
 PROFILE_VERBS = {
     "profile_add", "profile_get", "profile_list", "profile_delete", "route_set", "route_new",

@@ -34,6 +34,7 @@ from trekmail.imap.commands import MailboxCommands
 from trekmail.imap.limits import MAXIMUM_EXCEEDED
 from trekmail.imap.parser import ProtocolError
 from trekmail.imap.responses import tagged
+from trekmail.imap.sessions import Sessions
 from trekmail import maillog, sasl
 from trekmail.plans import plan_named
 from trekmail.policy.logins import Busy, Failed, Throttled
@@ -67,12 +68,8 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         """Set, before the connection is made, on a session another process handed over."""
         self.framer = parser.Framer(self)
         self.state = "new"
-        self.tls = factory.implicit_tls
-        self.secure = self.tls
-        self.peer = None
-        self.slot = None
-        self.admission = None
-        self.splice = None
+        self.tls = self.secure = factory.implicit_tls
+        self.peer = self.slot = self.admission = self.splice = None
         self.account = None
         self.view = None
         self.busy = False
@@ -550,7 +547,7 @@ class IMAPFactory(protocol.ServerFactory):
     """Everything sessions share: login portal, directory, mail store, caps and the clock."""
 
     def __init__(self, *, portal, directory, store, limits, clock, hostname, tls_options=None,
-                 implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=(), cluster=None):
+                 implicit_tls=False, appendlimit=50 * 1024 * 1024, trusted_networks=(), cluster=None, sessions=None):
         self.portal = portal
         self.directory = directory
         self.store = store
@@ -562,6 +559,7 @@ class IMAPFactory(protocol.ServerFactory):
         self.implicit_tls = implicit_tls
         self.appendlimit = appendlimit
         self.trusted_networks = tuple(trusted_networks)
+        self.sessions = sessions if sessions is not None else Sessions()
 
     def trusts(self, host):
         """
@@ -581,7 +579,7 @@ class IMAPFactory(protocol.ServerFactory):
         return any(address in network for network in self.trusted_networks)
 
     def buildProtocol(self, addr):
-        return IMAPServer(self)
+        return self.sessions.track(IMAPServer(self))
 
     def adoption(self, handoff):
         """A factory for the one session C{handoff} brings from another process."""

@@ -11,7 +11,7 @@ import re
 from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
-from trekmail.realm import dkimkeys, store
+from trekmail.realm import dkimkeys, lifecycle, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 from trekmail.realm.model import SUSPENSION_REASONS
 
@@ -180,6 +180,35 @@ class Administration:
 
     def mailbox_list(self, domain=None):
         return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
+
+    def mailbox_delete(self, address, yes=False):
+        self._directory_owned("mailboxes")
+        address = check_address(address)
+        _confirm(yes, "deleting mailbox %s closes its sessions and sets its mail aside" % (address,))
+        return lifecycle.delete_mailbox(self.db, self.settings.data_dir, address, self.clock.seconds())
+
+    def mailbox_rename(self, address, new_address):
+        self._directory_owned("mailboxes")
+        return lifecycle.rename_mailbox(
+            self.db, self.settings.data_dir, check_address(address), check_mailbox_address(new_address))
+
+    def domain_delete(self, name, yes=False, force=False):
+        self._directory_owned("domains")
+        name = check_domain(name)
+        _confirm(yes, "deleting domain %s removes its DKIM key and route" % (name,))
+        return lifecycle.delete_domain(self.db, self.settings.data_dir, name, force, self.clock.seconds())
+
+    def account_delete(self, account_id, yes=False):
+        self._directory_owned("accounts")
+        account_id = check_id(account_id)
+        _confirm(yes, "deleting account %d deletes its domains, mailboxes and SMTP profiles" % (account_id,))
+        return lifecycle.delete_account(self.db, self.settings.data_dir, account_id, self.clock.seconds())
+
+
+def _confirm(yes, what):
+    """Destructive verbs run only when asked twice: C{--yes} on the CLI, C{"yes": true} in the admin API."""
+    if yes is not True:
+        raise InvalidInput("%s: repeat with --yes to confirm (admin API: yes=true)" % (what,))
 
 
 MAX_ID = 2**63 - 1

@@ -153,6 +153,11 @@ def mailbox_get(db, address):
     return _mailbox(row)
 
 
+def mailbox_find(db, address):
+    row = db.execute("SELECT * FROM mailboxes WHERE address = ?", (address,)).fetchone()
+    return None if row is None else _mailbox(row)
+
+
 def mailbox_list(db, domain=None):
     if domain is None:
         rows = db.execute("SELECT * FROM mailboxes ORDER BY address")
