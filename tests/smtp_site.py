@@ -1,32 +1,29 @@
 """
 A submission server on real loopback sockets with real TLS, for tests that
 drive it with smtplib in a thread: both listeners (implicit TLS and
-STARTTLS), a real sqlite realm, a fake queue and a task.Clock for the
-policy's time (the sockets run on the real reactor).
+STARTTLS) built by L{trekmail.service}'s own builders, a real sqlite
+realm, a fake queue and a task.Clock for the policy's time (the sockets
+run on the real reactor), with a relaxed failed-login throttle.
 """
 
 import smtplib
 
-from twisted.cred.portal import Portal
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import Clock
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from tests import support
 from tests.support import TrackingFactoryMixin, client_context
 from tests.fakes import FakeQueue
-from trekmail import tls
 from trekmail.policy.limits import DAY
-from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
-from trekmail.realm import database
-from trekmail.realm.checkers import MailboxPasswordChecker
-from trekmail.realm.directory import SqliteDirectory
-from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
+from trekmail.service import Components, served_factory, submission_factories
+from trekmail.smtp.submission import SubmissionFactory
 
 PASSWORD = "correct horse"
+NO_DNS = "[dns]\nnameservers = 127.0.0.1:1\n"
+"""Submission asks no DNS; a configured resolver reads no /etc/resolv.conf (and leaves no timer to re-read it)."""
 LATER = support.NOON + 10 * DAY
 """The server's default "now": ten days after the test domains were made, past warmup."""
 
@@ -38,7 +35,7 @@ class TrackingFactory(TrackingFactoryMixin, SubmissionFactory):
 class Site:
     def __init__(self, testcase, now=LATER, throttle=None, clock=None, in_progress=1000):
         self.testcase = testcase
-        self.config, self.admin, _ = support.realm(testcase)
+        self.config, self.admin, _ = support.realm(testcase, extra=NO_DNS)
         self.clock = clock
         if clock is None:
             self.clock = Clock()
@@ -53,35 +50,20 @@ class Site:
         self.start()
 
     def start(self):
-        """Open the database and listen, as a server process does at start-up."""
+        """Build the server with the wiring's own builders and listen, as a server process does at start-up."""
         testcase = self.testcase
-        db = database.connect(self.config.database_path)
-        self.database = database.ThreadedDatabase(db, reactor)
+        self.components = Components(self.config, reactor, clock=self.clock, logins=self.logins)
+        self.database = self.components.database
         self.database.start()
         testcase.addCleanup(self.stop_database, self.database)
-        self.directory = SqliteDirectory(self.database)
-        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
-        portal = Portal(SubmissionRealm(self.directory), [checker])
-        options = tls.server_options(self.config)
+        self.components.hashing.start()
+        testcase.addCleanup(self.components.hashing.stop)
         self.ports = {}
         self.listening = []
-        self.tally = Tally(self.database, self.clock)
-        for name, implicit in (("submissions", True), ("submission", False)):
-            factory = TrackingFactory(
-                portal=portal,
-                directory=self.directory,
-                tally=self.tally,
-                queue=self.queue,
-                clock=self.clock,
-                hostname="mail.test",
-                tls_options=options,
-                logins=self.logins,
-                implicit_tls=implicit,
-            )
+        for name, factory in submission_factories(self.components, self.queue, TrackingFactory).items():
             testcase.addCleanup(factory.close_all)
-            if implicit:
-                factory = TLSMemoryBIOFactory(options, False, factory)
-            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            served = served_factory(self.components, name, factory, factory.implicit_tls)
+            port = reactor.listenTCP(0, served, interface="127.0.0.1")
             self.listening.append(port)
             testcase.addCleanup(port.stopListening)
             self.ports[name] = port.getHost().port

@@ -10,11 +10,9 @@ import os
 import smtplib
 
 import dkim
-from twisted.cred.portal import Portal
 from twisted.internet import defer, reactor, ssl, task, threads
 from twisted.names import client as dns_client
 from twisted.names import dns
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
 from tests import support
@@ -22,17 +20,12 @@ from tests.delivery_support import Sink, Zone, dns_server
 from tests.smtp_site import LATER, PASSWORD, client_context
 from trekmail import tls
 from trekmail.mailstore import maildir_path
-from trekmail.policy.tally import Tally
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
 from trekmail.queue.interface import Envelope
 from trekmail.queue.retry import RetryPolicy
-from trekmail.realm import database
-from trekmail.realm.checkers import MailboxPasswordChecker
-from trekmail.realm.directory import SqliteDirectory
 from trekmail.realm.dkimkeys import txt_value
-from trekmail.service import build_queue
-from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
+from trekmail.service import Components, build_queue, served_factory, submission_factories
 
 
 def _txt(value):
@@ -68,33 +61,26 @@ class RelayTests(unittest.TestCase):
         self.resolver = dns_client.Resolver(servers=[("127.0.0.1", dns_port)], reactor=reactor)
         self.sink.tls = tls.server_options(self.config)
 
-        db = database.connect(self.config.database_path)
-        self.database = database.ThreadedDatabase(db, reactor)
+        clock = task.Clock()
+        clock.advance(LATER)
+        self.components = Components(self.config, reactor, clock=clock,
+                                     logins=LoginGuard(clock, AuthThrottle(free=1000)))
+        self.database = self.components.database
         self.database.start()
         self.addCleanup(self.database.stop)
-        self.directory = SqliteDirectory(self.database)
+        self.components.hashing.start()
+        self.addCleanup(self.components.hashing.stop)
+        self.directory = self.components.directory
         self.service = build_queue(self.config, reactor, self.database, self.directory)
         self.queue = self.service.queue
         self.service.startService()
         self.addCleanup(self.service.stopService)
 
     def submission(self):
-        clock = task.Clock()
-        clock.advance(LATER)
-        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
-        options = tls.server_options(self.config)
-        factory = SubmissionFactory(
-            portal=Portal(SubmissionRealm(self.directory), [checker]),
-            directory=self.directory,
-            tally=Tally(self.database, clock),
-            queue=self.queue,
-            clock=clock,
-            hostname="mail.test",
-            tls_options=options,
-            logins=LoginGuard(clock, AuthThrottle(free=1000)),
-            implicit_tls=True,
-        )
-        port = reactor.listenTCP(0, TLSMemoryBIOFactory(options, False, factory), interface="127.0.0.1")
+        """The implicit-TLS submission listener, as the wiring builds it, handing to the real queue."""
+        factory = submission_factories(self.components, self.queue)["submissions"]
+        served = served_factory(self.components, "submissions", factory, implicit_tls=True)
+        port = reactor.listenTCP(0, served, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
 

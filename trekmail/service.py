@@ -80,11 +80,18 @@ class StartedLog(service.Service):
 
 
 class Components:
-    """What the servers share, built once per process."""
+    """
+    What the servers share, built once per process.
 
-    def __init__(self, config, reactor):
+    @param clock: the policy's time (sending caps, warmup, failed logins):
+        the reactor in a server, a C{task.Clock} in a test's site.
+    @param logins: the L{LoginGuard}; by default one by C{[auth]}.
+    """
+
+    def __init__(self, config, reactor, *, clock=None, logins=None):
         self.config = config
         self.reactor = reactor
+        self.clock = reactor if clock is None else clock
         self.endpoints = _parse_endpoints(config, reactor)
         self.tls_options = tls.server_options(config)
         db = database.connect(config.database_path)
@@ -94,8 +101,9 @@ class Components:
         self.hashing = WorkerThreads(reactor, config.get("auth", "hash_threads"), "trekmail-password-hash")
         """The threads every password hash runs on: logins on every protocol, and the doctor's check."""
         self.directory, self.checker = build_realm(config, self.realm, reactor, self.database, self.hashing)
-        self.logins = LoginGuard(reactor, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
-                                 total=config.get("auth", "max_logins_in_progress"))
+        self.logins = logins if logins is not None else LoginGuard(
+            self.clock, in_progress=config.get("auth", "max_logins_in_progress_per_ip"),
+            total=config.get("auth", "max_logins_in_progress"))
         """The one failed-login throttle of SMTP, IMAP and DAV (another IMAP process asks the first's)."""
         self.resolver = make_resolver(config.get("dns", "nameservers"), reactor)
         self.keyring = SecretKeyring.load(config.secret_key_path)
@@ -150,7 +158,7 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
     endpoint = components.endpoints.get(name)
     if endpoint is None:
         return None
-    served = _served(components, name, factory, implicit_tls)
+    served = served_factory(components, name, factory, implicit_tls)
     if caps is not None:
         served = CappedFactory(served, caps, b"" if implicit_tls else refusal, name, PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
@@ -162,7 +170,7 @@ def connection_caps(config, section):
                           config.get(section, "max_connections_per_ip"))
 
 
-def _served(components, name, factory, implicit_tls):
+def served_factory(components, name, factory, implicit_tls):
     """
     Implicit-TLS listeners given a plain C{tcp:} description are wrapped
     in our certificate; an C{ssl:} description brings its own.
@@ -197,34 +205,42 @@ class ListenerService(StreamServerEndpointService):
             raise SystemExit(78)
 
 
-def submission_services(components, queue):
+SUBMISSION_LISTENERS = (("submissions", True), ("submission", False))
+"""The submission listener names, and whether each is implicit TLS."""
+
+
+def submission_factories(components, queue, factory_class=SubmissionFactory):
     """
-    The C{submissions} (implicit TLS) and C{submission} (STARTTLS)
-    listeners that are configured, handing messages to C{queue} (an
-    L{IMessageQueue}); both share one tally of sending counts.
+    C{{name: factory}} for the C{submissions} (implicit TLS) and
+    C{submission} (STARTTLS) listeners, handing messages to C{queue} (an
+    L{IMessageQueue}) and sharing one tally of sending counts.
     """
     portal = Portal(SubmissionRealm(components.directory), [components.checker])
-    tally = Tally(components.database, components.reactor)
-
-    caps = connection_caps(components.config, "submission")
-
-    def factory(implicit_tls):
-        return SubmissionFactory(
+    tally = Tally(components.database, components.clock)
+    return {
+        name: factory_class(
             portal=portal,
             directory=components.directory,
             tally=tally,
             queue=queue,
-            clock=components.reactor,
+            clock=components.clock,
             hostname=components.config.get("server", "hostname"),
             tls_options=components.tls_options,
             logins=components.logins,
             implicit_tls=implicit_tls,
             intake=components.data_intake,
         )
+        for name, implicit_tls in SUBMISSION_LISTENERS
+    }
 
+
+def submission_services(components, queue):
+    """The configured submission listeners (L{submission_factories}), capped by C{[submission]}."""
+    caps = connection_caps(components.config, "submission")
+    factories = submission_factories(components, queue)
     services = (
-        listener(components, "submissions", factory(True), implicit_tls=True, caps=caps),
-        listener(components, "submission", factory(False), caps=caps, refusal=SMTP_REFUSAL),
+        listener(components, "submissions", factories["submissions"], implicit_tls=True, caps=caps),
+        listener(components, "submission", factories["submission"], caps=caps, refusal=SMTP_REFUSAL),
     )
     return [s for s in services if s is not None]
 
@@ -351,7 +367,7 @@ def _imap_parts(components, make_cluster):
             )
             for name, implicit_tls in IMAP_LISTENERS
         }
-        doors = {name: _served(components, name, factories[name], implicit_tls)
+        doors = {name: served_factory(components, name, factories[name], implicit_tls)
                  for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
         return factories["imap"], doors
 
