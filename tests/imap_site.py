@@ -16,7 +16,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tests import support
 from tests.support import TrackingFactoryMixin, client_context
-from trekmail import tls
+from trekmail import settings
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
@@ -61,7 +61,7 @@ class Site:
         self.store.start()
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(per_address, total)
-        options = tls.server_options(self.config)
+        options = settings.tls_options(self.config)
         self.ports = {}
         self.factories = {}
 

@@ -3,11 +3,8 @@ The import graph of C{trekmail/} (docs/design.md, "The layers"): queue and
 relay meet only in the delivery contract (L{trekmail.delivery}), and no
 module imports, directly or round a circle, one that imports it back.
 Every import counts, also one inside a function: it still ties the two
-modules together.
-
-C{python -m tests.test_layers} prints the modules that still import
-L{trekmail.config} (only the wiring should: docs/design.md, "Where the
-code does not yet keep these rules").
+modules together.  Only the wiring imports L{trekmail.config}: the rest
+takes values (docs/design.md, "Only the wiring builds things").
 """
 
 import ast
@@ -85,9 +82,29 @@ def circles(edges):
     return found
 
 
+WIRING = {"trekmail.service", "trekmail.settings", "trekmail.cli", "trekmail.datacli", "trekmail.tap",
+          "trekmail.imapchild", "trekmail.config"}
+"""The modules that read the configuration: the server's, the CLI's and an IMAP child process's wiring."""
+
+
 def config_importers(edges):
-    """The modules that import L{trekmail.config}, for the move of its reads into the wiring."""
+    """The modules that import L{trekmail.config}."""
     return sorted(name for name, targets in edges.items() if "trekmail.config" in targets)
+
+
+def config_readers(known):
+    """The modules whose code calls C{config.get}, C{config.data_path} or reads C{config.data_dir}."""
+    readers = []
+    for name, path in known.items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in ("get", "data_path", "data_dir", "secret_key_path")
+                    and isinstance(node.value, (ast.Name, ast.Attribute))
+                    and getattr(node.value, "id", getattr(node.value, "attr", None)) in ("config", "_config")):
+                readers.append(name)
+                break
+    return sorted(readers)
 
 
 class LayerTests(unittest.TestCase):
@@ -115,7 +132,10 @@ class LayerTests(unittest.TestCase):
         self.assertIn("trekmail.service", config_importers(graph()))
         self.assertEqual(config_importers({"a": {"trekmail.config"}, "b": {"a"}}), ["a"])
 
+    def test_only_the_wiring_imports_config(self):
+        self.assertEqual(sorted(set(config_importers(graph())) - WIRING), [])
 
-if __name__ == "__main__":
-    for module in config_importers(graph()):
-        print(module)
+    def test_only_the_wiring_reads_config(self):
+        readers = config_readers(modules())
+        self.assertIn("trekmail.service", readers, "the check sees the wiring's reads")
+        self.assertEqual(sorted(set(readers) - WIRING), [])

@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from tests import support
 from tests.delivery_support import Sink, Zone, dns_server
 from tests.smtp_site import LATER, PASSWORD, client_context
-from trekmail import tls
+from trekmail import settings
 from trekmail.mailstore import maildir_path
 from trekmail.policy.logins import LoginGuard
 from trekmail.policy.throttle import AuthThrottle
@@ -59,7 +59,7 @@ class RelayTests(unittest.TestCase):
         self.records[("dkim._domainkey.example.com", dns.TXT)] = [_txt(txt_value(domain.dkim_public_key))]
         self.zone.records = dict(self.records)
         self.resolver = dns_client.Resolver(servers=[("127.0.0.1", dns_port)], reactor=reactor)
-        self.sink.tls = tls.server_options(self.config)
+        self.sink.tls = settings.tls_options(self.config)
 
         clock = task.Clock()
         clock.advance(LATER)

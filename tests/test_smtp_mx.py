@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from tests import support
 from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.smtp_site import client_context
-from trekmail import tls
+from trekmail import settings
 from trekmail.realm import database
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.smtp.mx import MAX_RECIPIENTS, MXFactory
@@ -107,7 +107,7 @@ class EndToEndTests(unittest.TestCase):
             queue=self.queue,
             clock=reactor,
             hostname="mx.test",
-            tls_options=tls.server_options(config),
+            tls_options=settings.tls_options(config),
         )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)

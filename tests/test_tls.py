@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial import unittest
 
-from trekmail import tls
+from trekmail import settings, tls
 from trekmail.config import Config
 
 from tests.support import write_config
@@ -44,23 +44,23 @@ class GeneratedPairTests(unittest.TestCase):
     def test_generated_pair_covers_hostname_without_warning(self):
         config = self.config(self.mktemp(), "mail.test")
         with capturedLogs() as events:
-            tls.server_options(config)
+            settings.tls_options(config)
         self.assertEqual(warnings(events), [])
         self.assertTrue(tls.generated(leaf(config)))
         self.assertTrue(tls.covers(leaf(config), "mail.test"))
 
     def test_hostname_change_regenerates_our_pair(self):
         directory = self.mktemp()
-        tls.server_options(self.config(directory, "mail.test"))
+        settings.tls_options(self.config(directory, "mail.test"))
         before = leaf(self.config(directory, "mail.test"))
         config = self.config(directory, "mx.example.org")
         with capturedLogs() as events:
-            tls.server_options(config)
+            settings.tls_options(config)
         after = leaf(config)
         self.assertNotEqual(before.serial_number, after.serial_number)
         self.assertTrue(tls.covers(after, "mx.example.org"))
         self.assertEqual(warnings(events), [])
-        tls.server_options(config)
+        settings.tls_options(config)
         self.assertEqual(leaf(config).serial_number, after.serial_number, "kept while the name is unchanged")
 
     def with_installed_pair(self, name):
@@ -76,7 +76,7 @@ class GeneratedPairTests(unittest.TestCase):
     def test_installed_pair_not_covering_hostname_is_kept_and_warned_about(self):
         config, cert_pem = self.with_installed_pair("other.example.net")
         with capturedLogs() as events:
-            tls.server_options(config)
+            settings.tls_options(config)
         self.assertEqual(leaf(config).public_bytes(serialization.Encoding.PEM), cert_pem)
         [warning] = warnings(events)
         self.assertIn("mx.example.org", warning["log_format"].format(**warning))
@@ -85,7 +85,7 @@ class GeneratedPairTests(unittest.TestCase):
     def test_wildcard_certificate_covers_hostname(self):
         config, _ = self.with_installed_pair("*.example.org")
         with capturedLogs() as events:
-            tls.server_options(config)
+            settings.tls_options(config)
         self.assertEqual(warnings(events), [])
 
 

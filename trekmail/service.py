@@ -45,7 +45,7 @@ from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
-from trekmail import settings, tls
+from trekmail import settings
 
 
 class WorkersService(service.Service):
@@ -93,7 +93,7 @@ class Components:
         self.reactor = reactor
         self.clock = reactor if clock is None else clock
         self.endpoints = _parse_endpoints(config, reactor)
-        self.tls_options = tls.server_options(config)
+        self.tls_options = settings.tls_options(config)
         db = database.connect(config.database_path)
         database.upgrade(db, schema.SCHEMAS)
         self.database = database.ThreadedDatabase(db, reactor)

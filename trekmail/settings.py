@@ -13,6 +13,7 @@ from ldap3.operation.search import parse_filter
 from OpenSSL import crypto
 from twisted.internet import ssl
 
+from trekmail import tls
 from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.realm import ldapsettings
@@ -34,6 +35,15 @@ def realm(config):
 def admin_token(config):
     """The admin API's bearer token: C{[admin] token}, else the token file's (made on first use)."""
     return api.load_token(config.get("admin", "token"), config.get("admin", "token_file") or config.data_path("admin.token"))
+
+
+def tls_options(config):
+    """The listeners' C{CertificateOptions} from C{[tls]}, generating a self-signed pair for C{[server] hostname} if need be."""
+    try:
+        return tls.server_options(config.get("tls", "certificate"), config.get("tls", "private_key"),
+                                  config.get("server", "hostname"))
+    except tls.CertificateError as e:
+        raise ConfigError("tls", e.key, str(e)) from None
 
 
 def smarthost_trust(config):
