@@ -324,7 +324,13 @@ def started_directory(testcase, config, data_dir, clock=None):
     testcase.addCleanup(threaded.stop)
     ldap = settings.ldap(config)
     directory = LdapDirectory(
-        ldap, LdapClient(ldap, reactor), threaded, reactor, clock or Clock(), data_dir, 60
+        settings=ldap,
+        client=LdapClient(ldap, reactor),
+        database=threaded,
+        reactor=reactor,
+        clock=clock or Clock(),
+        data_dir=data_dir,
+        refresh_seconds=60,
     )
     directory.start()
     testcase.addCleanup(directory.stop)

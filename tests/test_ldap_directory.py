@@ -45,13 +45,13 @@ class DirectoryTestCase(unittest.TestCase):
         self.addCleanup(self.database.stop)
         self.settings = settings.ldap(config)
         directory = LdapDirectory(
-            self.settings,
-            LdapClient(self.settings, reactor),
-            self.database,
-            reactor,
-            self.clock,
-            self.data_dir,
-            config.get("realm", "refresh_seconds"),
+            settings=self.settings,
+            client=LdapClient(self.settings, reactor),
+            database=self.database,
+            reactor=reactor,
+            clock=self.clock,
+            data_dir=self.data_dir,
+            refresh_seconds=config.get("realm", "refresh_seconds"),
         )
         directory.start()
         self.addCleanup(directory.stop)

@@ -89,12 +89,21 @@ class Harness:
         self.signer = FakeSigner()
         self.return_paths = ReturnPaths(lambda: [b"k" * 32], "mail.test", self.reactor)
         deliverer = Deliverer(
-            self.directory, Router(self.transport), self.signer, self.suppressions,
-            self.reactor, SyncPool(), MaildirWriter(self.root, "mail.test", self.reactor, writer=SyncPool()),
+            directory=self.directory,
+            router=Router(self.transport),
+            signer=self.signer,
+            suppressions=self.suppressions,
+            reactor=self.reactor,
+            workers=SyncPool(),
+            mailboxes=MaildirWriter(self.root, "mail.test", self.reactor, writer=SyncPool()),
         )
         self.queue = MessageQueue(
-            self.spool, deliverer, self.suppressions,
-            RetryPolicy((300, 600, 1200, 2400, 3600), 5 * 86400), self.reactor, "mail.test",
+            spool=self.spool,
+            deliverer=deliverer,
+            suppressions=self.suppressions,
+            policy=RetryPolicy((300, 600, 1200, 2400, 3600), 5 * 86400),
+            clock=self.reactor,
+            hostname="mail.test",
             return_paths=self.return_paths,
         )
         self.queue.start()

@@ -80,8 +80,13 @@ class ManagedReturnPathTests(unittest.TestCase):
     def setUp(self):
         self.connections = capture_connections(self)
         self.paths, _ = paths()
-        self.relay = ManagedRelay(Clock(), None, "mail.test", connections_per_destination=1,
-                                  return_paths=self.paths)
+        self.relay = ManagedRelay(
+            reactor=Clock(),
+            resolver=None,
+            hostname="mail.test",
+            connections_per_destination=1,
+            return_paths=self.paths,
+        )
 
     def jobs(self):
         [(take, ended)] = self.connections

@@ -27,8 +27,14 @@ class BurstTests(unittest.TestCase):
     def test_every_connection_carries_a_message(self):
         sink = Sink(tls=CA.server_options)
         port = sink.listen(self)
-        relay = ManagedRelay(reactor, Resolver(), "mail.test", port=port, tls_context=ssl.CertificateOptions(),
-                             connections_per_destination=4)
+        relay = ManagedRelay(
+            reactor=reactor,
+            resolver=Resolver(),
+            hostname="mail.test",
+            port=port,
+            tls_context=ssl.CertificateOptions(),
+            connections_per_destination=4,
+        )
         self.addCleanup(relay.stop)
         sent = []
         for group in range(15):

@@ -117,7 +117,12 @@ def capture_connections(testcase):
 class SharedConnectionTests(unittest.TestCase):
     def setUp(self):
         self.connections = capture_connections(self)
-        self.relay = ManagedRelay(Clock(), None, "mail.test", connections_per_destination=4)
+        self.relay = ManagedRelay(
+            reactor=Clock(),
+            resolver=None,
+            hostname="mail.test",
+            connections_per_destination=4,
+        )
 
     def deliver(self, recipient="bob@[127.0.0.1]"):
         results = []

@@ -285,9 +285,9 @@ def build_queue(config, reactor, database, directory, *, resolver=None, tls_cont
     keyring = keyring if keyring is not None else SecretKeyring.load(config.secret_key_path)
     return_paths = ReturnPaths(lambda: keyring.derive(KEY_INFO), hostname, reactor)
     relay = ManagedRelay(
-        reactor,
-        resolver if resolver is not None else make_resolver(config.get("dns", "nameservers"), reactor),
-        hostname,
+        reactor=reactor,
+        resolver=resolver if resolver is not None else make_resolver(config.get("dns", "nameservers"), reactor),
+        hostname=hostname,
         port=config.get("relay", "mx_port"),
         pools=SourcePools(config.get("relay", "source_pools"), reactor),
         tls_context=tls_context if tls_context is not None else ssl.CertificateOptions(),

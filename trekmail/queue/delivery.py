@@ -68,7 +68,7 @@ class Result:
 
 
 class Deliverer:
-    def __init__(self, directory, router, signer, suppressions, reactor, workers, mailboxes):
+    def __init__(self, *, directory, router, signer, suppressions, reactor, workers, mailboxes):
         """
         @param signer: has C{signature(wire, domain, selector, earlier)},
             returning an object whose C{header} goes before the message, or

@@ -64,7 +64,7 @@ class _Entry:
 
 @implementer(IMessageQueue)
 class MessageQueue:
-    def __init__(self, spool, deliverer, suppressions, policy, clock, hostname, concurrency=100,
+    def __init__(self, *, spool, deliverer, suppressions, policy, clock, hostname, concurrency=100,
                  return_paths=None):
         self._spool = spool
         self._deliverer = deliverer

@@ -61,12 +61,23 @@ class QueueService(service.Service):
         self.router = Router(self.relay, profiles)
         self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, self.syncers)
         self.deliverer = Deliverer(
-            directory, self.router, signer, self.suppressions,
-            reactor, self.workers, self.mailboxes,
+            directory=directory,
+            router=self.router,
+            signer=signer,
+            suppressions=self.suppressions,
+            reactor=reactor,
+            workers=self.workers,
+            mailboxes=self.mailboxes,
         )
         self.queue = MessageQueue(
-            self.spool, self.deliverer, self.suppressions, settings.retry,
-            reactor, settings.hostname, concurrency=settings.concurrency, return_paths=self.return_paths,
+            spool=self.spool,
+            deliverer=self.deliverer,
+            suppressions=self.suppressions,
+            policy=settings.retry,
+            clock=reactor,
+            hostname=settings.hostname,
+            concurrency=settings.concurrency,
+            return_paths=self.return_paths,
         )
         self._reactor = reactor
 

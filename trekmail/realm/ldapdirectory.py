@@ -193,7 +193,7 @@ class LdapDirectory:
 
     log = Logger()
 
-    def __init__(self, settings, client, database, reactor, clock, data_dir, refresh_seconds):
+    def __init__(self, *, settings, client, database, reactor, clock, data_dir, refresh_seconds):
         self.settings = settings
         self._client = client
         self._database = database
@@ -392,13 +392,13 @@ def build(settings, *, reactor, database, refresh_seconds, hashing):
     """
     ldap = settings.ldap
     directory = LdapDirectory(
-        ldap,
-        LdapClient(ldap, reactor),
-        database,
-        reactor,
-        reactor,
-        settings.data_dir,
-        refresh_seconds,
+        settings=ldap,
+        client=LdapClient(ldap, reactor),
+        database=database,
+        reactor=reactor,
+        clock=reactor,
+        data_dir=settings.data_dir,
+        refresh_seconds=refresh_seconds,
     )
     if ldap.auth == "bind":
         return directory, LdapBindChecker(directory)

@@ -201,7 +201,7 @@ class _Destination:
 class ManagedRelay:
     """Delivers to recipients' MX hosts; see the module docstring."""
 
-    def __init__(self, reactor, resolver, hostname, port=25, pools=None, tls_context=None,
+    def __init__(self, *, reactor, resolver, hostname, port=25, pools=None, tls_context=None,
                  connections_per_destination=4, return_paths=None):
         self.reactor = reactor
         self.resolver = resolver
