@@ -20,6 +20,7 @@ from twisted.cred.credentials import UsernamePassword  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
 from tests.slapd import SAMPLE_PASSWORDS, Slapd, ldap_config  # noqa: E402
+from trekmail import settings  # noqa: E402
 from trekmail.realm import database, ldapdirectory, schema  # noqa: E402
 
 ADDRESS = "ssha@example.com"
@@ -58,7 +59,8 @@ def main(reactor, logins):
                 database.upgrade(db, schema.SCHEMAS)
                 threaded = database.ThreadedDatabase(db, reactor)
                 threaded.start()
-                directory, checker = ldapdirectory.build(config, reactor, threaded)
+                directory, checker = ldapdirectory.build(settings.realm(config), reactor=reactor, database=threaded,
+                                                         refresh_seconds=config.get("realm", "refresh_seconds"), hashing=None)
                 directory.start()
                 rate = yield measure(checker, logins)
                 print("| %s | %s | %.0f |" % (mode, cache, rate))
