@@ -1,8 +1,9 @@
 """
 An IMAP server on real loopback sockets with real TLS, for tests that
 drive it with imaplib in a thread: the implicit-TLS and STARTTLS
-listeners, a real sqlite realm, the Maildir store with its index, and a
-task.Clock for timeouts (the sockets run on the real reactor).
+listeners (the factories built by L{trekmail.service}'s own builder), a
+real sqlite realm, the Maildir store with its index, and a task.Clock for
+timeouts (the sockets run on the real reactor).
 """
 
 import imaplib
@@ -12,18 +13,15 @@ import socket
 from twisted.cred.portal import Portal
 from twisted.internet import inotify, reactor, threads
 from twisted.internet.task import Clock
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from tests import support
 from tests.support import TrackingFactoryMixin, client_context
-from trekmail import settings
+from trekmail.imap.sessions import Sessions
+from trekmail.service import IMAP_LISTENERS, Components, imap_factories, served_factory
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
 from trekmail.imap.store import MailStore
 from trekmail.mailstore import maildir_path
-from trekmail.realm import database
-from trekmail.realm.checkers import MailboxPasswordChecker
-from trekmail.realm.directory import SqliteDirectory
 
 PASSWORD = "correct horse"
 
@@ -34,24 +32,28 @@ class TrackingFactory(TrackingFactoryMixin, IMAPFactory):
 
 class Site:
     def __init__(self, testcase, per_address=20, total=25000, appendlimit=1024 * 1024, watch=True,
-                 trusted_networks=(), make_cluster=None, realm=None):
+                 trusted_networks="", make_cluster=None, realm=None):
         """
         C{make_cluster(limits)} gives this site a role among several IMAP
         processes (L{trekmail.imap.cluster}); C{realm} (another site's
-        C{(config, admin, clock)}) makes it one more process of that site.
+        C{(config, admin, clock)}) makes it one more process of that site,
+        with that site's C{[imap]} keys (C{appendlimit},
+        C{trusted_networks}: the text of C{[imap] trusted_networks}).
         """
         self.testcase = testcase
-        self.realm = realm or support.realm(testcase)
+        self.realm = realm or support.realm(testcase, extra=(
+            "[imap]\nappend_limit = %d\ntrusted_networks = %s\n" % (appendlimit, trusted_networks)) + support.NO_DNS)
         self.config, self.admin, _ = self.realm
         self.clock = Clock()
         self.clock.advance(support.NOON)
-        db = database.connect(self.config.database_path)
-        self.database = database.ThreadedDatabase(db, reactor)
+        self.components = Components(self.config, reactor, clock=self.clock)
+        self.database = self.components.database
         self.database.start()
         testcase.addCleanup(self.database.stop)
-        self.directory = SqliteDirectory(self.database)
-        checker = MailboxPasswordChecker(self.directory, reactor, scrypt_n=1024)
-        portal = Portal(MailUserRealm(), [checker])
+        self.components.hashing.start()
+        testcase.addCleanup(self.components.hashing.stop)
+        self.directory = self.components.directory
+        portal = Portal(MailUserRealm(), [self.components.checker])
         notifier = None
         if watch:
             notifier = inotify.INotify(reactor)
@@ -61,30 +63,17 @@ class Site:
         self.store.start()
         testcase.addCleanup(self.store.stop)
         self.limits = ConnectionLimits(per_address, total)
-        options = settings.tls_options(self.config)
         self.ports = {}
         self.factories = {}
 
         def serving(cluster):
-            for name, implicit in (("imaps", True), ("imap", False)):
-                factory = TrackingFactory(
-                    portal=portal,
-                    directory=self.directory,
-                    store=self.store,
-                    limits=self.limits,
-                    clock=self.clock,
-                    hostname="mail.test",
-                    tls_options=options,
-                    implicit_tls=implicit,
-                    appendlimit=appendlimit,
-                    trusted_networks=trusted_networks,
-                    cluster=cluster,
-                )
-                self.factories[name] = factory
+            self.factories = imap_factories(self.components, portal=portal, store=self.store, limits=self.limits,
+                                            cluster=cluster, sessions=Sessions(), factory_class=TrackingFactory)
+            for name, implicit in IMAP_LISTENERS:
+                factory = self.factories[name]
                 testcase.addCleanup(factory.close_all)
-                if implicit:
-                    factory = TLSMemoryBIOFactory(options, False, factory)
-                port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+                served = served_factory(self.components, name, factory, implicit)
+                port = reactor.listenTCP(0, served, interface="127.0.0.1")
                 testcase.addCleanup(port.stopListening)
                 self.ports[name] = port.getHost().port
             return self.factories["imap"], {"imap": self.factories["imap"]}

@@ -22,8 +22,6 @@ from trekmail.service import Components, served_factory, submission_factories
 from trekmail.smtp.submission import SubmissionFactory
 
 PASSWORD = "correct horse"
-NO_DNS = "[dns]\nnameservers = 127.0.0.1:1\n"
-"""Submission asks no DNS; a configured resolver reads no /etc/resolv.conf (and leaves no timer to re-read it)."""
 LATER = support.NOON + 10 * DAY
 """The server's default "now": ten days after the test domains were made, past warmup."""
 
@@ -35,7 +33,7 @@ class TrackingFactory(TrackingFactoryMixin, SubmissionFactory):
 class Site:
     def __init__(self, testcase, now=LATER, throttle=None, clock=None, in_progress=1000):
         self.testcase = testcase
-        self.config, self.admin, _ = support.realm(testcase, extra=NO_DNS)
+        self.config, self.admin, _ = support.realm(testcase, extra=support.NO_DNS)
         self.clock = clock
         if clock is None:
             self.clock = Clock()

@@ -22,6 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOON = 1795262400.0
 
 
+NO_DNS = "[dns]\nnameservers = 127.0.0.1:1\n"
+"""For sites that ask no DNS: a configured resolver reads no /etc/resolv.conf (and leaves no timer to re-read it)."""
+
+
 def write_config(directory, extra="", **listen):
     """
     A config file under C{directory} whose data dir, certificate and key

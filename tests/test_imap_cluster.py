@@ -6,7 +6,6 @@ moves (its socket crosses by SCM_RIGHTS) or is really spliced (TLS).
 """
 
 import imaplib
-import ipaddress
 import os
 import socket
 
@@ -18,7 +17,6 @@ from tests.support import client_context, wait_until
 from trekmail.imap import cluster, clusterlink
 from trekmail.imap.cluster import Coordinator, Leases, Member
 
-LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 LOCALS = ["user%d" % n for n in range(6)]
@@ -52,10 +50,10 @@ class ClusterTests(unittest.TestCase):
     timeout = 30
 
     def setUp(self):
-        self.first = Site(self, trusted_networks=LOOPBACK,
+        self.first = Site(self, trusted_networks="127.0.0.0/8",
                           make_cluster=lambda limits, serving: Coordinator(limits, reactor=reactor, size=2,
                                                                               serving=serving))
-        self.other = Site(self, trusted_networks=LOOPBACK, realm=self.first.realm,
+        self.other = Site(self, realm=self.first.realm,
                           make_cluster=lambda limits, serving: Member(limits, reactor=reactor, index=1, serving=serving))
         self.account = self.first.account(plan="nano", mailboxes=LOCALS)
         self.links = []

@@ -110,8 +110,7 @@ class TrustedNetworkTests(unittest.TestCase):
     """C{[imap] trusted_networks}: plaintext login on the C{imap} listener from a listed network only."""
 
     def setUp(self):
-        self.site = Site(self, trusted_networks=Config.from_text(
-            "[imap]\ntrusted_networks = 127.0.0.2/32, 10.0.0.0/8\n").get("imap", "trusted_networks"))
+        self.site = Site(self, trusted_networks="127.0.0.2/32, 10.0.0.0/8")
         self.site.account()
 
     @defer.inlineCallbacks

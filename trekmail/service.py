@@ -329,6 +329,28 @@ IMAP_LISTENERS = (("imaps", True), ("imap", False))
 """The IMAP listener names, and whether each is implicit TLS."""
 
 
+def imap_factories(components, *, portal, store, limits, cluster, sessions, factory_class=IMAPFactory):
+    """C{{name: factory}} for the C{imaps} and C{imap} listeners of one IMAP process, as C{[imap]} says."""
+    config = components.config
+    return {
+        name: factory_class(
+            portal=portal,
+            directory=components.directory,
+            store=store,
+            limits=limits,
+            clock=components.clock,
+            hostname=config.get("server", "hostname"),
+            tls_options=components.tls_options,
+            implicit_tls=implicit_tls,
+            appendlimit=config.get("imap", "append_limit"),
+            trusted_networks=config.get("imap", "trusted_networks"),
+            cluster=cluster,
+            sessions=sessions,
+        )
+        for name, implicit_tls in IMAP_LISTENERS
+    }
+
+
 def _imap_parts(components, make_cluster):
     """
     What one IMAP process serves with: its mail store's service, its
@@ -350,23 +372,8 @@ def _imap_parts(components, make_cluster):
     sessions = Sessions()
 
     def serving(cluster):
-        factories = {
-            name: IMAPFactory(
-                portal=portal,
-                directory=components.directory,
-                store=store,
-                limits=limits,
-                clock=components.reactor,
-                hostname=config.get("server", "hostname"),
-                tls_options=components.tls_options,
-                implicit_tls=implicit_tls,
-                appendlimit=config.get("imap", "append_limit"),
-                trusted_networks=config.get("imap", "trusted_networks"),
-                cluster=cluster,
-                sessions=sessions,
-            )
-            for name, implicit_tls in IMAP_LISTENERS
-        }
+        factories = imap_factories(components, portal=portal, store=store, limits=limits, cluster=cluster,
+                                   sessions=sessions)
         doors = {name: served_factory(components, name, factories[name], implicit_tls)
                  for name, implicit_tls in IMAP_LISTENERS if components.endpoints.get(name) is not None}
         return factories["imap"], doors
