@@ -53,7 +53,7 @@ class MaildirWriterTests(unittest.TestCase):
         syncers = WorkerThreads(reactor, 4, "test-fsync")
         syncers.start()
         self.addCleanup(syncers.stop)
-        writer = MaildirWriter(root, "mail.test", reactor, syncers)
+        writer = MaildirWriter(root, "mail.test", reactor, syncers=syncers)
         writer.start()
         self.addCleanup(writer.stop)
         results = yield gatherResults([

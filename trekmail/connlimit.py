@@ -113,7 +113,7 @@ class CappedFactory(WrappingFactory):
     C{listener} and C{protocol} name it in the refusal's log event.
     """
 
-    def __init__(self, wrapped, caps, refusal, listener=None, protocol=None):
+    def __init__(self, wrapped, caps, refusal, *, listener=None, protocol=None):
         super().__init__(wrapped)
         self.caps = caps
         self.refusal = refusal

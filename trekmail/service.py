@@ -160,7 +160,8 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
         return None
     served = served_factory(components, name, factory, implicit_tls)
     if caps is not None:
-        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, name, PROTOCOLS.get(name))
+        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, listener=name,
+                               protocol=PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
 
 
@@ -367,8 +368,8 @@ def _imap_parts(components, make_cluster):
     portal = Portal(MailUserRealm(), [components.checker])
     limits = ConnectionLimits(config.get("imap", "max_unauthenticated_per_ip"),
                               connection_ceiling(config.get("imap", "max_connections")))
-    store = MailStore(config.data_dir, components.reactor, notifier, config.get("imap", "message_cache"),
-                      lambda address: cluster.released(address))
+    store = MailStore(config.data_dir, components.reactor, notifier, cache_bytes=config.get("imap", "message_cache"),
+                      closed=lambda address: cluster.released(address))
     sessions = Sessions()
 
     def serving(cluster):

@@ -93,7 +93,7 @@ def _quoted(raw):
 
 
 class IMAPSource:
-    def __init__(self, host, port, user, password, insecure=False, timeout=60):
+    def __init__(self, host, port, user, password, *, insecure=False, timeout=60):
         self.name = "imap:%s@%s:%d" % (user, host, port)
         context = ssl.create_default_context()
         try:

@@ -231,7 +231,7 @@ class MailStore:
 
     log = Logger()
 
-    def __init__(self, data_dir, reactor, notifier=None, cache_bytes=32 * 1024 * 1024, closed=lambda address: None):
+    def __init__(self, data_dir, reactor, notifier=None, *, cache_bytes=32 * 1024 * 1024, closed=lambda address: None):
         self.data_dir = data_dir
         self.closed = closed
         """Called with an address once its account is closed and its flags written: another process may open it."""

@@ -34,7 +34,7 @@ class ServerCollector:
     @param clock: C{seconds()}.
     """
 
-    def __init__(self, clock, queue=None, listeners=None, imap=None, dav=None):
+    def __init__(self, clock, *, queue=None, listeners=None, imap=None, dav=None):
         self.clock = clock
         self.queue = queue
         self.listeners = {} if listeners is None else listeners

@@ -76,7 +76,7 @@ class MaildirWriter:
     directories.
     """
 
-    def __init__(self, data_dir, hostname, reactor, syncers=None, writer=None):
+    def __init__(self, data_dir, hostname, reactor, *, syncers=None, writer=None):
         self._commit = GroupCommit(
             reactor,
             lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers),

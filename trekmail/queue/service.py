@@ -59,7 +59,7 @@ class QueueService(service.Service):
         self.suppressions = Suppressions(database, reactor, settings.suppress_after)
         self.relay = relay
         self.router = Router(self.relay, profiles)
-        self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, self.syncers)
+        self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, syncers=self.syncers)
         self.deliverer = Deliverer(
             directory=directory,
             router=self.router,

@@ -83,7 +83,7 @@ class Spool:
     aged entries out of the accept log) runs on the shared worker pool.
     """
 
-    def __init__(self, layout, reactor, workers, writer=None, syncers=None):
+    def __init__(self, layout, reactor, workers, *, writer=None, syncers=None):
         self.layout = layout
         self._reactor = reactor
         self._workers = workers

@@ -108,7 +108,7 @@ class MailboxPasswordChecker:
     credentialInterfaces = (IUsernamePassword,)
     log = Logger()
 
-    def __init__(self, directory, reactor, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True, hash_threads=2,
+    def __init__(self, directory, reactor, *, scrypt_n=OWASP_SCRYPT_N, cache=None, rehash=True, hash_threads=2,
                  hashing=None):
         self._directory = directory
         self._reactor = reactor

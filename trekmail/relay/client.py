@@ -110,7 +110,7 @@ class DeliveryClient(smtp.ESMTPClient):
     debug = False
     timeout = COMMAND_TIMEOUT
 
-    def __init__(self, identity, next_job, tls_context=None, require_tls=False,
+    def __init__(self, identity, next_job, *, tls_context=None, require_tls=False,
                  username=None, password=None, remote="", clock=None):
         secret = password.encode("utf-8") if password else None
         super().__init__(secret, tls_context, identity)

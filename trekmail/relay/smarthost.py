@@ -143,7 +143,7 @@ class Smarthost:
 
     log = Logger()
 
-    def __init__(self, reactor, identity, trust_root=None, timeout=60):
+    def __init__(self, reactor, identity, *, trust_root=None, timeout=60):
         self._reactor = reactor
         self._identity = identity.encode("ascii") if isinstance(identity, str) else identity
         self._trust_root = trust_root if trust_root is not None else ssl.platformTrust()
