@@ -9,6 +9,7 @@ import ssl
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from trekmail.cli import WallClock
 from trekmail.config import Config
@@ -140,3 +141,16 @@ def wait_until(condition, timeout=5.0):
     loop = task.LoopingCall(check)
     loop.clock = reactor
     return loop.start(0.01)
+
+
+def capture(testcase):
+    """The mail-log events published from now on, as a list that grows."""
+    events = []
+
+    def observe(event):
+        if "log_trekmail" in event:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    testcase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events

@@ -9,12 +9,13 @@ from io import StringIO
 
 from twisted.internet import defer, threads
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from tests import test_dav, test_relay_delivery
 from tests.imap_inline import Session
 from tests.smtp_site import PASSWORD, client_context
+from tests.support import capture
 from trekmail import cli, maillog
 from trekmail.dav.auth import LoginRefused, Logins
 from trekmail.mailstore import maildir_path
@@ -24,18 +25,6 @@ from trekmail.queue.interface import Envelope
 
 log = Logger(namespace="test")
 
-
-def capture(testcase):
-    """The mail-log events published from now on, as a list that grows."""
-    events = []
-
-    def observe(event):
-        if "log_trekmail" in event:
-            events.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    testcase.addCleanup(globalLogPublisher.removeObserver, observe)
-    return events
 
 
 def lines(events, kind=None):

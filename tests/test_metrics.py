@@ -15,14 +15,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, LogPublisher, eventAsJSON, eventFromJSON, globalLogPublisher
+from twisted.logger import Logger, LogPublisher, eventAsJSON, eventFromJSON
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.fakes import FakeDirectory, FakeQueue, TLSStringTransport, replies
 from tests.smtp_site import Site, send
-from tests.support import REPO
+from tests.support import REPO, capture
 from trekmail import maillog
 from trekmail.connlimit import HTTP_REFUSAL, SMTP_REFUSAL, CappedFactory, ConnectionCaps, refusal_code
 from trekmail.dav.site import CountingSite
@@ -33,18 +33,6 @@ from trekmail.policy import gate
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.replies import refuse
 
-
-def events(testcase):
-    """The mail-log events published while the test runs."""
-    seen = []
-
-    def observer(event):
-        if "log_trekmail" in event:
-            seen.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    testcase.addCleanup(globalLogPublisher.removeObserver, observer)
-    return seen
 
 
 class EventTests(unittest.TestCase):
@@ -212,7 +200,7 @@ class RefusalEventTests(unittest.TestCase):
         self.assertEqual((reply.code, reply.status, reply.reason), (554, "5.7.7", "paused"))
 
     def test_mx_refusals_are_logged_with_code_and_reason(self):
-        seen = events(self)
+        seen = capture(self)
         server = MXFactory(
             directory=FakeDirectory(["example.com"], ["bob@example.com"]),
             queue=FakeQueue(),
@@ -233,7 +221,7 @@ class RefusalEventTests(unittest.TestCase):
                                    ("smtp", "mx", "550 5.7.1", "recipient")])
 
     def test_connection_past_the_cap_is_logged_and_open_counted(self):
-        seen = events(self)
+        seen = capture(self)
         factory = CappedFactory(Factory.forProtocol(Protocol), ConnectionCaps(10, 1), SMTP_REFUSAL, listener="mx",
                                 protocol="smtp")
         address = IPv4Address("TCP", "192.0.2.1", 40000)
@@ -273,7 +261,7 @@ class AlertRulesTests(unittest.TestCase):
 class SubmissionRefusalTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_hourly_cap_is_a_refused_event(self):
-        seen = events(self)
+        seen = capture(self)
         site = Site(self)
         site.account(trial=True)
 
