@@ -45,6 +45,7 @@ from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
+from trekmail.reload import Reload
 from trekmail import settings
 
 
@@ -426,6 +427,7 @@ def imap_process_service(config, reactor, index, orphaned):
         components,
         lambda limits, serving: Member(limits, reactor=reactor, index=index, orphaned=orphaned, serving=serving))
     store_service.setServiceParent(top)
+    Reload(reactor, components.tls_options).setServiceParent(top)
     return top, cluster
 
 
@@ -512,6 +514,8 @@ def make_service(config, reactor):
     imaps, imap_cluster = imap_services(components)
     for imap in imaps:
         imap.setServiceParent(top)
+    reload = Reload(reactor, components.tls_options, [s for s in imaps if isinstance(s, IMAPProcesses)])
+    reload.setServiceParent(top)
     davs, dav = dav_services(components)
     for door in davs:
         door.setServiceParent(top)

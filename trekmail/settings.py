@@ -18,6 +18,7 @@ from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.realm import ldapsettings
 from trekmail.realm.settings import PublishedNames, RealmSettings
+from trekmail.tlsidentity import IdentitySettings, ServerIdentity
 
 
 def realm(config):
@@ -37,13 +38,29 @@ def admin_token(config):
     return api.load_token(config.get("admin", "token"), config.get("admin", "token_file") or config.data_path("admin.token"))
 
 
+def tls_identity(config):
+    """What C{[tls]} (and C{[acme]}, once it got a pair) has every listener serve."""
+    return IdentitySettings(
+        certificate=config.get("tls", "certificate"), private_key=config.get("tls", "private_key"),
+        hostname=config.get("server", "hostname"), sni_directory=config.get("tls", "sni_directory"),
+        acme_pair=acme_pair(config) if config.get("acme", "directory_url") else "")
+
+
+def acme_pair(config):
+    """The file the ACME client keeps its key and certificate chain in."""
+    return config.data_path("acme", "pair.pem")
+
+
 def tls_options(config):
-    """The listeners' C{CertificateOptions} from C{[tls]}, generating a self-signed pair for C{[server] hostname} if need be."""
+    """
+    The listeners' L{ServerIdentity}, generating a self-signed pair for
+    C{[server] hostname} if need be.
+    """
     try:
-        return tls.server_options(config.get("tls", "certificate"), config.get("tls", "private_key"),
-                                  config.get("server", "hostname"))
+        return ServerIdentity(tls_identity(config))
     except tls.CertificateError as e:
-        raise ConfigError("tls", e.key, str(e)) from None
+        where = ("acme", None) if e.key == "acme" else ("tls", e.key)
+        raise ConfigError(*where, str(e)) from None
 
 
 def smarthost_trust(config):
