@@ -13,7 +13,7 @@ from ldap3.operation.search import parse_filter
 from OpenSSL import crypto
 from twisted.internet import ssl
 
-from trekmail import tls
+from trekmail import acmeclient, tls
 from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.realm import ldapsettings
@@ -49,6 +49,21 @@ def tls_identity(config):
 def acme_pair(config):
     """The file the ACME client keeps its key and certificate chain in."""
     return config.data_path("acme", "pair.pem")
+
+
+def acme(config):
+    """The ACME client's settings, or C{None} without C{[acme] directory_url}; it needs C{[listen] http}."""
+    if not config.get("acme", "directory_url"):
+        return None
+    if not config.get("listen", "http"):
+        raise ConfigError("acme", "directory_url", "needs [listen] http, where the CA fetches its HTTP-01 challenges")
+    if not config.get("acme", "domains"):
+        raise ConfigError("acme", "domains", "needs at least one domain to order a certificate for")
+    return acmeclient.AcmeSettings(
+        directory_url=config.get("acme", "directory_url"), email=config.get("acme", "email"),
+        domains=config.get("acme", "domains"), account_key=config.data_path("acme", "account.key"),
+        pair=acme_pair(config), ca_file=config.get("acme", "ca_file"),
+        renew_before=config.get("acme", "renew_before_days") * 86400.0)
 
 
 def tls_options(config):
