@@ -14,7 +14,9 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 from twisted.web.test.requesthelper import DummyRequest
 
-from trekmail import acmerenewal
+from tests.support import write_config
+from trekmail import acmerenewal, settings
+from trekmail.config import Config, ConfigError
 from trekmail.acmerenewal import RETRY_SECONDS, Challenges, Renewal, renewal_delay
 from trekmail.durable import replace_private
 
@@ -135,3 +137,28 @@ class ChallengesTests(unittest.TestCase):
         for n in range(acmerenewal.MAX_TOKENS):
             challenges.publish(str(n), "v")
         self.assertRaises(RuntimeError, challenges.publish, "one more", "v")
+
+
+class SettingsTests(unittest.TestCase):
+    def config(self, extra):
+        return Config.from_file(write_config(self.mktemp(), extra))
+
+    def test_no_directory_no_acme(self):
+        self.assertIsNone(settings.acme(self.config("")))
+
+    def test_acme_needs_the_http_listener_and_a_domain(self):
+        with self.assertRaises(ConfigError) as raised:
+            settings.acme(self.config("[acme]\ndirectory_url = https://ca.test/dir\ndomains = mail.test\n"))
+        self.assertEqual((raised.exception.section, raised.exception.key), ("acme", "directory_url"))
+        with self.assertRaises(ConfigError) as raised:
+            settings.acme(self.config("[acme]\ndirectory_url = https://ca.test/dir\n[listen]\nhttp = tcp:0\n"))
+        self.assertEqual(raised.exception.key, "domains")
+
+    def test_files_under_the_data_dir(self):
+        config = self.config("[acme]\ndirectory_url = https://ca.test/dir\ndomains = a.test b.test\n"
+                             "[listen]\nhttp = tcp:0\n")
+        acme = settings.acme(config)
+        self.assertEqual(acme.domains, ("a.test", "b.test"))
+        self.assertEqual(acme.renew_before, 30 * DAY)
+        self.assertEqual(acme.pair, settings.tls_identity(config).acme_pair)
+        self.assertTrue(acme.account_key.startswith(config.data_dir))
