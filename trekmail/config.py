@@ -150,10 +150,19 @@ SCHEMA = {
         "https": Key(""),
         "admin": Key(""),
         "metrics": Key(""),
+        "http": Key(""),
     },
     "tls": {
         "certificate": Key("var/tls/cert.pem"),
         "private_key": Key("var/tls/key.pem"),
+        "sni_directory": Key(""),
+    },
+    "acme": {
+        "directory_url": Key(""),
+        "email": Key("", _address),
+        "domains": Key("", _words),
+        "renew_before_days": Key("30", _positive),
+        "ca_file": Key(""),
     },
     "dns": {
         "nameservers": Key("", _nameservers),

@@ -12,6 +12,7 @@ entry point there, the two would import each other.
 """
 
 import os
+import signal
 import socket
 import sys
 
@@ -27,6 +28,10 @@ def main(argv):
     """C{python -m trekmail.imapchild CONFIG INDEX}"""
     from twisted.internet import reactor
 
+    # A reload asked for while this process is still building has nothing
+    # to do (it reads the certificates as it builds); its service takes
+    # SIGHUP over once started.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     path, index = argv[0], int(argv[1])
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
 

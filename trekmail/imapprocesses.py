@@ -81,6 +81,11 @@ class IMAPProcesses(service.Service):
                        index=child.index, reason=reason.getErrorMessage(), delay=delay)
         self.reactor.callLater(delay, self._spawn, child.index)
 
+    def signal_children(self, name):
+        """Send every running child the signal C{name} (C{"HUP"}: reload the certificates)."""
+        for child in list(self.children.values()):
+            child.signal(name)
+
     def stopService(self):
         super().stopService()
         children = list(self.children.values())

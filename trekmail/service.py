@@ -4,6 +4,7 @@ L{MultiService} that C{twistd} runs.  Everything else receives its
 reactor, clock, database and endpoints from here.
 """
 
+import functools
 import os
 import sys
 
@@ -45,7 +46,8 @@ from trekmail.relay.dkim import Signer
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
-from trekmail import settings
+from trekmail.reload import Reload
+from trekmail import acmeclient, acmerenewal, settings
 
 
 class WorkersService(service.Service):
@@ -426,6 +428,7 @@ def imap_process_service(config, reactor, index, orphaned):
         components,
         lambda limits, serving: Member(limits, reactor=reactor, index=index, orphaned=orphaned, serving=serving))
     store_service.setServiceParent(top)
+    Reload(reactor, components.tls_options).setServiceParent(top)
     return top, cluster
 
 
@@ -472,6 +475,25 @@ def metrics_services(components, *, queue, listeners, imap, dav):
     return [metrics, listener(components, "metrics", metrics.site(), caps=caps, refusal=HTTP_REFUSAL)]
 
 
+def acme_services(components, installed):
+    """
+    With C{[acme] directory_url}: the C{[listen] http} listener answering
+    HTTP-01 challenges and the renewal ordering on its own worker thread
+    (the ACME calls block), installing each new pair with C{installed}.
+    """
+    acme = settings.acme(components.config)
+    if acme is None:
+        return []
+    reactor = components.reactor
+    worker = WorkerThreads(reactor, 1, "trekmail-acme")
+    challenges = acmerenewal.Challenges()
+    renewal = acmerenewal.Renewal(
+        clock=reactor, pair=acme.pair, domains=acme.domains, renew_before=acme.renew_before,
+        order=functools.partial(acmeclient.obtain, acme), run=worker.run, installed=installed,
+        challenges=challenges, reactor=reactor)
+    return [WorkersService(worker), listener(components, "http", challenges.site()), renewal]
+
+
 def realm_services(components):
     """The worker threads of the realm's database and password hashes and, with that backend, of LDAP."""
     services = [WorkersService(components.database), WorkersService(components.hashing)]
@@ -512,6 +534,10 @@ def make_service(config, reactor):
     imaps, imap_cluster = imap_services(components)
     for imap in imaps:
         imap.setServiceParent(top)
+    reload = Reload(reactor, components.tls_options, [s for s in imaps if isinstance(s, IMAPProcesses)])
+    reload.setServiceParent(top)
+    for acme in acme_services(components, reload.reload):
+        acme.setServiceParent(top)
     davs, dav = dav_services(components)
     for door in davs:
         door.setServiceParent(top)

@@ -13,11 +13,12 @@ from ldap3.operation.search import parse_filter
 from OpenSSL import crypto
 from twisted.internet import ssl
 
-from trekmail import tls
+from trekmail import acmeclient, tls
 from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.realm import ldapsettings
 from trekmail.realm.settings import PublishedNames, RealmSettings
+from trekmail.tlsidentity import IdentitySettings, ServerIdentity
 
 
 def realm(config):
@@ -37,13 +38,44 @@ def admin_token(config):
     return api.load_token(config.get("admin", "token"), config.get("admin", "token_file") or config.data_path("admin.token"))
 
 
+def tls_identity(config):
+    """What C{[tls]} (and C{[acme]}, once it got a pair) has every listener serve."""
+    return IdentitySettings(
+        certificate=config.get("tls", "certificate"), private_key=config.get("tls", "private_key"),
+        hostname=config.get("server", "hostname"), sni_directory=config.get("tls", "sni_directory"),
+        acme_pair=acme_pair(config) if config.get("acme", "directory_url") else "")
+
+
+def acme_pair(config):
+    """The file the ACME client keeps its key and certificate chain in."""
+    return config.data_path("acme", "pair.pem")
+
+
+def acme(config):
+    """The ACME client's settings, or C{None} without C{[acme] directory_url}; it needs C{[listen] http}."""
+    if not config.get("acme", "directory_url"):
+        return None
+    if not config.get("listen", "http"):
+        raise ConfigError("acme", "directory_url", "needs [listen] http, where the CA fetches its HTTP-01 challenges")
+    if not config.get("acme", "domains"):
+        raise ConfigError("acme", "domains", "needs at least one domain to order a certificate for")
+    return acmeclient.AcmeSettings(
+        directory_url=config.get("acme", "directory_url"), email=config.get("acme", "email"),
+        domains=config.get("acme", "domains"), account_key=config.data_path("acme", "account.key"),
+        pair=acme_pair(config), ca_file=config.get("acme", "ca_file"),
+        renew_before=config.get("acme", "renew_before_days") * 86400.0)
+
+
 def tls_options(config):
-    """The listeners' C{CertificateOptions} from C{[tls]}, generating a self-signed pair for C{[server] hostname} if need be."""
+    """
+    The listeners' L{ServerIdentity}, generating a self-signed pair for
+    C{[server] hostname} if need be.
+    """
     try:
-        return tls.server_options(config.get("tls", "certificate"), config.get("tls", "private_key"),
-                                  config.get("server", "hostname"))
+        return ServerIdentity(tls_identity(config))
     except tls.CertificateError as e:
-        raise ConfigError("tls", e.key, str(e)) from None
+        where = ("acme", None) if e.key == "acme" else ("tls", e.key)
+        raise ConfigError(*where, str(e)) from None
 
 
 def smarthost_trust(config):

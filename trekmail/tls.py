@@ -156,7 +156,7 @@ def server_options(cert_path, key_path, hostname):
     @raise CertificateError: naming the file that cannot be used.
     """
     ensure_certificate(cert_path, key_path, hostname)
-    options, leaf = load_pair(_read("certificate", cert_path), _read("private_key", key_path))
+    options, leaf = load_pair(read_pem("certificate", cert_path), read_pem("private_key", key_path))
     if not covers(leaf, hostname):
         log.warn("[tls] certificate {path} does not cover [server] hostname {hostname} (it names {names});"
                  " clients that check the name will refuse it",
@@ -164,7 +164,8 @@ def server_options(cert_path, key_path, hostname):
     return options
 
 
-def _read(key, path):
+def read_pem(key, path):
+    """The bytes of C{path}; C{key} names the setting in the error."""
     try:
         with open(path, "rb") as f:
             return f.read()
