@@ -9,6 +9,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.imap_site import Site
+from tests.support import capture
 from trekmail.plans import plan_named
 
 
@@ -42,9 +43,12 @@ class ConnectionCapTests(unittest.TestCase):
     def test_per_address_cap(self):
         site = self.site
         held = yield site.in_thread(self.open_many, "127.0.0.2", self.plan.imap_per_ip)
+        events = capture(self)
         error, closed = yield site.in_thread(refused, site, "127.0.0.2")
         self.assertIn("Maximum connections exceeded", error)
         self.assertTrue(closed)
+        self.assertEqual([(e["client_address"], e["code"], e["reason"]) for e in events if e["log_trekmail"] == "refused"],
+                         [("127.0.0.2", "NO [LIMIT]", "plan")])
         other, _ = yield site.in_thread(refused, site, "127.0.0.3")
         self.assertIsNone(other, "another address still gets in")
         before = self.logged_in()

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from tests.fakes import FakeChecker, FakeDirectory, FakeStore, TLSStringTransport
+from tests.support import capture
 from trekmail.imap import parser
 from trekmail.imap.limits import ConnectionLimits
 from trekmail.imap.server import IMAPFactory, MailUserRealm
@@ -137,9 +138,12 @@ class ProtocolTests(unittest.TestCase):
 
     def test_unauthenticated_connections_per_address(self):
         held = [self.connect(host="127.0.0.9") for _ in range(3)]
+        events = capture(self)
         _, transport = self.connect(host="127.0.0.9")
         self.assertTrue(transport.disconnecting)
         self.assertIn(b"* BYE Maximum connections exceeded", self.lines(transport))
+        self.assertEqual([(e["log_trekmail"], e["listener"], e["client_address"], e["code"], e["reason"])
+                          for e in events], [("refused", "imaps", "127.0.0.9", "BYE", "connections")])
         held[0][0].connectionLost(None)
         _, transport = self.connect(host="127.0.0.9")
         self.assertFalse(transport.disconnecting)

@@ -27,7 +27,7 @@ from twisted.python import failure
 from twisted.cred.portal import IRealm
 from zope.interface import Interface, implementer
 
-from trekmail.imap import parser
+from trekmail.imap import parser, refusals
 from trekmail.imap.cluster import Solo
 from trekmail.imap.clusterlink import Handoff, Unavailable
 from trekmail.imap.commands import MailboxCommands
@@ -88,7 +88,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         self.secure = self.tls or self.factory.trusts(self.peer)
         self.slot = self.factory.limits.connect(self.peer)
         if self.slot is None:
-            self._close(b"* BYE %s\r\n" % MAXIMUM_EXCEEDED.encode())
+            refusals.refuse(self, b"* BYE %s\r\n" % MAXIMUM_EXCEEDED.encode(), "BYE", "connections")
             return
         self.state = "nonauth"
         self.timeout = self.factory.clock.callLater(PRE_LOGIN_TIMEOUT, self._timed_out)
@@ -387,7 +387,7 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
             cluster.dismiss(admission and admission.number)
             return None
         if admission is None:
-            self._close(tagged(tag, "NO", MAXIMUM_EXCEEDED, "LIMIT"))
+            refusals.refuse(self, tagged(tag, "NO", MAXIMUM_EXCEEDED, "LIMIT"), "NO [LIMIT]", "plan")
             return None
         self.admission = admission.number
         self.factory.limits.logged_in(self.slot)
