@@ -4,6 +4,8 @@ mailbox deleted by another process, on a L{task.Clock} with a directory
 that answers as told.
 """
 
+import sqlite3
+
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
@@ -23,6 +25,8 @@ class Session:
         self.farewell = None
 
     def _close(self, farewell):
+        if self.state == "broken":
+            raise OSError("transport gone")
         self.farewell = farewell
         self.state = "logout"
 
@@ -32,9 +36,12 @@ class Directory:
         self.existing = set(existing)
         self.asked = []
         self.down = False
+        self.broken = set()
 
     def mailbox(self, address):
         self.asked.append(address)
+        if address in self.broken:
+            raise sqlite3.OperationalError("database is locked")
         if self.down:
             return defer.fail(DirectoryUnavailable("ldap down"))
         return defer.succeed(object() if address in self.existing else None)
@@ -78,3 +85,30 @@ class RecheckTests(unittest.TestCase):
     def test_closed_sessions_drop_out(self):
         del self.alice[:]
         self.assertEqual(sorted(self.tracked.logged_in()), ["bob@example.com"])
+
+    def test_a_failing_pass_is_logged_and_the_next_one_closes(self):
+        self.directory.existing.clear()
+        self.directory.broken = {"alice@example.com", "bob@example.com"}
+        self.clock.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 2)
+        self.assertEqual([s.farewell for s in self.alice + [self.bob]], [None] * 3)
+        self.directory.broken.clear()
+        self.clock.advance(5)
+        self.assertEqual([s.farewell for s in self.alice + [self.bob]], [sessions.GONE] * 3)
+
+    def test_one_mailbox_failing_does_not_spare_the_others(self):
+        self.directory.existing.clear()
+        self.directory.broken = {"alice@example.com"}
+        self.clock.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(self.bob.farewell, sessions.GONE)
+
+    def test_a_failing_close_is_logged_and_the_others_still_close(self):
+        self.directory.existing.clear()
+        self.alice[0].state = "broken"
+        self.clock.advance(5)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual([s.farewell for s in self.alice + [self.bob]], [None, sessions.GONE, sessions.GONE])
+        self.alice[0].state = "auth"
+        self.clock.advance(5)
+        self.assertEqual(self.alice[0].farewell, sessions.GONE)

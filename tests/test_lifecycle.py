@@ -114,6 +114,15 @@ def _fail_second(rename):
     return flaky
 
 
+def _fail_moving(path, rename):
+    """An C{os.rename} that fails (as on a directory it may not write) for C{path} only."""
+    def flaky(source, target):
+        if source == path:
+            raise PermissionError(13, "denied", source)
+        return rename(source, target)
+    return flaky
+
+
 class DomainDeleteTests(LifecycleTestCase):
     def test_refused_while_it_has_mailboxes(self):
         code, out, err = self.cli("domain", "delete", "example.com", "--yes")
@@ -157,6 +166,18 @@ class DomainDeleteTests(LifecycleTestCase):
         self.assertEqual(store.account_get(self.admin.db, self.account.id).id, self.account.id)
 
 
+    def test_a_failed_move_of_a_later_mailbox_puts_the_earlier_ones_back(self):
+        self.patch(os, "rename", _fail_moving(maildir_path(self.data, "bob@example.com"), os.rename))
+        with self.assertRaises(PermissionError):
+            self.admin.domain_delete("example.com", yes=True, force=True)
+        self.assertEqual([m.address for m in self.admin.mailbox_list()], ["alice@example.com", "bob@example.com"])
+        self.assertEqual(tree(maildir_path(self.data, "alice@example.com")), ["new/1.msg"])
+        self.assertEqual(tree(dav_principal_path(self.data, "alice@example.com")), ["contacts/bob.vcf"])
+        self.assertEqual(tree(maildir_path(self.data, "bob@example.com")), ["new/1.msg"])
+        self.assertEqual(tree(retention.deleted_dir(self.data)), [])
+        self.assertTrue(os.path.exists(dkimkeys.key_path(self.data, "example.com")))
+
+
 class AccountDeleteTests(LifecycleTestCase):
     def setUp(self):
         super().setUp()
@@ -194,6 +215,20 @@ class AccountDeleteTests(LifecycleTestCase):
                     raw = f.read()
                 self.assertNotIn(self.sealed.encode(), raw, name)
                 self.assertNotIn(b"AKIAUSERNAME", raw, name)
+
+    def test_a_failed_move_in_a_later_domain_puts_every_earlier_one_back(self):
+        self.admin.domain_add("example.org", self.account.id)
+        self.admin.mailbox_add("dan@example.org", "pw")
+        put_mail(self.data, "dan@example.org")
+        self.patch(os, "rename", _fail_moving(maildir_path(self.data, "dan@example.org"), os.rename))
+        with self.assertRaises(PermissionError):
+            self.admin.account_delete(self.account.id, yes=True)
+        self.assertEqual([m.address for m in self.admin.mailbox_list(domain="example.com")],
+                         ["alice@example.com", "bob@example.com"])
+        for address in ["alice@example.com", "bob@example.com", "dan@example.org"]:
+            self.assertEqual(tree(maildir_path(self.data, address)), ["new/1.msg"], address)
+        self.assertEqual(tree(dav_principal_path(self.data, "alice@example.com")), ["contacts/bob.vcf"])
+        self.assertEqual(tree(retention.deleted_dir(self.data)), [])
 
     def test_unknown_account(self):
         with self.assertRaises(NotFound):
@@ -242,6 +277,30 @@ class RenameTests(LifecycleTestCase):
         with self.assertRaises(InvalidInput):
             self.admin.mailbox_rename("alice@example.com", "stray@example.com")
         self.assertEqual(store.mailbox_get(self.admin.db, "alice@example.com").address, "alice@example.com")
+
+
+class AddOverDataOnDiskTests(LifecycleTestCase):
+    """A new mailbox must not inherit what an address's earlier life left on disk."""
+
+    def test_refused_over_a_leftover_maildir(self):
+        self.admin.mailbox_delete("bob@example.com", yes=True)
+        put_mail(self.data, "bob@example.com", "late.msg")  # a delivery still in flight at the delete
+        with self.assertRaises(InvalidInput) as caught:
+            self.admin.mailbox_add("bob@example.com", "pw")
+        self.assertIn(maildir_path(self.data, "bob@example.com"), str(caught.exception))
+        self.assertIsNone(store.mailbox_find(self.admin.db, "bob@example.com"))
+        self.assertEqual(tree(maildir_path(self.data, "bob@example.com")), ["new/late.msg"])
+
+    def test_refused_over_leftover_dav_data(self):
+        put_dav(self.data, "carol@example.com")
+        with self.assertRaises(InvalidInput) as caught:
+            self.admin.mailbox_add("carol@example.com", "pw")
+        self.assertIn(dav_principal_path(self.data, "carol@example.com"), str(caught.exception))
+        self.assertIsNone(store.mailbox_find(self.admin.db, "carol@example.com"))
+
+    def test_an_existing_mailbox_is_still_a_duplicate(self):
+        with self.assertRaises(Duplicate):
+            self.admin.mailbox_add("bob@example.com", "pw")
 
 
 class DirectoryOwnedTests(unittest.TestCase):

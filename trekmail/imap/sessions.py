@@ -68,13 +68,26 @@ class MailboxRecheck(service.Service):
 
     @defer.inlineCallbacks
     def check(self):
-        for address in sorted(self.sessions.logged_in()):
-            try:
-                context = yield self.directory.mailbox(address)
-            except DirectoryUnavailable:
-                return
-            if context is None:
-                self.end(address)
+        """
+        One pass.  It never fails: a failed C{LoopingCall} call stops the
+        loop for good, and then no deleted mailbox's sessions would ever be
+        closed again, so an error is logged and the check goes on with the
+        next mailbox, or at worst the next pass.
+        """
+        try:
+            for address in sorted(self.sessions.logged_in()):
+                try:
+                    context = yield self.directory.mailbox(address)
+                except DirectoryUnavailable:
+                    return
+                except Exception:
+                    self.log.failure("re-checking the IMAP mailbox {address} failed", address=address)
+                    continue
+                if context is None:
+                    self.end(address)
+        except Exception:
+            self.log.failure("re-checking the open IMAP mailboxes failed; trying again in {interval} s",
+                             interval=self.interval)
 
     def end(self, address):
         """Close every session still on C{address} (looked up again: some may have left during the lookup)."""
@@ -83,4 +96,7 @@ class MailboxRecheck(service.Service):
             self.log.info("closing {count} IMAP session(s) of {address}: the mailbox no longer exists",
                           count=len(sessions), address=address)
         for session in sessions:
-            session._close(GONE)  # the server's own way out: BYE, release, close (L{trekmail.imap.server})
+            try:
+                session._close(GONE)  # the server's own way out: BYE, release, close (L{trekmail.imap.server})
+            except Exception:
+                self.log.failure("closing an IMAP session of {address} failed", address=address)

@@ -11,7 +11,7 @@ import re
 from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
-from trekmail.realm import dkimkeys, lifecycle, store
+from trekmail.realm import dkimkeys, lifecycle, retention, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 from trekmail.realm.model import SUSPENSION_REASONS
 
@@ -162,6 +162,8 @@ class Administration:
                 "domain %s is not hosted here: add it first with `trekmail domain add %s --account ID`"
                 % (domain, domain)
             )
+        if store.mailbox_find(self.db, address) is None:
+            retention.refuse_data_on_disk(self.settings.data_dir, address)
         hashed = hash_password(password, self.settings.scrypt_n)
         return store.mailbox_add(self.db, address, domain, hashed, self.clock.seconds())
 

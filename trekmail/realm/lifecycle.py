@@ -3,9 +3,9 @@ Deleting accounts, domains and mailboxes, and renaming mailboxes: the
 rows and the files that belong to them, in one transaction each.
 
 The files move while the transaction is open and before it commits: a
-move that fails rolls the rows back (and L{retention} moves back what it
-had moved), so the database and the disk never disagree about whether a
-mailbox exists.  Inputs are assumed checked by L{trekmail.realm.admin}.
+failure anywhere in a verb rolls the rows back and moves back every file
+the verb had moved (L{retention.Moves}), so the database and the disk
+never disagree about whether a mailbox exists.  Inputs are assumed checked by L{trekmail.realm.admin}.
 
 What a delete leaves: the Maildir and DAV data set aside for the retention
 period (L{retention}); the queue's entries, which were accepted and are
@@ -21,23 +21,23 @@ from trekmail.realm.database import transaction
 from trekmail.realm.errors import Duplicate, InvalidInput
 
 
-def _mailbox_rows_and_files(db, data_dir, address, now):
+def _mailbox_rows_and_files(db, data_dir, address, now, moves):
     db.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
-    return retention.set_aside(data_dir, address, now)
+    return retention.set_aside(data_dir, address, now, moves)
 
 
 def delete_mailbox(db, data_dir, address, now):
-    with transaction(db):
+    with retention.Moves() as moves, transaction(db):
         store.mailbox_get(db, address)
-        kept = _mailbox_rows_and_files(db, data_dir, address, now)
+        kept = _mailbox_rows_and_files(db, data_dir, address, now, moves)
     return {"deleted": address, "mail_kept_in": kept}
 
 
-def _domain_rows_and_files(db, data_dir, domain, now):
+def _domain_rows_and_files(db, data_dir, domain, now, moves):
     """The domain's mailboxes (set aside), its row (with its route), its suppressions and its DKIM key."""
     kept = {}
     for mailbox in store.mailbox_list(db, domain.name):
-        kept[mailbox.address] = _mailbox_rows_and_files(db, data_dir, mailbox.address, now)
+        kept[mailbox.address] = _mailbox_rows_and_files(db, data_dir, mailbox.address, now, moves)
     db.execute("DELETE FROM hard_bounces WHERE domain = ?", (domain.name,))
     db.execute("DELETE FROM domains WHERE name = ?", (domain.name,))
     return kept
@@ -53,7 +53,7 @@ def _remove_keys(data_dir, domains):
 
 
 def delete_domain(db, data_dir, name, force, now):
-    with transaction(db):
+    with retention.Moves() as moves, transaction(db):
         domain = store.domain_get(db, name)
         mailboxes = store.mailbox_list(db, name)
         if mailboxes and not force:
@@ -61,7 +61,7 @@ def delete_domain(db, data_dir, name, force, now):
                 "domain %s still has %d mailbox(es) (%s): delete them first, or repeat with --force to delete them too"
                 % (name, len(mailboxes), ", ".join(m.address for m in mailboxes[:5])
                    + (", ..." if len(mailboxes) > 5 else "")))
-        kept = _domain_rows_and_files(db, data_dir, domain, now)
+        kept = _domain_rows_and_files(db, data_dir, domain, now, moves)
     _remove_keys(data_dir, [domain])
     return {"deleted": name, "mailboxes_deleted": sorted(kept), "mail_kept_in": sorted(k for k in kept.values() if k)}
 
@@ -76,12 +76,12 @@ def delete_account(db, data_dir, account_id, now):
     previous = db.execute("PRAGMA secure_delete").fetchone()[0]
     db.execute("PRAGMA secure_delete = ON")
     try:
-        with transaction(db):
+        with retention.Moves() as moves, transaction(db):
             account = store.account_get(db, account_id)
             domains = store.domain_list(db, account.id)
             kept = {}
             for domain in domains:
-                kept.update(_domain_rows_and_files(db, data_dir, domain, now))
+                kept.update(_domain_rows_and_files(db, data_dir, domain, now, moves))
             profiles = [r[0] for r in db.execute(
                 "SELECT id FROM smtp_profiles WHERE account_id = ? ORDER BY id", (account.id,))]
             db.execute("UPDATE smtp_profiles SET password_sealed = zeroblob(length(password_sealed)),"
@@ -104,7 +104,7 @@ def delete_account(db, data_dir, account_id, now):
 
 def rename_mailbox(db, data_dir, old, new):
     """The address changes; the password, the mail and the DAV data stay with the mailbox."""
-    with transaction(db):
+    with retention.Moves() as moves, transaction(db):
         mailbox = store.mailbox_get(db, old)
         if store.mailbox_find(db, new) is not None:
             raise Duplicate("mailbox %s already exists" % (new,))
@@ -119,5 +119,5 @@ def rename_mailbox(db, data_dir, old, new):
                 % (new_domain.name,))
         db.execute("UPDATE mailboxes SET address = ?, domain = ? WHERE address = ?",
                    (new, new_domain.name, mailbox.address))
-        retention.move_mailbox(data_dir, mailbox.address, new)
+        retention.move_mailbox(data_dir, mailbox.address, new, moves)
     return store.mailbox_get(db, new)

@@ -42,21 +42,42 @@ def _parts(data_dir, address):
     return (("mail", maildir_path(data_dir, address)), ("dav", dav_principal_path(data_dir, address)))
 
 
-def _move_all(moves):
+class Moves:
     """
-    Rename each C{(source, target)}; on a failure the ones done are moved
-    back, so the caller's rolled-back transaction and the disk agree.
+    Every rename one verb has done.  C{with Moves() as moves,
+    transaction(db):} puts them all back, newest first, when anything in
+    the verb fails (a later mailbox's move, a statement, the commit): a
+    domain's or account's delete moves many mailboxes, and one whose rows
+    roll back must not leave its mail under L{deleted_dir}, where the
+    purge would remove it.
     """
-    done = []
-    try:
-        for source, target in moves:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.rename(source, target)
-            done.append((source, target))
-    except OSError:
+
+    def __init__(self):
+        self.done = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            self.undo()
+        return False
+
+    def move(self, source, target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(source, target)
+        self.done.append((source, target))
+
+    def undo(self):
+        """Each move back on its own: one that fails is logged with both paths and the others still go back."""
+        done, self.done = self.done, []
         for source, target in reversed(done):
-            os.rename(target, source)
-        raise
+            try:
+                os.makedirs(os.path.dirname(source), exist_ok=True)
+                os.rename(target, source)
+            except OSError:
+                log.failure("could not move {target} back to {source}: move it by hand",
+                            target=target, source=source)
 
 
 def _prune(path, stop):
@@ -69,10 +90,11 @@ def _prune(path, stop):
         path = os.path.dirname(path)
 
 
-def set_aside(data_dir, address, now):
+def set_aside(data_dir, address, now, moves):
     """
-    Move the mailbox's Maildir and DAV data under L{deleted_dir}; the
-    directory it went to, or C{None} when the mailbox had nothing on disk.
+    Move the mailbox's Maildir and DAV data under L{deleted_dir}, through
+    C{moves} (a L{Moves}); the directory it went to, or C{None} when the
+    mailbox had nothing on disk.
     """
     present = [(name, path) for name, path in _parts(data_dir, address) if os.path.lexists(path)]
     if not present:
@@ -83,20 +105,30 @@ def set_aside(data_dir, address, now):
     while os.path.lexists(target):
         n += 1
         target = "%s.%d" % (base, n)
-    _move_all([(path, os.path.join(target, name)) for name, path in present])
+    for name, path in present:
+        moves.move(path, os.path.join(target, name))
     _prune(os.path.dirname(maildir_path(data_dir, address)), data_dir)
     return target
 
 
-def move_mailbox(data_dir, old, new):
-    """A renamed mailbox's Maildir and DAV data follow it; refused if the new address already has either."""
-    moves = []
+def refuse_data_on_disk(data_dir, address):
+    """
+    Refused if C{address} already has a Maildir or DAV data: a mailbox
+    added or renamed there would inherit it (mail written by a delivery
+    still in flight when the previous mailbox was deleted, or a copy put
+    back by hand), and only the operator knows whose it is.
+    """
+    for _, path in _parts(data_dir, address):
+        if os.path.lexists(path):
+            raise InvalidInput("%s already exists on disk: move it away first" % (path,))
+
+
+def move_mailbox(data_dir, old, new, moves):
+    """A renamed mailbox's Maildir and DAV data follow it, through C{moves} (a L{Moves})."""
+    refuse_data_on_disk(data_dir, new)
     for (_, source), (_, target) in zip(_parts(data_dir, old), _parts(data_dir, new)):
-        if os.path.lexists(target):
-            raise InvalidInput("%s already exists on disk: move it away first" % (target,))
         if os.path.lexists(source):
-            moves.append((source, target))
-    _move_all(moves)
+            moves.move(source, target)
     _prune(os.path.dirname(maildir_path(data_dir, old)), data_dir)
 
 
