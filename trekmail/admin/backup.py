@@ -4,9 +4,10 @@ C{trekmail backup DIR} and C{trekmail restore DIR}.
 A backup runs beside a live server and still gives a copy that opens
 as one moment's state:
 
- - every sqlite file under the data directory (the realm database, each
-   mailbox's IMAP index) is copied with sqlite's online backup API, a
-   snapshot taken under a read transaction (WAL: writers go on);
+ - the realm database (wherever it is, whatever its name) and every
+   sqlite file under the data directory (each mailbox's IMAP index) is
+   copied with sqlite's online backup API, a snapshot taken under a read
+   transaction (WAL: writers go on), never file by file;
  - the indexes are copied before any mail, so every message an index
    names is already on disk: Maildir message files are never rewritten
    once written (a file still linked elsewhere is never reused as a
@@ -36,13 +37,14 @@ import os
 import shutil
 import sqlite3
 
-from trekmail.durable import fsync_directory, write_file
+from trekmail.durable import fsync_directory, remove_if_there, write_file
 from trekmail.imap.index import INDEX_NAME, folder_dir
 from trekmail.realm.errors import InvalidInput
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,27 +99,39 @@ def _is_maildir_part(directory):
 _ORDER = {"queue": 0, "new": 0, "cur": 2, "mail": 2}
 
 
-def _walk(data_dir):
+def _with_side_files(path):
+    return [path] + [path + suffix for suffix in _SQLITE_SIDE_FILES]
+
+
+def _walk(data_dir, database):
     """
-    Relative paths of the files to copy (no sqlite files, no Maildir
-    C{tmp/}): each Maildir's C{new/} before its C{cur/}, and the queue
-    before the mail, so that a message delivered while the backup runs is
-    in one of them (in both, it is delivered again after a restore).
+    Relative paths of the files to copy (no sqlite files, nor the realm
+    C{database} whatever its name, no Maildir C{tmp/}): each Maildir's
+    C{new/} before its C{cur/}, and the queue before the mail, so that a
+    message delivered while the backup runs is in one of them (in both,
+    it is delivered again after a restore).
     """
+    skip = set(_with_side_files(os.path.abspath(database)))
     for directory, subdirs, files in os.walk(data_dir):
         subdirs.sort(key=lambda d: _ORDER.get(d, 1))
         subdirs[:] = [d for d in subdirs if not (d == "tmp" and os.path.isdir(os.path.join(directory, "cur")))]
         for name in files:
             if name.endswith(".sqlite") or any(name.endswith(".sqlite" + s) for s in _SQLITE_SIDE_FILES):
                 continue
+            if os.path.abspath(os.path.join(directory, name)) in skip:
+                continue
             yield os.path.relpath(os.path.join(directory, name), data_dir), _is_maildir_part(directory)
 
 
-def _sqlite_files(data_dir):
+def _sqlite_files(data_dir, database):
+    """The sqlite files under C{data_dir} to snapshot: the realm C{database} first when it is there, whatever its name."""
+    if os.path.exists(database) and _inside(database, data_dir):
+        yield os.path.relpath(database, data_dir)
     for directory, _, files in os.walk(data_dir):
         for name in files:
-            if name.endswith(".sqlite"):
-                yield os.path.relpath(os.path.join(directory, name), data_dir)
+            path = os.path.join(directory, name)
+            if name.endswith(".sqlite") and os.path.abspath(path) != os.path.abspath(database):
+                yield os.path.relpath(path, data_dir)
 
 
 def _complete_index(live_root, saved_root, link):
@@ -160,12 +174,12 @@ def backup(layout, target):
         _snapshot(layout.database, os.path.join(target, "external", "database"))
         external["database"] = "external/database"
     indexes = []
-    for relative in _sqlite_files(layout.data_dir):
+    for relative in _sqlite_files(layout.data_dir, layout.database):
         _snapshot(os.path.join(layout.data_dir, relative), os.path.join(data, relative))
         if os.path.basename(relative) == INDEX_NAME:
             indexes.append(os.path.dirname(relative))
     files = 0
-    for relative, mail in _walk(layout.data_dir):
+    for relative, mail in _walk(layout.data_dir, layout.database):
         try:
             _copy(os.path.join(layout.data_dir, relative), os.path.join(data, relative), link and mail)
             files += 1
@@ -203,6 +217,21 @@ def read_manifest(source):
     return manifest
 
 
+def _is_sqlite(path):
+    with open(path, "rb") as f:
+        return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+
+
+def _put(saved, destination):
+    """
+    Restores one file over whatever is at C{destination}.  A database's
+    old C{-wal}, C{-shm} and C{-journal} go first: SQLite would otherwise
+    replay the old server's log over the restored pages.
+    """
+    remove_if_there(*(_with_side_files(destination) if _is_sqlite(saved) else [destination]))
+    _copy(saved, destination, False)
+
+
 def restore(layout, source, force=False):
     """
     Copies a backup into C{layout}'s places: the data directory must be
@@ -222,14 +251,11 @@ def restore(layout, source, force=False):
     for directory, _, names in os.walk(data):
         for name in names:
             relative = os.path.relpath(os.path.join(directory, name), data)
-            destination = os.path.join(layout.data_dir, relative)
-            if os.path.exists(destination):
-                os.unlink(destination)
-            _copy(os.path.join(directory, name), destination, False)
+            _put(os.path.join(directory, name), os.path.join(layout.data_dir, relative))
             files += 1
     for name, relative in manifest["external"].items():
         if targets[name]:
-            _copy(os.path.join(source, relative), targets[name], False)
+            _put(os.path.join(source, relative), targets[name])
             os.chmod(targets[name], 0o600)
     return {"restored": os.path.abspath(source), "data_dir": os.path.abspath(layout.data_dir), "files": files,
             "backup_created": manifest["created"]}

@@ -24,17 +24,40 @@ file waits in C{importing/} (the next run moves it): never two copies.
 import os
 
 from trekmail.durable import discard, fsync_directory, publish, write_all
-from trekmail.imap import index
+from trekmail.imap import flagnames, index
 from trekmail.mailstore import maildir_path, unique_name
 from trekmail.realm import database
 
 STAGING = "importing"
 BUSY_TIMEOUT_MS = 10000
 """The server holds the index's write lock for a few milliseconds at a time; an import may wait for it."""
+MAX_KEYWORDS = 64
+MAX_FLAG_LENGTH = 200
+"""Keywords kept per message, and the longest kept: what a source states cannot grow one message's FLAGS answer without bound."""
 
 
 class TooLarge(Exception):
     """A message over the size cap: it is skipped, and the import goes on."""
+
+
+def stored_flags(flags):
+    """
+    The flags text an imported message is indexed with: only what a
+    client may read back in C{FLAGS (...)} (L{flagnames.canonical}, so a
+    source's C{\\seen} is C{\\Seen} and an C{X-Keywords: {25}} is
+    dropped rather than sent as a literal's start), every system flag and
+    at most L{MAX_KEYWORDS} keywords.
+    """
+    system, keywords = set(), []
+    for name in flags:
+        flag = flagnames.canonical(name)
+        if flag is None or len(flag) > MAX_FLAG_LENGTH:
+            continue
+        if flag.startswith("\\"):
+            system.add(flag)
+        elif len(keywords) < MAX_KEYWORDS and flag not in keywords:
+            keywords.append(flag)
+    return " ".join(sorted(system) + sorted(keywords))
 
 
 def target_name(parts):
@@ -95,7 +118,7 @@ class Mailbox:
     def add(self, source, folder, validity, target, position, flags, internaldate, chunks):
         """
         Copies one message (C{chunks}, an iterable of bytes) into
-        C{target} with its flags (IMAP flag names) and INTERNALDATE
+        C{target} with its flags (as the source names them: L{stored_flags}) and INTERNALDATE
         (seconds since the epoch), and records C{position} as copied.
         Raises L{TooLarge} past the cap, having recorded the position.
         """
@@ -122,7 +145,7 @@ class Mailbox:
             discard(staged)
             raise
         fsync_directory(self.staging)
-        text = " ".join(sorted(set(flags) - {"\\Recent"}))
+        text = stored_flags(flags)
         with database.transaction(self.db):
             self.db.execute("INSERT INTO arriving VALUES (?, ?, ?)", (target, filename, text))
             self._record(source, folder, validity, position)

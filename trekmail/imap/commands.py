@@ -10,19 +10,16 @@ import re
 
 from twisted.internet import defer
 
-from trekmail.imap import fetch, index, message, search
+from trekmail.imap import fetch, flagnames, index, message, search
 from trekmail.imap.listpattern import MailboxPattern
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import (Atom, ProtocolError, mailbox_name, name_fits, number, sequence_members, uid_set,
                                   valid_new_name)
 from trekmail.imap.responses import tagged
-from trekmail.imap.view import SYSTEM_FLAGS
 
 READ_CHUNK = 128
 """Messages read from disk at a time for FETCH and SEARCH, so a command's memory does not grow with the mailbox."""
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
-_SYSTEM_FLAGS = {f.lower(): f for f in SYSTEM_FLAGS}
-_FLAG = re.compile(r"^\\?[!#$&'+\-./0-9:;<=>?@A-Z^_`a-z|}~]+$")
 
 
 def _set_text(uids):
@@ -45,13 +42,12 @@ def _flags_arg(value):
     items = value if isinstance(value, list) else [value]
     flags = set()
     for item in items:
-        if not isinstance(item, Atom) or not _FLAG.match(item):
+        if not isinstance(item, Atom) or not flagnames.well_formed(item):
             raise ProtocolError("Invalid flag")
-        if item.startswith("\\"):
-            if item.lower() not in _SYSTEM_FLAGS:
-                raise ProtocolError("Invalid system flag %s" % (item[:20],))
-            item = _SYSTEM_FLAGS[item.lower()]
-        flags.add(str(item))
+        flag = flagnames.canonical(str(item))
+        if flag is None:
+            raise ProtocolError("Invalid system flag %s" % (item[:20],))
+        flags.add(flag)
     return flags
 
 

@@ -235,14 +235,17 @@ def take_new(db, root, name):
     Moves what delivery left in C{new/} to C{cur/}: (filename, size,
     mtime, flags text) for each.  Delivery's files arrive unflagged; an
     import states its files' flags in C{arriving} before they appear.
+    C{new/} is listed before C{arriving} is read: a row committed after
+    the listing belongs to a file the listing cannot hold yet (the import
+    commits, then moves), so every file listed has its row read.
     """
     path = folder_dir(root, name)
-    staged = dict(db.execute("SELECT filename, flags FROM arriving WHERE folder = ?", (name,)).fetchall())
     new_dir = os.path.join(path, "new")
     try:
         entries = sorted((e for e in os.listdir(new_dir) if not e.startswith(".")), key=arrival_order)
     except FileNotFoundError:
         return []
+    staged = dict(db.execute("SELECT filename, flags FROM arriving WHERE folder = ?", (name,)).fetchall())
     moved = []
     for entry in entries:
         source = os.path.join(new_dir, entry)
