@@ -5,6 +5,7 @@ The CLI verbs that move mail and data in and out: C{import imap|maildir|mbox}
 hands the modules plain values.
 """
 
+import sqlite3
 import time
 
 from trekmail.admin import backup, importer
@@ -28,7 +29,7 @@ def _import(make_source):
             source = make_source(options, password)
             return importer.run(source, admin.config.data_dir, options.mailbox.lower(), time.time,
                                 admin.config.get("imap", "append_limit"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, sqlite3.Error) as e:
             raise RealmError("import stopped: %s (what was copied stays; run it again to go on)" % (e,)) from None
     return run
 
