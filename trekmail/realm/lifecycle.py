@@ -34,11 +34,12 @@ def delete_mailbox(db, data_dir, address, now):
 
 
 def _domain_rows_and_files(db, data_dir, domain, now, moves):
-    """The domain's mailboxes (set aside), its row (with its route), its suppressions and its DKIM key."""
+    """The domain's mailboxes (set aside), its aliases, its row (with its route), its suppressions and its DKIM key."""
     kept = {}
     for mailbox in store.mailbox_list(db, domain.name):
         kept[mailbox.address] = _mailbox_rows_and_files(db, data_dir, mailbox.address, now, moves)
     db.execute("DELETE FROM hard_bounces WHERE domain = ?", (domain.name,))
+    db.execute("DELETE FROM aliases WHERE domain = ?", (domain.name,))
     db.execute("DELETE FROM domains WHERE name = ?", (domain.name,))
     return kept
 
