@@ -194,7 +194,9 @@ class Administration:
         self._no_ldap_aliases()
         if isinstance(targets, str):
             targets = targets.split(",")
-        targets = [check_address(t) for t in targets or () if t.strip()]
+        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+            raise InvalidInput("the targets are mailbox addresses: a list, or one string separated by commas")
+        targets = [check_address(t) for t in targets if t.strip()]
         return aliases.add(self.db, check_address(address), targets, self.clock.seconds())
 
     def alias_list(self, domain=None):
@@ -207,6 +209,8 @@ class Administration:
     def domain_catchall(self, domain, mailbox=None):
         """The catch-all of C{domain} becomes C{mailbox}; C{None} turns it off."""
         self._no_ldap_aliases()
+        if mailbox is not None and not isinstance(mailbox, str):
+            raise InvalidInput("the catch-all is a mailbox address, or null to turn it off")
         return aliases.set_catchall(self.db, check_domain(domain), None if mailbox is None else check_address(mailbox))
 
     def mailbox_delete(self, address, yes=False):
