@@ -67,6 +67,16 @@ class AliasRulesTests(unittest.TestCase):
         self.assertEqual(self.admin.domain_get("example.com").catchall, "carol@example.org")
         self.assertIsNone(self.admin.domain_catchall("example.com").catchall)
 
+    def test_rename_keeps_aliases_and_catchall(self):
+        self.admin.alias_add("team@example.org", ["alice@example.com", "bob@example.com"])
+        self.admin.alias_add("solo@example.org", ["bob@example.com"])
+        self.admin.domain_catchall("example.org", "alice@example.com")
+        self.admin.mailbox_rename("alice@example.com", "al_ice@example.org")
+        self.admin.mailbox_rename("bob@example.com", "bob@example.org")
+        self.assertEqual([a.targets for a in self.admin.alias_list()],
+                         [("bob@example.org",), ("al_ice@example.org", "bob@example.org")])
+        self.assertEqual(self.admin.domain_get("example.org").catchall, "al_ice@example.org")
+
     def test_domain_delete_takes_its_aliases(self):
         self.admin.alias_add("team@example.org", ["alice@example.com"])
         self.admin.domain_delete("example.org", yes=True, force=True)

@@ -104,7 +104,7 @@ def delete_account(db, data_dir, account_id, now):
 
 
 def rename_mailbox(db, data_dir, old, new):
-    """The address changes; the password, the mail and the DAV data stay with the mailbox."""
+    """The address changes; the password, the mail, the DAV data and the aliases and catch-alls naming it stay with the mailbox."""
     with retention.Moves() as moves, transaction(db):
         mailbox = store.mailbox_get(db, old)
         if store.mailbox_find(db, new) is not None:
@@ -120,5 +120,6 @@ def rename_mailbox(db, data_dir, old, new):
                 % (new_domain.name,))
         db.execute("UPDATE mailboxes SET address = ?, domain = ? WHERE address = ?",
                    (new, new_domain.name, mailbox.address))
+        store.retarget(db, mailbox.address, new)
         retention.move_mailbox(data_dir, mailbox.address, new, moves)
     return store.mailbox_get(db, new)

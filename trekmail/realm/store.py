@@ -249,6 +249,16 @@ def alias_remove(db, address):
         return alias
 
 
+def retarget(db, old, new):
+    """Aliases and catch-alls that deliver to mailbox C{old} deliver to C{new} instead (a rename)."""
+    pattern = "%%%s%%" % (json.dumps(old),)
+    for alias in [_alias(r) for r in db.execute("SELECT * FROM aliases WHERE targets LIKE ?", (pattern,))]:
+        if old in alias.targets:
+            targets = tuple(dict.fromkeys(new if t == old else t for t in alias.targets))
+            db.execute("UPDATE aliases SET targets = ? WHERE address = ?", (json.dumps(list(targets)), alias.address))
+    db.execute("UPDATE domains SET catchall = ? WHERE catchall = ?", (new, old))
+
+
 def alias_mailboxes(db, address):
     """
     The mailboxes alias C{address} delivers to that still exist, in its
