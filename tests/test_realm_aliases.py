@@ -142,6 +142,8 @@ class CommandLineTests(unittest.TestCase):
             ("sales@example.com", ["alice@example.com", "bob@example.com"]),
             ("team@example.com", ["alice@example.com", "bob@example.com"])])
         self.assertEqual(len(json.loads(self.ok("--json", "alias", "list", "--domain", "example.com"))), 2)
+        self.assertIn("address: sales@example.com  domain: example.com  targets: alice@example.com,bob@example.com\n",
+                      self.ok("alias", "list"))
         self.ok("alias", "remove", "team@example.com")
         self.assertEqual(self.run_cli("alias", "remove", "team@example.com")[0], 1)
         code, _, err = self.run_cli("alias", "add", "x@example.com", "nobody@example.com")

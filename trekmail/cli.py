@@ -65,7 +65,8 @@ def _print(result, as_json, out):
 
 def _one_line(item):
     if isinstance(item, dict):
-        return "  ".join("%s: %s" % (k, _scalar(v, k)) for k, v in item.items())
+        return "  ".join("%s: %s" % (k, ",".join(map(str, v)) if isinstance(v, list) else _scalar(v, k))
+                         for k, v in item.items())
     return str(item)
 
 
