@@ -34,7 +34,7 @@ class FakeDirectory:
     L{DirectoryUnavailable}, C{fail_on} (a set of names) only the lookups
     of those; C{held} (a list) keeps every answer until L{release};
     C{every_mailbox} makes any address a mailbox, added as it is asked
-    for.
+    for.  C{aliases} maps an alias to its mailboxes (none by default).
     """
 
     def __init__(self, domains=(), mailboxes=(), plan="starter", every_mailbox=False):
@@ -42,6 +42,7 @@ class FakeDirectory:
         self.every_mailbox = every_mailbox
         self.domains = {}
         self.mailboxes = {}
+        self.aliases = {}
         self.unavailable = False
         self.fail_on = set()
         self.held = None
@@ -50,9 +51,9 @@ class FakeDirectory:
         for address in mailboxes:
             self.add_mailbox(address)
 
-    def add_domain(self, name, created=0.0, plan=None, route=None, selector="dkim", public_key=""):
+    def add_domain(self, name, created=0.0, plan=None, route=None, selector="dkim", public_key="", catchall=None):
         account = Account(1, "owner@" + name, True, None, plan or self.plan, True, None)
-        self.domains[name] = (Domain(name, 1, created, selector, public_key, "verified", route), account)
+        self.domains[name] = (Domain(name, 1, created, selector, public_key, "verified", route, catchall), account)
 
     def add_mailbox(self, address):
         address = address.lower()
@@ -71,6 +72,9 @@ class FakeDirectory:
                 self.add_mailbox(address)
             return self.mailboxes.get(address.lower())
         return self._answer(address, find)
+
+    def alias(self, address):
+        return self._answer(address, lambda: self.aliases.get(address))
 
     def _answer(self, name, find):
         if self.unavailable or name in self.fail_on:

@@ -127,6 +127,23 @@ class AdminAPITests(unittest.TestCase):
             self.assertNotIn(SECRET, json.dumps(from_api))
 
     @inlineCallbacks
+    def test_aliases_and_catchall_through_api(self):
+        yield self.populate()
+        status, alias = yield self.request("POST", "/aliases", {"address": "sales@example.com",
+                                                                "targets": ["alice@example.com"]})
+        self.assertEqual((status, alias["targets"]), (200, ["alice@example.com"]), alias)
+        status, listed = yield self.request("GET", "/aliases?domain=example.com")
+        self.assertEqual(listed, self.cli("alias", "list", "example.com")[1])
+        status, answer = yield self.request("POST", "/aliases", {"address": "x@example.com", "targets": 5})
+        self.assertEqual(status, 400, answer)
+        status, domain = yield self.request("PUT", "/domains/example.com/catchall", {"mailbox": "alice@example.com"})
+        self.assertEqual((status, domain["catchall"]), (200, "alice@example.com"), domain)
+        status, domain = yield self.request("PUT", "/domains/example.com/catchall", {"mailbox": None})
+        self.assertIsNone(domain["catchall"])
+        status, _ = yield self.request("DELETE", "/aliases/sales@example.com")
+        self.assertEqual((status, (yield self.request("GET", "/aliases"))[1]), (200, []))
+
+    @inlineCallbacks
     def test_apply_all_refused_without_yes_through_api(self):
         account = yield self.populate()
         status, profile = yield self.request("POST", "/smtp/profiles", {

@@ -16,6 +16,7 @@ from trekmail.realm import database, dkimkeys, schema, store
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.ldapclient import LdapClient
 from trekmail.realm.ldapdirectory import LdapDirectory, Malformed
+from trekmail.realm.recipients import Recipients
 from tests.slapd import SUFFIX, Slapd, ldap_config, started_directory
 from trekmail import settings
 
@@ -71,6 +72,12 @@ class FactsTests(DirectoryTestCase):
         self.assertEqual((account.id, account.owner_email, account.plan), (1, "owner@example.com", "starter"))
         self.assertEqual((account.paid, account.owner_verified, account.suspension), (True, True, None))
         self.assertEqual(account.registered.isoformat(), "2026-03-01")
+
+    @defer.inlineCallbacks
+    def test_no_aliases_but_plus_addressing(self):
+        self.assertIsNone((yield self.directory.alias("ssha@example.com")))
+        self.assertEqual((yield Recipients(self.directory).named("ssha+news@example.com")), ("ssha@example.com",))
+        self.assertIsNone((yield Recipients(self.directory).named("nobody+news@example.com")))
 
     @defer.inlineCallbacks
     def test_paused_and_suspended(self):

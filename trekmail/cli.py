@@ -65,7 +65,8 @@ def _print(result, as_json, out):
 
 def _one_line(item):
     if isinstance(item, dict):
-        return "  ".join("%s: %s" % (k, _scalar(v, k)) for k, v in item.items())
+        return "  ".join("%s: %s" % (k, ",".join(map(str, v)) if isinstance(v, list) else _scalar(v, k))
+                         for k, v in item.items())
     return str(item)
 
 
@@ -149,6 +150,26 @@ def _parser():
     p.add_argument("--yes", action="store_true", help="confirm")
     p.add_argument("--force", action="store_true", help="also delete its mailboxes")
     p.set_defaults(run=lambda a, o: a.domain_delete(o.domain, yes=o.yes, force=o.force))
+
+    p = domain.add_parser("catchall", help="deliver mail for unknown addresses of DOMAIN to MAILBOX")
+    p.add_argument("domain")
+    p.add_argument("mailbox", nargs="?")
+    p.add_argument("--off", action="store_true", help="turn the catch-all off")
+    p.set_defaults(run=_catchall)
+
+    alias = nouns.add_parser("alias").add_subparsers(dest="verb", required=True)
+    p = alias.add_parser("add", help="an address that delivers to mailboxes of the same account")
+    p.add_argument("address")
+    p.add_argument("targets", nargs="*", metavar="TARGET")
+    p.add_argument("--to", help="ADDR[,ADDR...], the same as TARGET...")
+    p.set_defaults(run=lambda a, o: a.alias_add(o.address, o.targets + (o.to or "").split(",")))
+    p = alias.add_parser("list")
+    p.add_argument("domain", nargs="?")
+    p.add_argument("--domain", dest="domain_option")
+    p.set_defaults(run=lambda a, o: a.alias_list(o.domain or o.domain_option))
+    p = alias.add_parser("remove")
+    p.add_argument("address")
+    p.set_defaults(run=lambda a, o: a.alias_remove(o.address))
 
     mailbox = nouns.add_parser("mailbox").add_subparsers(dest="verb", required=True)
     p = mailbox.add_parser("add")
@@ -333,6 +354,12 @@ def _sending_commands(nouns):
     p.set_defaults(run=_networked(
         "doctor", address="address", recipients="recipients",
         password=lambda o: _read_password(o.stdin) if o.password_stdin else None))
+
+
+def _catchall(admin, options):
+    if options.off == (options.mailbox is not None):
+        raise RealmError("give either a MAILBOX or --off")
+    return admin.domain_catchall(options.domain, options.mailbox)
 
 
 def _route(admin, options):

@@ -122,6 +122,14 @@ def _address(value):
     return value
 
 
+def _delimiters(value):
+    """Subaddress delimiter characters (docs/addressing.md): any but letters, digits, dot, C{@} and spaces."""
+    value = value.strip()
+    if any(c.isalnum() or c in ".@\"" or c.isspace() or not c.isascii() for c in value) or len(value) > 8:
+        raise ValueError("expected up to 8 delimiter characters such as + or -, or nothing to turn it off")
+    return value
+
+
 def _seconds_list(value):
     """C{300 600 3600} -> (300, 600, 3600): the queue's retry intervals."""
     seconds = tuple(int(word) for word in value.split())
@@ -191,6 +199,7 @@ SCHEMA = {
         "max_connections": Key("1000", _positive),
         "max_connections_per_ip": Key("20", _positive),
         "postmaster": Key("", _address),
+        "recipient_delimiter": Key("+", _delimiters),
     },
     "submission": {
         "max_connections": Key("1000", _positive),

@@ -260,6 +260,7 @@ def mx_service(components, queue, return_paths=None):
         hostname=components.config.get("server", "hostname"),
         tls_options=components.tls_options,
         postmaster=components.config.get("mx", "postmaster"),
+        recipient_delimiter=components.config.get("mx", "recipient_delimiter"),
         return_paths=return_paths,
         intake=components.data_intake,
     )

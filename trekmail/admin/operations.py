@@ -46,6 +46,7 @@ REALM_VERBS = {
     "account_add", "account_set", "account_suspend", "account_unsuspend", "account_list", "account_get",
     "domain_add", "domain_get", "domain_list", "mailbox_add", "mailbox_passwd", "mailbox_pause",
     "mailbox_list", "mailbox_delete", "mailbox_rename", "domain_delete", "account_delete",
+    "alias_add", "alias_list", "alias_remove", "domain_catchall",
 }
 PROFILE_VERBS = {
     "profile_add", "profile_get", "profile_list", "profile_delete", "route_set", "route_new",

@@ -11,7 +11,7 @@ import re
 from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
-from trekmail.realm import dkimkeys, lifecycle, retention, store
+from trekmail.realm import aliases, dkimkeys, lifecycle, retention, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 from trekmail.realm.model import SUSPENSION_REASONS
 
@@ -91,6 +91,10 @@ class Administration:
                 " (`trekmail directory sync` picks up new domains)" % (what,)
             )
 
+    def _no_ldap_aliases(self):
+        if self.settings.ldap is not None:
+            raise InvalidInput("aliases and catch-alls are not available with [realm] backend = ldap yet")
+
     def _today(self):
         return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.timezone.utc).date()
 
@@ -162,6 +166,8 @@ class Administration:
                 "domain %s is not hosted here: add it first with `trekmail domain add %s --account ID`"
                 % (domain, domain)
             )
+        if store.alias_find(self.db, address) is not None:
+            raise Duplicate("%s is an alias: remove it first with `trekmail alias remove %s`" % (address, address))
         if store.mailbox_find(self.db, address) is None:
             retention.refuse_data_on_disk(self.settings.data_dir, address)
         hashed = hash_password(password, self.settings.scrypt_n)
@@ -182,6 +188,30 @@ class Administration:
 
     def mailbox_list(self, domain=None):
         return store.mailbox_list(self.db, None if domain is None else check_domain(domain))
+
+    def alias_add(self, address, targets):
+        """C{targets}: a list of mailbox addresses, or one string of them separated by commas."""
+        self._no_ldap_aliases()
+        if isinstance(targets, str):
+            targets = targets.split(",")
+        if not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) for t in targets):
+            raise InvalidInput("the targets are mailbox addresses: a list, or one string separated by commas")
+        targets = [check_address(t) for t in targets if t.strip()]
+        return aliases.add(self.db, check_address(address), targets, self.clock.seconds())
+
+    def alias_list(self, domain=None):
+        return store.alias_list(self.db, None if domain is None else check_domain(domain))
+
+    def alias_remove(self, address):
+        self._no_ldap_aliases()
+        return store.alias_remove(self.db, check_address(address))
+
+    def domain_catchall(self, domain, mailbox=None):
+        """The catch-all of C{domain} becomes C{mailbox}; C{None} turns it off."""
+        self._no_ldap_aliases()
+        if mailbox is not None and not isinstance(mailbox, str):
+            raise InvalidInput("the catch-all is a mailbox address, or null to turn it off")
+        return aliases.set_catchall(self.db, check_domain(domain), None if mailbox is None else check_address(mailbox))
 
     def mailbox_delete(self, address, yes=False):
         self._directory_owned("mailboxes")

@@ -25,6 +25,13 @@ class IDirectory(Interface):
             domain or C{None}; fails with L{DirectoryUnavailable}.
         """
 
+    def alias(address):
+        """
+        @return: Deferred firing with the tuple of mailbox addresses alias
+            C{address} delivers to, or C{None} when it is no alias; fails
+            with L{DirectoryUnavailable}.
+        """
+
     def set_password_hash(address, password_hash, only_if_current):
         """Store a rehashed password unless it changed meanwhile."""
 
@@ -49,6 +56,9 @@ class SqliteDirectory:
 
     def domain(self, name):
         return self._database.run(store.domain_context, name).addErrback(_unavailable)
+
+    def alias(self, address):
+        return self._database.run(store.alias_mailboxes, address).addErrback(_unavailable)
 
     def set_password_hash(self, address, password_hash, only_if_current):
         return self._database.run(

@@ -34,11 +34,12 @@ def delete_mailbox(db, data_dir, address, now):
 
 
 def _domain_rows_and_files(db, data_dir, domain, now, moves):
-    """The domain's mailboxes (set aside), its row (with its route), its suppressions and its DKIM key."""
+    """The domain's mailboxes (set aside), its aliases, its row (with its route), its suppressions and its DKIM key."""
     kept = {}
     for mailbox in store.mailbox_list(db, domain.name):
         kept[mailbox.address] = _mailbox_rows_and_files(db, data_dir, mailbox.address, now, moves)
     db.execute("DELETE FROM hard_bounces WHERE domain = ?", (domain.name,))
+    db.execute("DELETE FROM aliases WHERE domain = ?", (domain.name,))
     db.execute("DELETE FROM domains WHERE name = ?", (domain.name,))
     return kept
 
@@ -103,7 +104,7 @@ def delete_account(db, data_dir, account_id, now):
 
 
 def rename_mailbox(db, data_dir, old, new):
-    """The address changes; the password, the mail and the DAV data stay with the mailbox."""
+    """The address changes; the password, the mail, the DAV data and the aliases and catch-alls naming it stay with the mailbox."""
     with retention.Moves() as moves, transaction(db):
         mailbox = store.mailbox_get(db, old)
         if store.mailbox_find(db, new) is not None:
@@ -119,5 +120,6 @@ def rename_mailbox(db, data_dir, old, new):
                 % (new_domain.name,))
         db.execute("UPDATE mailboxes SET address = ?, domain = ? WHERE address = ?",
                    (new, new_domain.name, mailbox.address))
+        store.retarget(db, mailbox.address, new)
         retention.move_mailbox(data_dir, mailbox.address, new, moves)
     return store.mailbox_get(db, new)

@@ -37,6 +37,8 @@ class Domain:
     """Base64 DER SubjectPublicKeyInfo, as published in the p= tag."""
     dns_status: str = "pending"
     route: Optional[str] = None
+    catchall: Optional[str] = None
+    """The mailbox that gets mail for addresses of the domain nothing else matches, or C{None}."""
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,12 @@ class MailboxContext:
     @property
     def address(self):
         return self.mailbox.address
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An address of a hosted domain that delivers to mailboxes of the same account."""
+
+    address: str
+    domain: str
+    targets: tuple

@@ -38,8 +38,22 @@ REALM = Schema(
         );
         CREATE INDEX mailboxes_by_domain ON mailboxes(domain)
         """,
+        """
+        CREATE TABLE aliases (
+            address TEXT PRIMARY KEY COLLATE NOCASE,
+            domain TEXT NOT NULL REFERENCES domains(name),
+            targets TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX aliases_by_domain ON aliases(domain);
+        ALTER TABLE domains ADD COLUMN catchall TEXT
+        """,
     ),
 )
+"""
+Version 2: aliases (C{targets} a JSON list of mailbox addresses) and each
+domain's catch-all mailbox (docs/addressing.md).
+"""
 
 PROFILES = Schema(
     "profiles",

@@ -9,10 +9,11 @@ itself must (existence, uniqueness).
 """
 
 import datetime
+import json
 
 from trekmail.realm.database import transaction
 from trekmail.realm.errors import Duplicate, NotFound
-from trekmail.realm.model import Account, Domain, Mailbox, MailboxContext
+from trekmail.realm.model import Account, Alias, Domain, Mailbox, MailboxContext
 
 
 def _account(row):
@@ -37,6 +38,7 @@ def _domain(row):
         dkim_public_key=row["dkim_public_key"],
         dns_status=row["dns_status"],
         route=row["route"],
+        catchall=row["catchall"],
     )
 
 
@@ -120,7 +122,7 @@ def domain_list(db, account_id=None):
     return [_domain(r) for r in rows]
 
 
-_DOMAIN_COLUMNS = ("dns_status", "route")
+_DOMAIN_COLUMNS = ("dns_status", "route", "catchall")
 
 
 def domain_update(db, name, **changes):
@@ -207,3 +209,64 @@ def domain_context(db, name):
     if domain is None:
         return None
     return domain, account_get(db, domain.account_id)
+
+
+def _alias(row):
+    return Alias(address=row["address"], domain=row["domain"], targets=tuple(json.loads(row["targets"])))
+
+
+def alias_add(db, address, domain, targets, created):
+    with transaction(db):
+        domain_get(db, domain)
+        if db.execute("SELECT 1 FROM aliases WHERE address = ?", (address,)).fetchone():
+            raise Duplicate("alias %s already exists" % (address,))
+        db.execute(
+            "INSERT INTO aliases (address, domain, targets, created) VALUES (?, ?, ?, ?)",
+            (address, domain, json.dumps(list(targets)), created),
+        )
+        return alias_find(db, address)
+
+
+def alias_find(db, address):
+    row = db.execute("SELECT * FROM aliases WHERE address = ?", (address,)).fetchone()
+    return None if row is None else _alias(row)
+
+
+def alias_list(db, domain=None):
+    if domain is None:
+        rows = db.execute("SELECT * FROM aliases ORDER BY address")
+    else:
+        rows = db.execute("SELECT * FROM aliases WHERE domain = ? ORDER BY address", (domain,))
+    return [_alias(r) for r in rows]
+
+
+def alias_remove(db, address):
+    with transaction(db):
+        alias = alias_find(db, address)
+        if alias is None:
+            raise NotFound("no alias %s" % (address,))
+        db.execute("DELETE FROM aliases WHERE address = ?", (address,))
+        return alias
+
+
+def retarget(db, old, new):
+    """Aliases and catch-alls that deliver to mailbox C{old} deliver to C{new} instead (a rename)."""
+    pattern = "%%%s%%" % (json.dumps(old),)
+    for alias in [_alias(r) for r in db.execute("SELECT * FROM aliases WHERE targets LIKE ?", (pattern,))]:
+        if old in alias.targets:
+            targets = tuple(dict.fromkeys(new if t == old else t for t in alias.targets))
+            db.execute("UPDATE aliases SET targets = ? WHERE address = ?", (json.dumps(list(targets)), alias.address))
+    db.execute("UPDATE domains SET catchall = ? WHERE catchall = ?", (new, old))
+
+
+def alias_mailboxes(db, address):
+    """
+    The mailboxes alias C{address} delivers to that still exist, in its
+    order, or C{None} when it is no alias (or none of its mailboxes is
+    left): a deleted mailbox drops out of its aliases without a write.
+    """
+    alias = alias_find(db, address)
+    if alias is None:
+        return None
+    found = tuple(t for t in alias.targets if mailbox_find(db, t) is not None)
+    return found or None

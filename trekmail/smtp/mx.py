@@ -7,10 +7,13 @@ and the mailbox exists (C{directory.mailbox}); an unknown local user gets
 C{550 5.1.1} and every other destination C{550 5.7.1} relay denied, as do
 the unusual address forms of L{trekmail.smtp.address} (C{%} hack, quoted
 local parts, source routes, bang paths, a second C{@}) that older relays
-have been tricked by.  C{postmaster@} any hosted domain, in any case, is
-accepted (RFC 5321 4.5.1) and delivered to the hosted mailbox named by
-C{[mx] postmaster} when the domain has no postmaster mailbox of its
-own.  A paused mailbox still receives: pausing stops
+have been tricked by.  An address that is no mailbox is resolved by
+L{trekmail.realm.recipients} (alias, then C{+tag} cut off, then the
+domain's catch-all) and the message is queued for the mailboxes it names.
+C{postmaster@} any hosted domain, in any case, is accepted (RFC 5321
+4.5.1) and delivered to the hosted mailbox named by C{[mx] postmaster}
+when the domain has no postmaster mailbox or alias of its own; it comes
+before the catch-all, so abuse reports reach the operator.  A paused mailbox still receives: pausing stops
 sending only.  No AUTH here; STARTTLS is offered with the same
 buffer-discarding rule as submission, and SIZE and the canonical DATA
 form come from L{trekmail.smtp.server}.  Our own unexpired return paths
@@ -25,6 +28,7 @@ from twisted.internet import defer, protocol
 from trekmail import maillog
 from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
+from trekmail.realm.recipients import Recipients
 from trekmail.smtp import headercheck, trace
 from trekmail.smtp.data import DataIntake
 from trekmail.smtp.replies import Reply, failed
@@ -40,7 +44,8 @@ class MXServer(ESMTPServer):
     def __init__(self, factory):
         super().__init__(factory.clock, factory.hostname, factory.tls_options)
         self.factory = factory
-        self._postmaster_of = {}
+        self._delivers_to = {}
+        """Each accepted recipient that is no mailbox itself: the mailboxes it delivers to."""
 
     def recipient_refused(self, reason):
         return 550, "5.7.1", "relay denied: " + reason
@@ -53,35 +58,39 @@ class MXServer(ESMTPServer):
         if paths is not None and paths.parse(recipient) is not None:
             return  # a report on mail we sent: the queue checks its signature
         directory = self.factory.directory
-        domain = recipient.rpartition("@")[2]
+        recipients = self.factory.recipients
+        address = recipient.lower()
+        domain = address.rpartition("@")[2]
         try:
             # The mailbox first: on the common path one lookup decides.
-            if (yield directory.mailbox(recipient.lower())) is not None:
+            if (yield directory.mailbox(address)) is not None:
+                self._delivers_to.pop(address, None)
                 return
             hosted = yield directory.domain(domain)
-        except DirectoryUnavailable as e:
-            raise failed("recipient", e, self.log, self.door)
-        if hosted is None:
-            raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,), reason="relay")
-        if (yield self._postmaster(recipient)):
-            return
-        raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,), reason="unknown-user")
-
-    @defer.inlineCallbacks
-    def _postmaster(self, recipient):
-        """Whether C{recipient} of a hosted domain is its postmaster, delivered to C{[mx] postmaster}."""
-        postmaster = self.factory.postmaster
-        if not postmaster or recipient.rpartition("@")[0].lower() != "postmaster":
-            return False
-        try:
-            found = yield self.factory.directory.mailbox(postmaster)
+            if hosted is None:
+                raise Reply(550, "5.7.1", "relay denied: %s is not a domain hosted here" % (domain,),
+                            reason="relay")
+            found = yield recipients.named(address)
+            if found is None:
+                found = yield self._postmaster(address)
+            if found is None:
+                found = yield recipients.catch_all(hosted[0])
         except DirectoryUnavailable as e:
             raise failed("recipient", e, self.log, self.door)
         if found is None:
+            raise Reply(550, "5.1.1", "no such user here: <%s>" % (recipient,), reason="unknown-user")
+        self._delivers_to[address] = found
+
+    @defer.inlineCallbacks
+    def _postmaster(self, address):
+        """C{([mx] postmaster,)} when C{address} of a hosted domain is its postmaster, else C{None}."""
+        postmaster = self.factory.postmaster
+        if not postmaster or address.rpartition("@")[0] != "postmaster":
+            return None
+        if (yield self.factory.directory.mailbox(postmaster)) is None:
             self.log.error("[mx] postmaster {postmaster} is not a mailbox here", postmaster=postmaster)
-            return False
-        self._postmaster_of[recipient.lower()] = postmaster
-        return True
+            return None
+        return (postmaster,)
 
     @defer.inlineCallbacks
     def accept_message(self, sender, recipients, message):
@@ -92,7 +101,7 @@ class MXServer(ESMTPServer):
         recipients = tuple(r.lower() for r in recipients)
         envelope = Envelope(
             sender=sender,
-            recipients=tuple(dict.fromkeys(self._postmaster_of.get(r, r) for r in recipients)),
+            recipients=tuple(dict.fromkeys(m for r in recipients for m in self._delivers_to.get(r, (r,)))),
             origin="mx",
             received_at=self.clock.seconds(),
             client_address=self.client_address,
@@ -109,10 +118,11 @@ class MXServer(ESMTPServer):
 
 class MXFactory(protocol.ServerFactory):
     def __init__(self, *, directory, queue, clock, hostname, tls_options, postmaster="", return_paths=None,
-                 intake=None):
+                 intake=None, recipient_delimiter="+"):
         self.intake = intake if intake is not None else DataIntake()
         self.return_paths = return_paths
         self.directory = directory
+        self.recipients = Recipients(directory, recipient_delimiter)
         self.queue = queue
         self.clock = clock
         self.hostname = hostname
