@@ -191,6 +191,7 @@ SCHEMA = {
         "max_connections": Key("1000", _positive),
         "max_connections_per_ip": Key("20", _positive),
         "postmaster": Key("", _address),
+        "dmarc_reject": Key("yes", _boolean),
     },
     "submission": {
         "max_connections": Key("1000", _positive),
