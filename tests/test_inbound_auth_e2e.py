@@ -58,6 +58,7 @@ RECORDS = {
     ("sel._domainkey.reject.test", dns.TXT): [_txt(PUBLIC)],
     ("quarantine.test", dns.TXT): [_txt("v=spf1 -all")],
     ("_dmarc.quarantine.test", dns.TXT): [_txt("v=DMARC1; p=quarantine")],
+    ("sel._domainkey.quarantine.test", dns.TXT): [_txt(PUBLIC)],
     ("monitor.test", dns.TXT): [_txt("v=spf1 -all")],
     ("_dmarc.monitor.test", dns.TXT): [_txt("v=DMARC1; p=none")],
     ("bounces.align.test", dns.TXT): [_txt("v=spf1 ip4:127.0.0.1 -all")],
@@ -85,7 +86,9 @@ def authentication_results(delivered_message):
     return [f.decode("ascii") for f in fields]
 
 
-class InboundAuthenticationTests(unittest.TestCase):
+class _MX(unittest.TestCase):
+    """A server whose MX checks mail against the test's DNS; C{extra} is INI text for its configuration."""
+
     extra = ""
 
     def setUp(self):
@@ -135,6 +138,8 @@ class InboundAuthenticationTests(unittest.TestCase):
     def refused(self, sender, data, helo="helo.test"):
         return threads.deferToThread(self._send, sender, data, helo)
 
+
+class InboundAuthenticationTests(_MX):
     @defer.inlineCallbacks
     def test_spf_pass_with_helo_pass(self):
         [field] = yield self.send("alice@pass.test", message("alice@pass.test"))
@@ -196,3 +201,70 @@ class InboundAuthenticationTests(unittest.TestCase):
         self.assertEqual(len(fields), 2, fields)
         self.assertIn("spf=fail smtp.mailfrom=alice@fail.test", fields[0])
         self.assertEqual(fields[1], "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@other.example")
+
+    @defer.inlineCallbacks
+    def test_dmarc_reject_unaligned_refused_at_end_of_data(self):
+        code, text = yield self.refused("alice@pass.test", message("ceo@reject.test"))
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith("5.7.1 "), text)
+        self.assertIn("reject.test", text)
+        self.assertEqual(self.folder("INBOX") + self.folder("Junk"), [])
+
+    @defer.inlineCallbacks
+    def test_dmarc_reject_aligned_by_dkim_delivered(self):
+        [field] = yield self.send("alice@pass.test", signed(message("ceo@reject.test"), "reject.test"))
+        self.assertIn("dmarc=pass (p=reject) header.from=reject.test", field)
+
+    @defer.inlineCallbacks
+    def test_dmarc_reject_with_broken_signature_refused(self):
+        data = signed(message("ceo@reject.test"), "reject.test").replace(b"The body.", b"Pay this invoice.")
+        code, _ = yield self.refused("alice@pass.test", data)
+        self.assertEqual(code, 550)
+
+    @defer.inlineCallbacks
+    def test_dmarc_aligned_by_spf_of_the_organizational_domain(self):
+        [field] = yield self.send("bounce@bounces.align.test", message("news@align.test"))
+        self.assertIn("spf=pass smtp.mailfrom=bounce@bounces.align.test", field)
+        self.assertIn("dmarc=pass (p=reject) header.from=align.test", field)
+
+    @defer.inlineCallbacks
+    def test_dmarc_quarantine_unaligned_goes_to_junk(self):
+        [field] = yield self.send("alice@pass.test", message("billing@quarantine.test"), folder="Junk")
+        self.assertIn("dmarc=fail (p=quarantine) header.from=quarantine.test", field)
+        self.assertEqual(self.folder("INBOX"), [])
+
+    @defer.inlineCallbacks
+    def test_dmarc_quarantine_aligned_stays_in_inbox(self):
+        data = signed(message("billing@quarantine.test"), "quarantine.test")
+        [field] = yield self.send("billing@quarantine.test", data)
+        self.assertIn("spf=fail smtp.mailfrom=billing@quarantine.test", field)
+        self.assertIn("dmarc=pass (p=quarantine) header.from=quarantine.test", field)
+        self.assertEqual(self.folder("Junk"), [])
+
+    @defer.inlineCallbacks
+    def test_dmarc_none_unaligned_delivered_with_its_verdict(self):
+        [field] = yield self.send("alice@pass.test", message("ceo@monitor.test"))
+        self.assertIn("dmarc=fail (p=none) header.from=monitor.test", field)
+        self.assertEqual(self.folder("Junk"), [])
+
+    @defer.inlineCallbacks
+    def test_dmarc_none_aligned(self):
+        [field] = yield self.send("alice@pass.test", message("alice@pass.test"))
+        self.assertIn("dmarc=none header.from=pass.test", field)
+
+
+class DMARCRejectOffTests(_MX):
+    """C{[mx] dmarc_reject = no}: a C{p=reject} failure is filed in Junk instead."""
+
+    extra = "[mx]\ndmarc_reject = no\n"
+
+    @defer.inlineCallbacks
+    def test_dmarc_reject_unaligned_refused_at_end_of_data(self):
+        [field] = yield self.send("alice@pass.test", message("ceo@reject.test"), folder="Junk")
+        self.assertIn("dmarc=fail (p=reject) header.from=reject.test", field)
+
+    @defer.inlineCallbacks
+    def test_dmarc_reject_with_broken_signature_refused(self):
+        data = signed(message("ceo@reject.test"), "reject.test").replace(b"The body.", b"Pay this invoice.")
+        [field] = yield self.send("alice@pass.test", data, folder="Junk")
+        self.assertIn("dkim=fail header.d=reject.test", field)

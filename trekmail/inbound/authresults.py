@@ -25,8 +25,10 @@ def field(authserv_id, spf_mailfrom, spf_helo, dkim_results, dmarc, arc):
             d.result, _value(d.domain), _value(d.selector), _value(d.signature)) for d in dkim_results)
     else:
         methods.append("dkim=none")
-    if dmarc.header_from:
+    if dmarc.result in ("pass", "fail"):
         methods.append("dmarc=%s (p=%s) header.from=%s" % (dmarc.result, dmarc.policy, _value(dmarc.header_from)))
+    elif dmarc.header_from:
+        methods.append("dmarc=%s header.from=%s" % (dmarc.result, _value(dmarc.header_from)))
     else:
         methods.append("dmarc=%s" % (dmarc.result,))
     methods.append("arc=%s" % (arc,))
