@@ -79,6 +79,12 @@ def signed(data, domain):
                      include_headers=[b"from", b"to", b"subject"]) + data
 
 
+def sealed(data):
+    """C{data} as forwarded by arc.test: its verdict recorded and sealed in ARC set 1 (RFC 8617)."""
+    data = b"Authentication-Results: arc.test; spf=pass smtp.mailfrom=alice@pass.test\r\n" + data
+    return b"".join(dkim.arc_sign(data, b"sel", b"arc.test", PRIVATE, b"arc.test")) + data
+
+
 def authentication_results(delivered_message):
     """Our Authentication-Results field, unfolded, from a delivered message (the first one: ours is on top)."""
     head = delivered_message.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
@@ -201,6 +207,19 @@ class InboundAuthenticationTests(_MX):
         self.assertEqual(len(fields), 2, fields)
         self.assertIn("spf=fail smtp.mailfrom=alice@fail.test", fields[0])
         self.assertEqual(fields[1], "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@other.example")
+
+    @defer.inlineCallbacks
+    def test_valid_arc_chain(self):
+        ours, forwarders = yield self.send("alice@arc.test", sealed(message("alice@pass.test")))
+        self.assertTrue(ours.startswith("Authentication-Results: mail.test;"), ours)
+        self.assertIn("arc=pass", ours)
+        self.assertTrue(forwarders.startswith("Authentication-Results: arc.test;"), forwarders)
+
+    @defer.inlineCallbacks
+    def test_arc_chain_broken_after_sealing(self):
+        data = sealed(message("alice@pass.test")).replace(b"The body.", b"Another body.")
+        ours, _ = yield self.send("alice@arc.test", data)
+        self.assertIn("arc=fail", ours)
 
     @defer.inlineCallbacks
     def test_dmarc_reject_unaligned_refused_at_end_of_data(self):
