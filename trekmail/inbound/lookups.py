@@ -1,9 +1,10 @@
 """
 DNS for the inbound checks: the libraries (pyspf, dkimpy) block, so they
-run on worker threads and ask dnspython, pointed at the configured
-C{[dns] nameservers} only.  A resolver built with C{configure=False}
-never reads C{/etc/resolv.conf}: with no nameserver configured every
-lookup is a temporary error rather than a question to the system's DNS.
+run on worker threads and ask dnspython, pointed at the servers the
+rest of the server asks (L{trekmail.relay.mx.make_resolver}): the
+configured C{[dns] nameservers}, or when that is empty the ones
+C{/etc/resolv.conf} names, never the libraries' own defaults.  With no
+server at all every lookup is a temporary error.
 """
 
 import dns.exception
@@ -16,11 +17,17 @@ class TemporaryDNSError(Exception):
 
 
 class Lookups:
-    """Blocking lookups through C{nameservers}, C{((host, port), ...)}."""
+    """Blocking lookups through C{nameservers}, C{((host, port), ...)}, or else those of C{resolv_conf}."""
 
-    def __init__(self, nameservers, timeout=5.0):
+    def __init__(self, nameservers, timeout=5.0, resolv_conf="/etc/resolv.conf"):
         self._resolver = dns.resolver.Resolver(configure=False)
-        self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+        if nameservers:
+            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+        else:
+            try:
+                self._resolver.read_resolv_conf(resolv_conf)
+            except dns.resolver.NoResolverConfiguration:
+                self._resolver.nameservers = []
         self._timeout = timeout
 
     def records(self, name, qtype, timeout=None):
