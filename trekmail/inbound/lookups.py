@@ -1,10 +1,10 @@
 """
 DNS for the inbound checks: the libraries (pyspf, dkimpy) block, so they
-run on worker threads and ask dnspython, pointed at the servers the
-rest of the server asks (L{trekmail.relay.mx.make_resolver}): the
-configured C{[dns] nameservers}, or when that is empty the ones
-C{/etc/resolv.conf} names, never the libraries' own defaults.  With no
-server at all every lookup is a temporary error.
+run on worker threads and ask dnspython, pointed at the configured
+C{[dns] nameservers} only.  A resolver built with C{configure=False}
+never reads C{/etc/resolv.conf}: with no nameserver configured every
+lookup is a temporary error (the verdicts say C{temperror} and the mail
+is delivered) rather than a question to whatever DNS the host has.
 """
 
 import dns.exception
@@ -17,17 +17,11 @@ class TemporaryDNSError(Exception):
 
 
 class Lookups:
-    """Blocking lookups through C{nameservers}, C{((host, port), ...)}, or else those of C{resolv_conf}."""
+    """Blocking lookups through C{nameservers}, C{((host, port), ...)}."""
 
-    def __init__(self, nameservers, timeout=5.0, resolv_conf="/etc/resolv.conf"):
+    def __init__(self, nameservers, timeout=5.0):
         self._resolver = dns.resolver.Resolver(configure=False)
-        if nameservers:
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
-        else:
-            try:
-                self._resolver.read_resolv_conf(resolv_conf)
-            except dns.resolver.NoResolverConfiguration:
-                self._resolver.nameservers = []
+        self._resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
         self._timeout = timeout
 
     def records(self, name, qtype, timeout=None):
