@@ -18,7 +18,7 @@ from twisted.names import dns
 from twisted.trial import unittest
 
 from tests import support
-from tests.delivery_support import Zone, delivered, dns_server
+from tests.delivery_support import Zone, dns_server
 from tests.server_process import free_port
 from trekmail.config import Config
 from trekmail.mailstore import folder_path, maildir_path
