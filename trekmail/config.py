@@ -200,6 +200,7 @@ SCHEMA = {
         "max_connections_per_ip": Key("20", _positive),
         "postmaster": Key("", _address),
         "recipient_delimiter": Key("+", _delimiters),
+        "dmarc_reject": Key("yes", _boolean),
     },
     "submission": {
         "max_connections": Key("1000", _positive),

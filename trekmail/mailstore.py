@@ -50,6 +50,11 @@ def maildir_path(data_dir, address):
     return os.path.join(data_dir, "mail", domain, local)
 
 
+def folder_path(root, name):
+    """The Maildir of folder C{name} in the mailbox at C{root}: C{root} itself for INBOX, C{root/.NAME} otherwise."""
+    return root if name == "INBOX" else os.path.join(root, "." + name)
+
+
 def dav_collections(data_dir):
     """Radicale's storage folder (L{trekmail.dav.site})."""
     return os.path.join(data_dir, "dav", "collections")

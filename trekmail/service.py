@@ -35,6 +35,7 @@ from trekmail.realm.checkers import MailboxPasswordChecker
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.smtp.data import DataIntake
 from trekmail.workerthreads import WorkerThreads
+from trekmail.inbound.verdicts import Authenticator
 from trekmail.smtp.mx import MXFactory
 from trekmail.smtp.submission import SubmissionFactory, SubmissionRealm
 from trekmail.admin import api, operations
@@ -81,6 +82,10 @@ class StartedLog(service.Service):
         self.log.info("trekmail started; listening: {listeners}", listeners=self.listeners)
 
 
+INBOUND_CHECK_THREADS = 4
+"""Messages checked at once; each waits mostly on DNS."""
+
+
 class Components:
     """
     What the servers share, built once per process.
@@ -116,6 +121,8 @@ class Components:
         incoming = config.data_path("incoming")
         os.makedirs(incoming, mode=0o700, exist_ok=True)
         self.data_intake = DataIntake(directory=incoming)
+        self.inbound_checks = WorkerThreads(reactor, INBOUND_CHECK_THREADS, "trekmail-inbound-checks")
+        """The threads the MX's SPF, DKIM, ARC and DMARC checks run on (their DNS lookups block)."""
 
 
 def build_realm(config, realm, reactor, database, hashing):
@@ -263,6 +270,7 @@ def mx_service(components, queue, return_paths=None):
         recipient_delimiter=components.config.get("mx", "recipient_delimiter"),
         return_paths=return_paths,
         intake=components.data_intake,
+        authenticator=Authenticator(settings.inbound(components.config), components.inbound_checks),
     )
     return listener(components, "mx", factory, caps=connection_caps(components.config, "mx"), refusal=SMTP_REFUSAL)
 
@@ -529,6 +537,7 @@ def make_service(config, reactor):
     queuing = queue_service(components)
     queuing.setServiceParent(top)
     queue = queuing.queue
+    WorkersService(components.inbound_checks).setServiceParent(top)
     for door in submission_services(components, queue) + [mx_service(components, queue, queuing.return_paths)]:
         if door is not None:
             door.setServiceParent(top)

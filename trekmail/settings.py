@@ -16,6 +16,7 @@ from twisted.internet import ssl
 from trekmail import acmeclient, tls
 from trekmail.admin import api
 from trekmail.config import ConfigError
+from trekmail.inbound.verdicts import AuthSettings
 from trekmail.realm import ldapsettings
 from trekmail.realm.settings import PublishedNames, RealmSettings
 from trekmail.tlsidentity import IdentitySettings, ServerIdentity
@@ -31,6 +32,12 @@ def realm(config):
         scrypt_n=config.get("realm", "password_scrypt_n"),
         ldap=ldap(config) if config.get("realm", "backend") == "ldap" else None,
     )
+
+
+def inbound(config):
+    """The MX's authentication checks: our authserv-id, the resolver they ask, C{[mx] dmarc_reject}."""
+    return AuthSettings(authserv_id=config.get("server", "hostname"), nameservers=config.get("dns", "nameservers"),
+                        dmarc_reject=config.get("mx", "dmarc_reject"))
 
 
 def admin_token(config):

@@ -27,7 +27,7 @@ import re
 
 from trekmail.durable import fsync_directory, publish, remove_if_there, write_file
 from trekmail.imap import spares
-from trekmail.mailstore import unique_name
+from trekmail.mailstore import folder_path as folder_dir, unique_name
 from trekmail.realm import database
 from trekmail.realm.database import Schema
 
@@ -76,9 +76,6 @@ INDEX = Schema(
     ),
 )
 """The second migration is the import's (L{trekmail.admin.importtarget}): flags for files it puts in C{new/}, and where each source folder's copy got to."""
-
-def folder_dir(root, name):
-    return root if name == "INBOX" else os.path.join(root, "." + name)
 
 
 def _make_maildir(path):

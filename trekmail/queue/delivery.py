@@ -132,10 +132,11 @@ class Deliverer:
             else:
                 existing.append(context.address)
         if existing:
-            written = yield self._mailboxes.deliver(envelope.sender, message, existing)
+            folder = envelope.extra.get("folder", "INBOX")
+            written = yield self._mailboxes.deliver(envelope.sender, message, existing, folder)
             for address, error in written.items():
                 if error is None:
-                    maillog.emit(log, maillog.LOCAL_DELIVERY, queue_id=queue_id, mailbox=address, folder="INBOX")
+                    maillog.emit(log, maillog.LOCAL_DELIVERY, queue_id=queue_id, mailbox=address, folder=folder)
                     results.append(Result(Outcome(address, 250, "2.0.0 delivered to mailbox")))
                 else:
                     log.error("local delivery to {address} failed: {error}", address=address, error=error)

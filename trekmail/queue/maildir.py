@@ -11,7 +11,7 @@ import os
 
 from twisted.internet.defer import DeferredList
 
-from trekmail.mailstore import maildir_path, unique_name
+from trekmail.mailstore import folder_path, maildir_path, unique_name
 from trekmail.durable import fsync_directory, publish_batch, write_file
 from trekmail.groupcommit import GroupCommit
 
@@ -26,12 +26,16 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, now, address, sender, message):
+def _write_copy(data_dir, hostname, now, address, sender, message, folder="INBOX"):
     """
-    Write and fsync one copy under C{tmp/}, with C{Return-Path} and
-    C{Delivered-To} added; returns its C{(temporary, final)} paths.
+    Write and fsync one copy under C{folder}'s C{tmp/}, with C{Return-Path}
+    and C{Delivered-To} added; returns its C{(temporary, final)} paths.
+    A folder other than INBOX is made when missing: the IMAP index
+    names it (with its special use) at the next login.
     """
     root = maildir_path(data_dir, address)
+    ensure_maildir(root)
+    root = folder_path(root, folder)
     ensure_maildir(root)
     name = unique_name(now, hostname)
     temporary = os.path.join(root, "tmp", name)
@@ -45,7 +49,7 @@ def _write_copy(data_dir, hostname, now, address, sender, message):
 
 def deliver_batch(data_dir, hostname, items, clock, syncers=None):
     """
-    Runs on the writer thread: one copy per C{(address, sender, message)},
+    Runs on the writer thread: one copy per C{(address, sender, message, folder)},
     named by the time C{clock} (the wiring's C{reactor.seconds}) gives,
     written and fsynced in parallel with C{syncers}, moved into C{new/},
     and each C{new/} directory fsynced once for the whole batch.  Returns
@@ -90,9 +94,9 @@ class MaildirWriter:
     def stop(self):
         self._commit.stop()
 
-    def deliver(self, sender, message, addresses):
-        """Deferred firing with C{{address: None or the OSError}}."""
-        waits = [self._commit.submit((address, sender, message)) for address in addresses]
+    def deliver(self, sender, message, addresses, folder="INBOX"):
+        """Deferred firing with C{{address: None or the OSError}}; C{folder} is C{INBOX} or one such as C{Junk}."""
+        waits = [self._commit.submit((address, sender, message, folder)) for address in addresses]
 
         def collected(results):
             return {

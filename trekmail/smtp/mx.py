@@ -20,12 +20,16 @@ form come from L{trekmail.smtp.server}.  Our own unexpired return paths
 (L{trekmail.queue.returnpath}) are accepted too, for the reports that
 come back to them.  A message whose header block is malformed is refused
 at the end of DATA (L{trekmail.smtp.headercheck}); an accepted one gets
-our C{Received:} field (L{trekmail.smtp.trace}).
+our C{Received:} field (L{trekmail.smtp.trace}).  With an
+C{authenticator} (L{trekmail.inbound.verdicts}) each message also gets
+our C{Authentication-Results:} field, and its DMARC verdict may refuse
+it (C{550 5.7.1}) or file it in Junk.
 """
 
 from twisted.internet import defer, protocol
 
 from trekmail import maillog
+from trekmail.inbound.verdicts import JUNK, REJECT
 from trekmail.queue.interface import Envelope
 from trekmail.realm.errors import DirectoryUnavailable
 from trekmail.realm.recipients import Recipients
@@ -98,6 +102,20 @@ class MXServer(ESMTPServer):
             headercheck.field_names(message)
         except headercheck.MalformedHeader as e:
             raise Reply(550, "5.6.0", "malformed message header: %s" % (e,), reason="header")
+        extra = {}
+        authenticator = self.factory.authenticator
+        if authenticator is not None:
+            try:
+                verdict = yield authenticator.check(self.client_address, sender,
+                                                    self._helo[0].decode("ascii", "replace"), message)
+            except Exception as e:
+                raise failed("authentication", e, self.log, self.door)
+            if verdict.action == REJECT:
+                raise Reply(550, "5.7.1", "message refused by the DMARC policy of %s" % (verdict.dmarc.header_from,),
+                            reason="dmarc")
+            if verdict.action == JUNK:
+                extra["folder"] = "Junk"
+            message = verdict.stamp(message)
         recipients = tuple(r.lower() for r in recipients)
         envelope = Envelope(
             sender=sender,
@@ -105,6 +123,7 @@ class MXServer(ESMTPServer):
             origin="mx",
             received_at=self.clock.seconds(),
             client_address=self.client_address,
+            extra=extra,
         )
         try:
             queue_id = yield self.factory.queue.enqueue(envelope, message, trace.stamper(self, recipients))
@@ -118,7 +137,8 @@ class MXServer(ESMTPServer):
 
 class MXFactory(protocol.ServerFactory):
     def __init__(self, *, directory, queue, clock, hostname, tls_options, postmaster="", return_paths=None,
-                 intake=None, recipient_delimiter="+"):
+                 intake=None, recipient_delimiter="+", authenticator=None):
+        self.authenticator = authenticator
         self.intake = intake if intake is not None else DataIntake()
         self.return_paths = return_paths
         self.directory = directory

@@ -58,6 +58,7 @@ FAILURES = {
     # The message is not on disk: the client keeps its copy and retries.
     ("enqueue", SpoolError): _NOT_STORED,
     ("enqueue", Exception): _NOT_STORED,
+    ("authentication", Exception): (451, "4.3.0", "could not check the message's authentication, please try again"),
     ("command", Exception): (451, "4.3.0", "local error in processing, please try again"),
 }
 
