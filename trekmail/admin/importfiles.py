@@ -9,7 +9,8 @@ source's own (an mbox's C{>From } quoting of the mboxrd form is undone).
 Flags come from the Maildir file name's info part (and Dovecot's
 C{dovecot-keywords}), or from an mbox message's C{Status}, C{X-Status}
 and C{X-Keywords} headers; INTERNALDATE from the file's mtime, or the
-mbox C{From } line.
+mbox C{From } line (None when it states none: the import's clock then
+decides, in L{trekmail.admin.importtarget.Mailbox.add}).
 
 Neither format numbers its messages, so the position an import resumes
 after is the message's place in a stable order: Maildir file names
@@ -110,12 +111,12 @@ class MaildirSource:
 
 
 def _from_line_date(line):
-    """The date at the end of an mbox C{From } line (asctime form), or now."""
+    """The date at the end of an mbox C{From } line (asctime form), or None."""
     words = line.decode("ascii", "replace").split()
     try:
         return calendar.timegm(time.strptime(" ".join(words[-5:]), "%a %b %d %H:%M:%S %Y"))
     except ValueError:
-        return time.time()
+        return None
 
 
 def _mbox_flags(header):
