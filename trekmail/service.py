@@ -162,7 +162,7 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
         return None
     served = served_factory(components, name, factory, implicit_tls)
     if caps is not None:
-        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, listener=name,
+        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, clock=components.clock, listener=name,
                                protocol=PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
 
