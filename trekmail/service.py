@@ -302,6 +302,7 @@ def build_queue(config, reactor, database, directory, *, resolver=None, tls_cont
         suppress_after=config.get("queue", "suppress_after"),
         retry=RetryPolicy(intervals=tuple(config.get("queue", "retry_intervals")), max_age=config.get("queue", "max_age")),
         concurrency=config.get("queue", "concurrency"),
+        realm_database=None if config.get("realm", "backend") == "ldap" else config.database_path,
     )
     return QueueService(queue_settings, reactor=reactor, database=database, directory=directory, relay=relay,
                         signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths,

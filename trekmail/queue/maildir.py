@@ -14,6 +14,7 @@ from twisted.internet.defer import DeferredList
 from trekmail.mailstore import maildir_path, unique_name
 from trekmail.durable import fsync_directory, publish_batch, write_file
 from trekmail.groupcommit import GroupCommit
+from trekmail.queue.maildirclaim import create_freely
 
 
 def ensure_maildir(root):
@@ -26,13 +27,15 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, now, address, sender, message):
+def _write_copy(data_dir, hostname, now, address, sender, message, claim):
     """
     Write and fsync one copy under C{tmp/}, with C{Return-Path} and
-    C{Delivered-To} added; returns its C{(temporary, final)} paths.
+    C{Delivered-To} added; returns its C{(temporary, final)} paths.  A
+    missing Maildir is created through C{claim} (L{trekmail.queue.maildirclaim}).
     """
     root = maildir_path(data_dir, address)
-    ensure_maildir(root)
+    if not os.path.isdir(os.path.join(root, "new")):
+        claim(address, lambda: ensure_maildir(root))
     name = unique_name(now, hostname)
     temporary = os.path.join(root, "tmp", name)
     header = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (
@@ -43,7 +46,7 @@ def _write_copy(data_dir, hostname, now, address, sender, message):
     return temporary, os.path.join(root, "new", name)
 
 
-def deliver_batch(data_dir, hostname, items, clock, syncers=None):
+def deliver_batch(data_dir, hostname, items, clock, syncers=None, claim=create_freely):
     """
     Runs on the writer thread: one copy per C{(address, sender, message)},
     named by the time C{clock} (the wiring's C{reactor.seconds}) gives,
@@ -54,7 +57,7 @@ def deliver_batch(data_dir, hostname, items, clock, syncers=None):
 
     def write(item):
         try:
-            return _write_copy(data_dir, hostname, clock(), *item)
+            return _write_copy(data_dir, hostname, clock(), *item, claim)
         except (OSError, ValueError) as e:
             return e
 
@@ -76,10 +79,11 @@ class MaildirWriter:
     directories.
     """
 
-    def __init__(self, data_dir, hostname, reactor, *, syncers=None, writer=None):
+    def __init__(self, data_dir, hostname, reactor, *, syncers=None, writer=None, claim=create_freely):
+        self.claim = claim
         self._commit = GroupCommit(
             reactor,
-            lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers),
+            lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers, claim),
             "trekmail-maildir",
             writer,
         )
