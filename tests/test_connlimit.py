@@ -6,6 +6,7 @@ outside TLS, and wired from the [mx], [submission], [admin] and [dav] keys.
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -37,7 +38,7 @@ def connect(factory, host="192.0.2.1"):
 
 class CapTests(unittest.TestCase):
     def factory(self, total=10, per_address=2, refusal=SMTP_REFUSAL):
-        return CappedFactory(Factory.forProtocol(Echo), ConnectionCaps(total, per_address), refusal)
+        return CappedFactory(Factory.forProtocol(Echo), ConnectionCaps(total, per_address), refusal, clock=Clock())
 
     def test_address_past_its_cap_is_refused_and_closed(self):
         factory = self.factory()
@@ -70,7 +71,7 @@ class CapTests(unittest.TestCase):
 
     def test_refused_before_tls(self):
         factory = CappedFactory(TLSMemoryBIOFactory(CertificateOptions(), False, Factory.forProtocol(Echo)),
-                                ConnectionCaps(10, 0), b"")
+                                ConnectionCaps(10, 0), b"", clock=Clock())
         protocol, transport = connect(factory)
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
@@ -79,7 +80,7 @@ class CapTests(unittest.TestCase):
     def test_wrapped_factory_refusing_gives_the_slot_back(self):
         inner = Factory()
         inner.buildProtocol = lambda addr: None
-        factory = CappedFactory(inner, ConnectionCaps(10, 1), SMTP_REFUSAL)
+        factory = CappedFactory(inner, ConnectionCaps(10, 1), SMTP_REFUSAL, clock=Clock())
         self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1)))
         self.assertEqual(factory.caps.held, 0)
 

@@ -222,8 +222,8 @@ class RefusalEventTests(unittest.TestCase):
 
     def test_connection_past_the_cap_is_logged_and_open_counted(self):
         seen = capture(self)
-        factory = CappedFactory(Factory.forProtocol(Protocol), ConnectionCaps(10, 1), SMTP_REFUSAL, listener="mx",
-                                protocol="smtp")
+        factory = CappedFactory(Factory.forProtocol(Protocol), ConnectionCaps(10, 1), SMTP_REFUSAL, clock=Clock(),
+                                listener="mx", protocol="smtp")
         address = IPv4Address("TCP", "192.0.2.1", 40000)
         held = factory.buildProtocol(address)
         held.makeConnection(StringTransport())

@@ -13,8 +13,9 @@ cap by changing the low bits of its address; an IPv4-mapped IPv6 address
 counts as its IPv4 address.
 
 Each refusal is a C{refused} event of the mail log (L{trekmail.maillog}),
-with the reply's code, and each listener counts the connections it holds
-(C{open}) for the metrics.
+with the reply's code (its lines aggregated per address,
+L{trekmail.refusallog}), and each listener counts the connections it
+holds (C{open}) for the metrics.
 """
 
 import ipaddress
@@ -24,7 +25,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from trekmail import maillog
+from trekmail.refusallog import RefusalLog
 
 SMTP_REFUSAL = b"421 4.7.0 too many connections, try again later\r\n"
 HTTP_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 60\r\nContent-Length: 0\r\n"
@@ -110,23 +111,29 @@ class CappedFactory(WrappingFactory):
     """
     Wraps a listener's factory: a connection past C{caps} is answered
     C{refusal} (nothing on a listener whose first bytes are TLS) and closed.
-    C{listener} and C{protocol} name it in the refusal's log event.
+    C{listener} and C{protocol} name it in the refusal's log event;
+    C{clock} (the reactor) times the aggregation of those lines.
     """
 
-    def __init__(self, wrapped, caps, refusal, *, listener=None, protocol=None):
+    def __init__(self, wrapped, caps, refusal, *, clock, listener=None, protocol=None):
         super().__init__(wrapped)
         self.caps = caps
         self.refusal = refusal
         self.listener = listener
         self.protocol = protocol
         self.open = 0
+        self.refusals = RefusalLog(log, clock, protocol=protocol, listener=listener, code=refusal_code(refusal),
+                                   reason=REASON)
+
+    def stopFactory(self):
+        self.refusals.flush()
+        super().stopFactory()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
         key = client_key(host)
         if not self.caps.take(key):
-            maillog.emit(log, maillog.REFUSED, protocol=self.protocol, listener=self.listener, client_address=host,
-                         code=refusal_code(self.refusal), reason=REASON)
+            self.refusals.refused(key, host)
             return _Refused(self.refusal)
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:

@@ -15,6 +15,7 @@ first when there is one, then C{key=value} pairs::
     0190f3c2a1b5e3c9d20f: report kind=failure notify=<a@example.com> id=0190f3c2a1b6...
     login imap alice@example.com [192.0.2.1] ok
     refused smtp mx [192.0.2.1] "550 5.7.1" recipient
+    refused smtp mx [192.0.2.1] "421 4.7.0" connections suppressed=212 in=60s
 
 (each on one line).  Every value is reduced to printable ASCII without
 spaces (the quoted reply keeps its spaces, with C{"} and C{\\} escaped),
@@ -36,6 +37,7 @@ LOCAL_DELIVERY = "local_delivery"
 REPORT = "report"
 LOGIN = "login"
 REFUSED = "refused"
+REFUSALS_SUPPRESSED = "refusals_suppressed"
 
 DELIVERED, DEFERRED, BOUNCED, SUPPRESSED, HELD = "delivered", "deferred", "bounced", "suppressed", "held"
 OK, FAILED, THROTTLED, BUSY, UNAVAILABLE = "ok", "failed", "throttled", "busy", "unavailable"
@@ -111,8 +113,12 @@ def _refused(f):
         _quoted(f.get("code")), _word(f.get("reason")))
 
 
+def _refusals_suppressed(f):
+    return "%s suppressed=%s in=%ss" % (_refused(f), _word(f.get("suppressed")), _word(f.get("window")))
+
+
 _LINES = {ACCEPTED: _accepted, DELIVERY: _delivery, LOCAL_DELIVERY: _local_delivery, REPORT: _report,
-          LOGIN: _login, REFUSED: _refused}
+          LOGIN: _login, REFUSED: _refused, REFUSALS_SUPPRESSED: _refusals_suppressed}
 
 
 def line(kind, /, **fields):
@@ -129,6 +135,15 @@ def emit(log, kind, /, **fields):
     """
     text = line(kind, **fields)
     log.info(text.replace("{", "{{").replace("}", "}}"), log_trekmail=kind, **fields)
+
+
+def emit_unlogged(log, kind, /, **fields):
+    """
+    The event without its line: observers (the metrics) see it, a log
+    file does not (an event without a format writes no text).  For a
+    step whose lines are aggregated (L{trekmail.refusallog}).
+    """
+    log.info(None, log_trekmail=kind, **fields)
 
 
 def emit_accepted(log, queue_id, listener, client_address, helo, user, sender, recipients, message):

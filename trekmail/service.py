@@ -169,7 +169,7 @@ def listener(components, name, factory, implicit_tls=False, caps=None, refusal=b
         return None
     served = served_factory(components, name, factory, implicit_tls)
     if caps is not None:
-        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, listener=name,
+        served = CappedFactory(served, caps, b"" if implicit_tls else refusal, clock=components.clock, listener=name,
                                protocol=PROTOCOLS.get(name))
     return ListenerService(name, components.config.get("listen", name), endpoint, served)
 
@@ -311,6 +311,7 @@ def build_queue(config, reactor, database, directory, *, resolver=None, tls_cont
         suppress_after=config.get("queue", "suppress_after"),
         retry=RetryPolicy(intervals=tuple(config.get("queue", "retry_intervals")), max_age=config.get("queue", "max_age")),
         concurrency=config.get("queue", "concurrency"),
+        realm_database=None if config.get("realm", "backend") == "ldap" else config.database_path,
     )
     return QueueService(queue_settings, reactor=reactor, database=database, directory=directory, relay=relay,
                         signer=Signer(config.data_dir, reactor.seconds), return_paths=return_paths,

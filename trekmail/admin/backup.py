@@ -9,13 +9,16 @@ as one moment's state:
    copied with sqlite's online backup API, a snapshot taken under a read
    transaction (WAL: writers go on), never file by file;
  - the indexes are copied before any mail, so every message an index
-   names is already on disk: Maildir message files are never rewritten
-   once written (a file still linked elsewhere is never reused as a
-   spare, L{trekmail.imap.spares}), so they are hard-linked into the
-   backup when it is on the same file system, else copied; a message
-   expunged meanwhile is fetched from the folder's C{tmp/}, where
-   expunge parks it, and one gone altogether is dropped from that
-   index's copy (it was deleted as the backup ran);
+   names is already on disk.  A Maildir message file is never rewritten
+   while it has its name in C{new/} or C{cur/}; once expunged it waits in
+   the folder's C{tmp/}, where an APPEND may rewrite it in place as a
+   spare (L{trekmail.imap.spares}).  So mail is taken only by its name in
+   C{new/} or C{cur/}, never from C{tmp/}: hard-linked when the backup is
+   on the same file system (a file with a second link is never reused as
+   a spare), else copied and kept only if its name still holds the same
+   file once the copy is done (names are never reused, so it was never a
+   spare meanwhile).  A message expunged as the backup ran is dropped
+   from that index's copy;
  - C{new/} is read before C{cur/}, so a message picked up in between
    is found in one of them; what arrives after its index was copied is
    in the backup as new mail;
@@ -91,6 +94,32 @@ def _copy(source, target, link):
     shutil.copy2(source, target)
 
 
+def _copy_mail(source, target, link):
+    """
+    Takes a message file by its Maildir name (see the module docstring);
+    C{FileNotFoundError} when it left that name before a copy was done.
+    """
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except FileNotFoundError:
+            raise
+        except OSError:
+            pass
+    before = os.stat(source)
+    try:
+        shutil.copy2(source, target)
+        after = os.stat(source)
+        kept = (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    except FileNotFoundError:
+        kept = False
+    if not kept:
+        remove_if_there(target)
+        raise FileNotFoundError(source)
+
+
 def _is_maildir_part(directory):
     parent = os.path.dirname(directory)
     return os.path.basename(directory) in ("cur", "new", "tmp") and os.path.isdir(os.path.join(parent, "cur"))
@@ -143,13 +172,9 @@ def _complete_index(live_root, saved_root, link):
             saved = os.path.join(folder_dir(saved_root, folder), "cur", filename)
             if os.path.exists(saved):
                 continue
-            for sub in ("cur", "tmp"):
-                try:
-                    _copy(os.path.join(folder_dir(live_root, folder), sub, filename), saved, link)
-                    break
-                except FileNotFoundError:
-                    continue
-            else:
+            try:
+                _copy_mail(os.path.join(folder_dir(live_root, folder), "cur", filename), saved, link)
+            except FileNotFoundError:
                 db.execute("DELETE FROM messages WHERE folder = ? AND filename = ?", (folder, filename))
                 dropped += 1
         db.commit()
@@ -181,7 +206,10 @@ def backup(layout, target):
     files = 0
     for relative, mail in _walk(layout.data_dir, layout.database):
         try:
-            _copy(os.path.join(layout.data_dir, relative), os.path.join(data, relative), link and mail)
+            if mail:
+                _copy_mail(os.path.join(layout.data_dir, relative), os.path.join(data, relative), link)
+            else:
+                _copy(os.path.join(layout.data_dir, relative), os.path.join(data, relative), False)
             files += 1
         except FileNotFoundError:
             continue

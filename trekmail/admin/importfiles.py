@@ -9,7 +9,8 @@ source's own (an mbox's C{>From } quoting of the mboxrd form is undone).
 Flags come from the Maildir file name's info part (and Dovecot's
 C{dovecot-keywords}), or from an mbox message's C{Status}, C{X-Status}
 and C{X-Keywords} headers; INTERNALDATE from the file's mtime, or the
-mbox C{From } line.
+mbox C{From } line (None when it states none: the import's clock then
+decides, in L{trekmail.admin.importtarget.Mailbox.add}).
 
 Neither format numbers its messages, so the position an import resumes
 after is the message's place in a stable order: Maildir file names
@@ -110,12 +111,12 @@ class MaildirSource:
 
 
 def _from_line_date(line):
-    """The date at the end of an mbox C{From } line (asctime form), or now."""
+    """The date at the end of an mbox C{From } line (asctime form), or None."""
     words = line.decode("ascii", "replace").split()
     try:
         return calendar.timegm(time.strptime(" ".join(words[-5:]), "%a %b %d %H:%M:%S %Y"))
     except ValueError:
-        return time.time()
+        return None
 
 
 def _mbox_flags(header):
@@ -130,6 +131,37 @@ def _mbox_flags(header):
         elif name == b"x-keywords":
             flags += [w for w in value.replace(",", " ").split() if w]
     return flags
+
+
+def _separator(line):
+    """Whether C{line} (a L{_Lines} piece) starts a message: a C{From } at the start of a line, not inside one."""
+    piece, begins = line
+    return begins and piece.startswith(b"From ")
+
+
+def _blank(line):
+    piece, begins = line
+    return begins and piece in (b"\n", b"\r\n")
+
+
+class _Lines:
+    """
+    An mbox file's lines in pieces of at most L{CHUNK} bytes, each as
+    C{(bytes, begins)}: C{begins} is false for the rest of a line longer
+    than a piece, so its text is never taken for a C{From } separator or a
+    blank line, and every reader (copy, skip on resume) counts the same
+    messages.
+    """
+
+    def __init__(self, f):
+        self.f = f
+        self.begins = True
+
+    def read(self):
+        piece = self.f.readline(CHUNK)
+        line = (piece, self.begins)
+        self.begins = piece.endswith(b"\n")
+        return line
 
 
 class MboxSource:
@@ -150,45 +182,46 @@ class MboxSource:
 
     def messages(self, key, after):
         with open(self.path, "rb") as f:
+            lines = _Lines(f)
             position = 0
-            line = f.readline(CHUNK)
-            while line:
-                if not line.startswith(b"From "):
-                    line = f.readline(CHUNK)
+            line = lines.read()
+            while line[0]:
+                if not _separator(line):
+                    line = lines.read()
                     continue
                 position += 1
-                date = _from_line_date(line)
-                header, line = self._header(f)
+                date = _from_line_date(line[0])
+                header, line = self._header(lines)
                 if position <= after:
-                    line = self._skip(f, line)
+                    line = _skip(lines, line)
                     continue
-                reader = _Body(f, line)
+                reader = _Body(lines, line)
                 yield position, _mbox_flags(header), date, crlf(reader.chunks(header))
                 line = reader.rest()
 
-    def _header(self, f):
-        """The header lines (up to L{HEADER_LIMIT}) and the first line after them."""
-        lines, size = [], 0
-        line = f.readline(CHUNK)
-        while line and line not in (b"\n", b"\r\n") and not line.startswith(b"From "):
-            lines.append(line)
-            size += len(line)
-            if size > HEADER_LIMIT:
-                break
-            line = f.readline(CHUNK)
-        return b"".join(lines), line
+    def _header(self, lines):
+        """The header (up to L{HEADER_LIMIT} bytes kept) and the first piece after it."""
+        pieces, size = [], 0
+        line = lines.read()
+        while line[0] and not _blank(line) and not _separator(line) and size <= HEADER_LIMIT:
+            pieces.append(line[0])
+            size += len(line[0])
+            line = lines.read()
+        return b"".join(pieces), line
 
-    def _skip(self, f, line):
-        while line and not line.startswith(b"From "):
-            line = f.readline(CHUNK)
-        return line
+
+def _skip(lines, line):
+    """The next separator from C{line} on (or the end)."""
+    while line[0] and not _separator(line):
+        line = lines.read()
+    return line
 
 
 class _Body:
-    """The rest of one mbox message, line by line up to the next C{From } line, unquoting C{>From }."""
+    """The rest of one mbox message, piece by piece up to the next C{From } line, unquoting C{>From }."""
 
-    def __init__(self, f, line):
-        self.f = f
+    def __init__(self, lines, line):
+        self.lines = lines
         self.line = line
 
     def chunks(self, header):
@@ -196,22 +229,21 @@ class _Body:
         pending = []
         size = 0
         blank = b""
-        at_start = True
-        while self.line and not (at_start and self.line.startswith(b"From ")):
-            line = self.line
-            if at_start and _FROM_QUOTED.match(line):
-                line = line[1:]
-            at_start = self.line.endswith(b"\n")
-            self.line = self.f.readline(CHUNK)
+        while self.line[0] and not _separator(self.line):
+            piece, begins = self.line
+            if begins and _FROM_QUOTED.match(piece):
+                piece = piece[1:]
+            is_blank = _blank(self.line)
+            self.line = self.lines.read()
             if blank:
                 pending.append(blank)
                 size += len(blank)
                 blank = b""
-            if line in (b"\n", b"\r\n") and (not self.line or self.line.startswith(b"From ")):
-                blank = line
+            if is_blank and (not self.line[0] or _separator(self.line)):
+                blank = piece
                 continue
-            pending.append(line)
-            size += len(line)
+            pending.append(piece)
+            size += len(piece)
             if size >= CHUNK:
                 yield b"".join(pending)
                 pending, size = [], 0
@@ -219,6 +251,5 @@ class _Body:
             yield b"".join(pending)
 
     def rest(self):
-        while self.line and not self.line.startswith(b"From "):
-            self.line = self.f.readline(CHUNK)
+        self.line = _skip(self.lines, self.line)
         return self.line

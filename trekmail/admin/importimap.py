@@ -171,8 +171,9 @@ class IMAPSource:
 
     def messages(self, key, after):
         """
-        (UID, flags, INTERNALDATE seconds, chunks) for every message of
-        the folder L{open} examined with a UID past C{after}, in UID order.
+        (UID, flags, INTERNALDATE seconds or None when the source's is
+        unreadable, chunks) for every message of the folder L{open}
+        examined with a UID past C{after}, in UID order.
         """
         for first in range(1, self.exists + 1, WINDOW):
             last = min(first + WINDOW - 1, self.exists)
@@ -194,7 +195,7 @@ class IMAPSource:
                 raise SourceError("cannot read the source's FETCH answer %r" % (line[:200],))
             stamp = imaplib.Internaldate2tuple(b'INTERNALDATE "' + date.group(1) + b'"')
             out.append((int(uid.group(1)), flags.group(1).decode("utf-8", "replace").split(),
-                        time.mktime(stamp) if stamp else time.time()))
+                        time.mktime(stamp) if stamp else None))
         return sorted(out)
 
     def _body(self, uid):

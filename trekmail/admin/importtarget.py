@@ -119,10 +119,15 @@ class Mailbox:
         """
         Copies one message (C{chunks}, an iterable of bytes) into
         C{target} with its flags (as the source names them: L{stored_flags}) and INTERNALDATE
-        (seconds since the epoch), and records C{position} as copied.
+        (seconds since the epoch; None, a source stating none, is the
+        import's clock, so a test's clock reaches it), and records
+        C{position} as copied.
         Raises L{TooLarge} past the cap, having recorded the position.
         """
-        filename = unique_name(self.clock())
+        now = self.clock()
+        if internaldate is None:
+            internaldate = now
+        filename = unique_name(now)
         staged = os.path.join(self.staging, filename)
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         size = 0

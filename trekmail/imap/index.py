@@ -83,6 +83,19 @@ def _make_maildir(path):
         os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
 
 
+def _make_level(path):
+    """
+    A folder's directory, inside a mailbox directory that must exist: a
+    session still open on a mailbox just renamed or deleted (closed within
+    L{trekmail.imap.sessions.RECHECK_INTERVAL}) fails its CREATE rather
+    than bring the old address's Maildir back.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
 def open_index(root, now):
     """Opens (creating on first login) the index and the special-use folders."""
     _make_maildir(root)
@@ -113,7 +126,10 @@ def create_folder(db, root, name, now, exist_ok=False):
         if exist_ok:
             return False
         raise FileExistsError(name)
-    _make_maildir(folder_dir(root, name))
+    path = folder_dir(root, name)
+    if path != root:
+        _make_level(path)
+    _make_maildir(path)
     db.execute("INSERT INTO folders VALUES (?, ?, 1, 1, 1)", (name, _new_uidvalidity(db, now)))
     return True
 

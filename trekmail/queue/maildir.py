@@ -14,6 +14,7 @@ from twisted.internet.defer import DeferredList
 from trekmail.mailstore import folder_path, maildir_path, unique_name
 from trekmail.durable import fsync_directory, publish_batch, write_file
 from trekmail.groupcommit import GroupCommit
+from trekmail.queue.maildirclaim import create_freely
 
 
 def ensure_maildir(root):
@@ -26,15 +27,18 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, now, address, sender, message, folder="INBOX"):
+def _write_copy(data_dir, hostname, now, address, sender, message, folder, claim):
     """
     Write and fsync one copy under C{folder}'s C{tmp/}, with C{Return-Path}
     and C{Delivered-To} added; returns its C{(temporary, final)} paths.
-    A folder other than INBOX is made when missing: the IMAP index
-    names it (with its special use) at the next login.
+    A missing Maildir is created through C{claim}
+    (L{trekmail.queue.maildirclaim}); a folder other than INBOX is made
+    when missing: the IMAP index names it (with its special use) at the
+    next login.
     """
     root = maildir_path(data_dir, address)
-    ensure_maildir(root)
+    if not os.path.isdir(os.path.join(root, "new")):
+        claim(address, lambda: ensure_maildir(root))
     root = folder_path(root, folder)
     ensure_maildir(root)
     name = unique_name(now, hostname)
@@ -47,7 +51,7 @@ def _write_copy(data_dir, hostname, now, address, sender, message, folder="INBOX
     return temporary, os.path.join(root, "new", name)
 
 
-def deliver_batch(data_dir, hostname, items, clock, syncers=None):
+def deliver_batch(data_dir, hostname, items, clock, syncers=None, claim=create_freely):
     """
     Runs on the writer thread: one copy per C{(address, sender, message, folder)},
     named by the time C{clock} (the wiring's C{reactor.seconds}) gives,
@@ -58,7 +62,7 @@ def deliver_batch(data_dir, hostname, items, clock, syncers=None):
 
     def write(item):
         try:
-            return _write_copy(data_dir, hostname, clock(), *item)
+            return _write_copy(data_dir, hostname, clock(), *item, claim)
         except (OSError, ValueError) as e:
             return e
 
@@ -80,10 +84,11 @@ class MaildirWriter:
     directories.
     """
 
-    def __init__(self, data_dir, hostname, reactor, *, syncers=None, writer=None):
+    def __init__(self, data_dir, hostname, reactor, *, syncers=None, writer=None, claim=create_freely):
+        self.claim = claim
         self._commit = GroupCommit(
             reactor,
-            lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers),
+            lambda items: deliver_batch(data_dir, hostname, items, reactor.seconds, syncers, claim),
             "trekmail-maildir",
             writer,
         )

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from trekmail.queue.delivery import Deliverer, Router
 from trekmail.queue.maildir import MaildirWriter
+from trekmail.queue.maildirclaim import RealmClaim, create_freely
 from trekmail.queue.manager import MessageQueue
 from trekmail.queue.retry import RetryPolicy
 from trekmail.queue.spool import Spool
@@ -36,6 +37,8 @@ class QueueSettings:
     suppress_after: int
     retry: RetryPolicy
     concurrency: int
+    realm_database: str | None = None
+    """The sqlite realm whose lifecycle verbs move Maildirs (L{trekmail.queue.maildirclaim}); None with LDAP."""
 
 
 class QueueService(service.Service):
@@ -59,7 +62,9 @@ class QueueService(service.Service):
         self.suppressions = Suppressions(database, reactor, settings.suppress_after)
         self.relay = relay
         self.router = Router(self.relay, profiles)
-        self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, syncers=self.syncers)
+        claim = create_freely if settings.realm_database is None else RealmClaim(settings.realm_database)
+        self.mailboxes = MaildirWriter(settings.maildir_root, settings.hostname, reactor, syncers=self.syncers,
+                                       claim=claim)
         self.deliverer = Deliverer(
             directory=directory,
             router=self.router,
