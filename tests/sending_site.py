@@ -79,4 +79,9 @@ def _payload(kind, value):
     if kind == "MX":
         preference, host = value.split()
         return dns.Record_MX(int(preference), host.rstrip("."), ttl=60)
+    if kind == "SRV":
+        priority, weight, port, target = value.split()
+        return dns.Record_SRV(int(priority), int(weight), int(port), target.rstrip("."), ttl=60)
+    if kind == "CNAME":
+        return dns.Record_CNAME(value.rstrip("."), ttl=60)
     return dns.Record_TXT(*[value[i:i + 255].encode() for i in range(0, len(value), 255)], ttl=60)

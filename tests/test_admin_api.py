@@ -71,7 +71,7 @@ class AdminAPITests(unittest.TestCase):
         self.assertEqual(status, 200, account)
         status, _ = yield self.request("POST", "/domains", {"domain": "example.com", "account": account["id"]})
         self.assertEqual(status, 200)
-        status, mailbox = yield self.request("POST", "/mailboxes", {"address": "alice@example.com", "password": "pw"})
+        status, mailbox = yield self.request("POST", "/mailboxes", {"address": "alice@example.com", "password": "strong password"})
         self.assertEqual(status, 200)
         self.assertNotIn("password_hash", mailbox)
         return account

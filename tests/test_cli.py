@@ -30,7 +30,7 @@ class CLITests(unittest.TestCase):
     def populate(self):
         self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")
         self.ok("domain", "add", "example.com", "--account", "1")
-        self.ok("mailbox", "add", "alice@example.com", "--password-stdin", stdin="pw1\n")
+        self.ok("mailbox", "add", "alice@example.com", "--password-stdin", stdin="first strong pw\n")
 
     def test_json_output(self):
         record = json.loads(self.ok("--json", "account", "add", "o@example.net", "--plan", "pro", "--trial"))
@@ -45,7 +45,7 @@ class CLITests(unittest.TestCase):
         self.assertNotIn("password_hash", listed[0])
         self.assertIn("paused: True", self.ok("mailbox", "pause", "alice@example.com"))
         self.assertIn("paused: False", self.ok("mailbox", "resume", "alice@example.com"))
-        self.ok("mailbox", "passwd", "alice@example.com", "--password-stdin", stdin="pw2\n")
+        self.ok("mailbox", "passwd", "alice@example.com", "--password-stdin", stdin="second strong pw\n")
         self.assertIn("suspension: abuse", self.ok("account", "suspend", "1", "--reason", "abuse"))
         self.assertIn("suspension: \n", self.ok("account", "unsuspend", "1"))
         self.assertIn("plan: agency", self.ok("account", "set", "1", "--plan", "agency", "--paid"))
@@ -78,9 +78,9 @@ class CLITests(unittest.TestCase):
             (("account", "set", "9", "--plan", "pro"), "", "no account with id 9"),
             (("domain", "add", "bad_domain", "--account", "1"), "", "is not a domain name"),
             (("domain", "add", "example.com", "--account", "1"), "", "already exists"),
-            (("mailbox", "add", "bob@other.org", "--password-stdin"), "pw\n", "is not hosted here"),
-            (("mailbox", "add", "bob", "--password-stdin"), "pw\n", "is not an email address"),
-            (("mailbox", "add", "a/b@example.com", "--password-stdin"), "pw\n", "cannot be a mailbox: "),
+            (("mailbox", "add", "bob@other.org", "--password-stdin"), "strong password\n", "is not hosted here"),
+            (("mailbox", "add", "bob", "--password-stdin"), "strong password\n", "is not an email address"),
+            (("mailbox", "add", "a/b@example.com", "--password-stdin"), "strong password\n", "cannot be a mailbox: "),
             (("mailbox", "pause", "nobody@example.com"), "", "no mailbox nobody@example.com"),
         ]:
             code, out, err = self.run_cli(*argv, stdin=stdin)
@@ -96,7 +96,7 @@ class CLITests(unittest.TestCase):
         data_dir = Config.from_file(self.config).data_dir
         for c in "!#$&'*+/=?^_`{|}~-.":
             address = "a%sb@example.com" % (c,)
-            code, out, err = self.run_cli("mailbox", "add", address, "--password-stdin", stdin="pw\n")
+            code, out, err = self.run_cli("mailbox", "add", address, "--password-stdin", stdin="strong password\n")
             if code == 0:
                 maildir_path(data_dir, address)
             else:

@@ -47,7 +47,7 @@ class LifecycleTestCase(unittest.TestCase):
         self.config, self.admin, self.clock = realm(self)
         self.data = self.config.data_dir
         self.account = example(self.admin)
-        self.admin.mailbox_add("bob@example.com", "pw")
+        self.admin.mailbox_add("bob@example.com", "strong password")
         put_mail(self.data, "alice@example.com")
         put_dav(self.data, "alice@example.com")
         put_mail(self.data, "bob@example.com")
@@ -83,7 +83,7 @@ class MailboxDeleteTests(LifecycleTestCase):
 
     def test_deleted_twice_on_the_same_second_both_kept(self):
         self.admin.mailbox_delete("alice@example.com", yes=True)
-        self.admin.mailbox_add("alice@example.com", "pw")
+        self.admin.mailbox_add("alice@example.com", "strong password")
         put_mail(self.data, "alice@example.com", "2.msg")
         second = self.admin.mailbox_delete("alice@example.com", yes=True)
         self.assertTrue(second["mail_kept_in"].endswith("-alice@example.com.2"))
@@ -187,7 +187,7 @@ class AccountDeleteTests(LifecycleTestCase):
                                   "AKIAUSERNAME", "SES-SECRET-PASSWORD")
         self.other = self.admin.account_add("other@example.net", "pro")
         self.admin.domain_add("other.test", self.other.id)
-        self.admin.mailbox_add("carol@other.test", "pw")
+        self.admin.mailbox_add("carol@other.test", "strong password")
         self.profiles.profile_add(self.other.id, "own", "smtp.other.test", 587, "starttls", "carol", "OTHER-SECRET")
         self.sealed = self.admin.db.execute(
             "SELECT password_sealed FROM smtp_profiles WHERE account_id = ?", (self.account.id,)).fetchone()[0]
@@ -218,7 +218,7 @@ class AccountDeleteTests(LifecycleTestCase):
 
     def test_a_failed_move_in_a_later_domain_puts_every_earlier_one_back(self):
         self.admin.domain_add("example.org", self.account.id)
-        self.admin.mailbox_add("dan@example.org", "pw")
+        self.admin.mailbox_add("dan@example.org", "strong password")
         put_mail(self.data, "dan@example.org")
         self.patch(os, "rename", _fail_moving(maildir_path(self.data, "dan@example.org"), os.rename))
         with self.assertRaises(PermissionError):
@@ -286,7 +286,7 @@ class AddOverDataOnDiskTests(LifecycleTestCase):
         self.admin.mailbox_delete("bob@example.com", yes=True)
         put_mail(self.data, "bob@example.com", "late.msg")  # a delivery still in flight at the delete
         with self.assertRaises(InvalidInput) as caught:
-            self.admin.mailbox_add("bob@example.com", "pw")
+            self.admin.mailbox_add("bob@example.com", "strong password")
         self.assertIn(maildir_path(self.data, "bob@example.com"), str(caught.exception))
         self.assertIsNone(store.mailbox_find(self.admin.db, "bob@example.com"))
         self.assertEqual(tree(maildir_path(self.data, "bob@example.com")), ["new/late.msg"])
@@ -294,13 +294,13 @@ class AddOverDataOnDiskTests(LifecycleTestCase):
     def test_refused_over_leftover_dav_data(self):
         put_dav(self.data, "carol@example.com")
         with self.assertRaises(InvalidInput) as caught:
-            self.admin.mailbox_add("carol@example.com", "pw")
+            self.admin.mailbox_add("carol@example.com", "strong password")
         self.assertIn(dav_principal_path(self.data, "carol@example.com"), str(caught.exception))
         self.assertIsNone(store.mailbox_find(self.admin.db, "carol@example.com"))
 
     def test_an_existing_mailbox_is_still_a_duplicate(self):
         with self.assertRaises(Duplicate):
-            self.admin.mailbox_add("bob@example.com", "pw")
+            self.admin.mailbox_add("bob@example.com", "strong password")
 
 
 class DirectoryOwnedTests(unittest.TestCase):

@@ -65,12 +65,12 @@ class AccountTests(unittest.TestCase):
             (InvalidInput, lambda: self.admin.domain_add("-bad-.com", 1)),
             (Duplicate, lambda: self.admin.domain_add("EXAMPLE.com", 1)),
             (NotFound, lambda: self.admin.domain_add("new.example", 7)),
-            (InvalidInput, lambda: self.admin.mailbox_add("bob", "pw")),
-            (InvalidInput, lambda: self.admin.mailbox_add("bob@@example.com", "pw")),
-            (NotFound, lambda: self.admin.mailbox_add("bob@elsewhere.org", "pw")),
-            (Duplicate, lambda: self.admin.mailbox_add("Alice@example.com", "pw")),
+            (InvalidInput, lambda: self.admin.mailbox_add("bob", "strong password")),
+            (InvalidInput, lambda: self.admin.mailbox_add("bob@@example.com", "strong password")),
+            (NotFound, lambda: self.admin.mailbox_add("bob@elsewhere.org", "strong password")),
+            (Duplicate, lambda: self.admin.mailbox_add("Alice@example.com", "strong password")),
             (InvalidInput, lambda: self.admin.mailbox_add("bob@example.com", "")),
-            (NotFound, lambda: self.admin.mailbox_passwd("bob@example.com", "pw")),
+            (NotFound, lambda: self.admin.mailbox_passwd("bob@example.com", "strong password")),
             (NotFound, lambda: self.admin.mailbox_pause("bob@example.com")),
         ]
         for error, call in refusals:
@@ -143,8 +143,8 @@ class DirectoryOwnedTests(unittest.TestCase):
             lambda: admin.account_suspend(1, "billing"),
             lambda: admin.account_unsuspend(1),
             lambda: admin.domain_add("example.com", 1),
-            lambda: admin.mailbox_add("a@example.com", "pw"),
-            lambda: admin.mailbox_passwd("a@example.com", "pw"),
+            lambda: admin.mailbox_add("a@example.com", "strong password"),
+            lambda: admin.mailbox_passwd("a@example.com", "strong password"),
             lambda: admin.mailbox_pause("a@example.com"),
         ]:
             with self.assertRaises(InvalidInput) as caught:

@@ -25,7 +25,7 @@ class DomainVerifyTests(unittest.TestCase):
         self.site = Site(self)
         account = yield self.site.call("account_add", owner_email="owner@example.net", plan="starter", verified=True)
         yield self.site.call("domain_add", name="example.com", account_id=account["id"])
-        yield self.site.call("mailbox_add", address="alice@example.com", password="pw")
+        yield self.site.call("mailbox_add", address="alice@example.com", password="strong password")
         self.account = account
         self.dns = yield self.site.call("domain_dns", name="example.com")
 

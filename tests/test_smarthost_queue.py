@@ -30,7 +30,7 @@ class QueueThroughProfileTests(unittest.TestCase):
         self.addCleanup(self.provider.stop)
         account = yield self.site.call("account_add", owner_email="owner@example.net", plan="nano", verified=True)
         yield self.site.call("domain_add", name="example.com", account_id=account["id"])
-        yield self.site.call("mailbox_add", address="alice@example.com", password="pw")
+        yield self.site.call("mailbox_add", address="alice@example.com", password="strong password")
         yield self.site.call("route_new", domain="example.com", name="sg", host="127.0.0.1", port=port,
                              tls="starttls", username="apikey", password=password)
         service = build_queue(self.site.config, reactor, self.site.database, SqliteDirectory(self.site.database),

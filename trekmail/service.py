@@ -48,6 +48,7 @@ from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
 from trekmail.reload import Reload
+from trekmail.web import autoconfig
 from trekmail import acmeclient, acmerenewal, settings
 
 
@@ -458,7 +459,7 @@ def admin_service(components):
 
 def dav_services(components):
     """
-    The C{[listen] https} listener serving CalDAV/CardDAV (always behind
+    The C{[listen] https} listener serving CalDAV/CardDAV and client autoconfiguration (always behind
     TLS) and the worker threads its WSGI application runs on, or nothing;
     and its site (or C{None}).
     """
@@ -467,7 +468,8 @@ def dav_services(components):
     config = components.config
     site, pool = dav_site(collections=dav_collections(config.data_dir),
                           threads=config.get("dav", "threads"), max_body=config.get("dav", "max_body"),
-                          checker=components.checker, reactor=components.reactor, logins=components.logins)
+                          checker=components.checker, reactor=components.reactor, logins=components.logins,
+                          mounts=autoconfig.mounts(components.directory, components.realm.published))
     return [WorkersService(pool),
             listener(components, "https", site, implicit_tls=True, caps=connection_caps(components.config, "dav"))], site
 

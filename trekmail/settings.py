@@ -18,7 +18,7 @@ from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.inbound.verdicts import AuthSettings
 from trekmail.realm import ldapsettings
-from trekmail.realm.settings import PublishedNames, RealmSettings
+from trekmail.realm.settings import ClientPorts, PublishedNames, RealmSettings
 from trekmail.tlsidentity import IdentitySettings, ServerIdentity
 
 
@@ -28,7 +28,8 @@ def realm(config):
         data_dir=config.data_dir,
         published=PublishedNames(hostname=config.get("server", "hostname"),
                                  spf_include=config.get("dns", "spf_include"),
-                                 dmarc_record=config.get("dns", "dmarc_record")),
+                                 dmarc_record=config.get("dns", "dmarc_record"),
+                                 ports=client_ports(config)),
         scrypt_n=config.get("realm", "password_scrypt_n"),
         ldap=ldap(config) if config.get("realm", "backend") == "ldap" else None,
     )
@@ -38,6 +39,33 @@ def inbound(config):
     """The MX's authentication checks: our authserv-id, the resolver they ask, C{[mx] dmarc_reject}."""
     return AuthSettings(authserv_id=config.get("server", "hostname"), nameservers=config.get("dns", "nameservers"),
                         dmarc_reject=config.get("mx", "dmarc_reject"))
+
+
+STANDARD_PORTS = {"submissions": 465, "submission": 587, "imaps": 993, "imap": 143, "https": 443}
+
+
+def listen_port(description, standard):
+    """
+    The port a C{[listen]} endpoint description binds (C{tcp:PORT},
+    C{ssl:port=PORT}...), or C{standard} for one that names none (a
+    systemd socket, say); C{None} when the listener is off.
+    """
+    if not description:
+        return None
+    kind, _, rest = description.partition(":")
+    if kind.lower() not in ("tcp", "tcp6", "ssl"):
+        return standard
+    for i, argument in enumerate(rest.split(":")):
+        name, sep, value = argument.partition("=")
+        candidate = value if sep and name == "port" else (argument if not sep and i == 0 else "")
+        if candidate.isdigit():
+            return int(candidate)
+    return standard
+
+
+def client_ports(config):
+    """The ports clients are told to use (SRV records, autoconfig): those the listeners bind."""
+    return ClientPorts(**{name: listen_port(config.get("listen", name), port) for name, port in STANDARD_PORTS.items()})
 
 
 def admin_token(config):

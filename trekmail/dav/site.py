@@ -148,25 +148,38 @@ class CountingSite(Site):
         return super().getResourceFor(request)
 
 
-def site(application, pool, reactor, max_body=BoundedRequest.limit):
-    """The twisted.web site: Radicale at /dav/, the two well-known redirects, 404 elsewhere."""
+def mount(root, path, resource):
+    """Put C{resource} at C{path} (a tuple of segments) under C{root}, sharing the folders already there."""
+    folder = root
+    for segment in path[:-1]:
+        if segment not in folder.children:
+            folder.putChild(segment, Resource())
+        folder = folder.children[segment]
+    folder.putChild(path[-1], resource)
+
+
+def site(application, pool, reactor, max_body=BoundedRequest.limit, mounts=()):
+    """
+    The twisted.web site: Radicale at /dav/, the two well-known redirects,
+    the C{(path, resource)} C{mounts} (autoconfiguration...), 404 elsewhere.
+    """
     root = Resource()
     root.putChild(MOUNT, WSGIResource(reactor, pool, application))
-    known = Resource()
     for name in (b"caldav", b"carddav"):
-        known.putChild(name, MovedTo(b"/" + MOUNT + b"/"))
-    root.putChild(b".well-known", known)
+        mount(root, (b".well-known", name), MovedTo(b"/" + MOUNT + b"/"))
+    for path, resource in mounts:
+        mount(root, path, resource)
     return CountingSite(root, requestFactory=type("DavRequest", (BoundedRequest,), {"limit": max_body}))
 
 
-def dav_site(*, collections, threads, max_body, checker, reactor, logins):
+def dav_site(*, collections, threads, max_body, checker, reactor, logins, mounts=()):
     """
     C{(site, pool)}: the HTTPS site for C{[listen] https}, keeping
     Radicale's collections under C{collections}, and the pool of
-    C{threads} it needs started.
+    C{threads} it needs started; C{mounts} as L{site} takes them.
     """
     # Radicale warns at every first start when its root is missing; it is ours to make.
     os.makedirs(os.path.join(collections, "collection-root"), mode=0o700, exist_ok=True)
     pool = ThreadPool(minthreads=1, maxthreads=threads, name="trekmail-dav")
     door = Door(radicale_application(collections), Logins(checker, logins), reactor)
-    return site(door, pool, reactor, max_body), pool
+    return site(door, pool, reactor, max_body, mounts), pool

@@ -11,6 +11,7 @@ import re
 from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
+from trekmail.policy.passwords import password_problem
 from trekmail.realm import aliases, dkimkeys, lifecycle, retention, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 from trekmail.realm.model import SUSPENSION_REASONS
@@ -59,10 +60,9 @@ def _check_date(text):
 
 
 def _check_password(password):
-    if not password or not password.strip():
-        raise InvalidInput("the password is empty")
-    if len(password) > 1024:
-        raise InvalidInput("the password is longer than 1024 characters")
+    problem = password_problem(password)
+    if problem is not None:
+        raise InvalidInput(problem)
     return password
 
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from trekmail.durable import replace_private
+from trekmail.realm.clientrecords import client_records
 
 DEFAULT_SELECTOR = "dkim"
 KEY_BITS = 2048
@@ -60,4 +61,4 @@ def dns_records(domain, published):
             txt_value(domain.dkim_public_key),
         ),
         ("_dmarc.%s" % (domain.name,), "TXT", published.dmarc_record),
-    ]
+    ] + client_records(domain.name, published)

@@ -11,6 +11,21 @@ from trekmail.realm.ldapsettings import LdapSettings
 
 
 @dataclass(frozen=True)
+class ClientPorts:
+    """
+    The ports mail clients reach this server on, C{None} for a service it
+    does not offer: what SRV records (RFC 6186, RFC 6764) and client
+    autoconfiguration announce.
+    """
+
+    submissions: Optional[int] = None
+    submission: Optional[int] = None
+    imaps: Optional[int] = None
+    imap: Optional[int] = None
+    https: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class PublishedNames:
     """The names a customer's domain publishes pointing at this platform (docs/sending-rules.md)."""
 
@@ -18,6 +33,7 @@ class PublishedNames:
     """C{[server] hostname}: the MX target."""
     spf_include: str
     dmarc_record: str
+    ports: ClientPorts = ClientPorts()
 
 
 @dataclass(frozen=True)
