@@ -41,7 +41,7 @@ class AddressingEndToEndTests(unittest.TestCase):
         account = admin.account_add("owner@example.net", "starter", verified=True)
         admin.domain_add("example.com", account.id)
         for local in ("alice", "bob", "carol"):
-            admin.mailbox_add(local + "@example.com", "pw")
+            admin.mailbox_add(local + "@example.com", "strong password")
         admin.alias_add("sales@example.com", ["alice@example.com", "bob@example.com"])
         db.close()
         self.config_path = path

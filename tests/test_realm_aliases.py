@@ -122,7 +122,7 @@ class CommandLineTests(unittest.TestCase):
         self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")
         self.ok("domain", "add", "example.com", "--account", "1")
         for address in ("alice@example.com", "bob@example.com"):
-            self.ok("mailbox", "add", address, "--password-stdin", stdin="pw\n")
+            self.ok("mailbox", "add", address, "--password-stdin", stdin="strong password\n")
 
     def run_cli(self, *argv, stdin=""):
         out, err = io.StringIO(), io.StringIO()

@@ -27,7 +27,7 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, now, address, sender, message, folder, claim):
+def _write_copy(data_dir, hostname, now, claim, address, sender, message, folder="INBOX"):
     """
     Write and fsync one copy under C{folder}'s C{tmp/}, with C{Return-Path}
     and C{Delivered-To} added; returns its C{(temporary, final)} paths.
@@ -62,7 +62,7 @@ def deliver_batch(data_dir, hostname, items, clock, syncers=None, claim=create_f
 
     def write(item):
         try:
-            return _write_copy(data_dir, hostname, clock(), *item, claim)
+            return _write_copy(data_dir, hostname, clock(), claim, *item)
         except (OSError, ValueError) as e:
             return e
 
