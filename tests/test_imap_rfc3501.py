@@ -1,5 +1,6 @@
 """RFC 3501 points imaptest's scripted suite found TrekMail missing, each pinned on its own."""
 
+import os
 import re
 
 from twisted.trial import unittest
@@ -23,3 +24,19 @@ class UIDValidityTests(unittest.TestCase):
             session.command(b"u UNSELECT")
             self.assertIn(b"OK", session.command(b"d DELETE box")[1])
         self.assertEqual(sorted(set(seen)), seen)
+
+
+class ExamineTests(unittest.TestCase):
+    def test_examine_counts_recent_without_taking_it_and_allows_no_flag_changes(self):
+        """RFC 3501 6.3.2: EXAMINE's answer is SELECT's, read-only; \\Recent stays for the next SELECT."""
+        session = Session(self).login(select=False)
+        for n in range(2):
+            with open(os.path.join(session.root(), "new", "100.M%06dP1Q%d.h" % (n, n)), "wb") as f:
+                f.write(b"Subject: %d\r\n\r\nbody\r\n" % n)
+        out, tagged = session.command(b"e EXAMINE INBOX")
+        self.assertIn(b"* 2 RECENT", out)
+        self.assertIn(b"[PERMANENTFLAGS ()]", out)
+        self.assertIn(b"READ-ONLY", tagged)
+        out, tagged = session.command(b"s SELECT INBOX")
+        self.assertIn(b"* 2 RECENT", out)
+        self.assertIn(b"\\*)]", out)
