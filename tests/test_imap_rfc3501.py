@@ -40,3 +40,15 @@ class ExamineTests(unittest.TestCase):
         out, tagged = session.command(b"s SELECT INBOX")
         self.assertIn(b"* 2 RECENT", out)
         self.assertIn(b"\\*)]", out)
+
+
+class CondstoreTests(unittest.TestCase):
+    def test_first_fetch_modseq_tells_highestmodseq(self):
+        """RFC 7162 3.1: a CONDSTORE-enabling command on a selected mailbox sends HIGHESTMODSEQ, once."""
+        session = Session(self).login()
+        session.append(b"Subject: x\r\n\r\nbody\r\n")
+        out, _ = session.command(b"f FETCH 1 (MODSEQ)")
+        self.assertIn(b"* OK [HIGHESTMODSEQ ", out)
+        self.assertLess(out.index(b"HIGHESTMODSEQ"), out.index(b"FETCH (MODSEQ"))
+        out, _ = session.command(b"g FETCH 1 (MODSEQ)")
+        self.assertNotIn(b"HIGHESTMODSEQ", out)
