@@ -96,6 +96,9 @@ class Folder:
         view = View(self, listener, readonly)
         if not readonly and self.recent:
             view.recent, self.recent = self.recent, set()
+        elif self.recent:
+            # EXAMINE reports \Recent without taking it from the next SELECT (RFC 3501 6.3.2).
+            view.recent = frozenset(self.recent)
         self.views.add(view)
         return view
 

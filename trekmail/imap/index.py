@@ -73,9 +73,17 @@ INDEX = Schema(
             PRIMARY KEY (source, folder)
         ) WITHOUT ROWID
         """,
+        """
+        CREATE TABLE uidvalidity (last INTEGER NOT NULL);
+        INSERT INTO uidvalidity SELECT COALESCE(MAX(uidvalidity), 0) FROM folders
+        """,
     ),
 )
-"""The second migration is the import's (L{trekmail.admin.importtarget}): flags for files it puts in C{new/}, and where each source folder's copy got to."""
+"""
+The second migration is the import's (L{trekmail.admin.importtarget}): flags for files it puts in C{new/}, and where each source folder's copy got to.
+The third keeps the last UIDVALIDITY given, so a folder deleted and created again gets a greater one even
+within the same second (RFC 3501 2.3.1.1): the folders' own rows leave with them.
+"""
 
 
 def _make_maildir(path):
@@ -117,8 +125,9 @@ def checkpoint(db):
 
 
 def _new_uidvalidity(db, now):
-    row = db.execute("SELECT MAX(uidvalidity) FROM folders").fetchone()
-    return max(int(now), (row[0] or 0) + 1)
+    value = max(int(now), db.execute("SELECT last FROM uidvalidity").fetchone()[0] + 1)
+    db.execute("UPDATE uidvalidity SET last = ?", (value,))
+    return value
 
 
 def create_folder(db, root, name, now, exist_ok=False):
@@ -161,13 +170,12 @@ def rename_folder(db, root, old, new, now):
             if name == "INBOX":
                 create_folder(db, root, target, now)
                 moved = db.execute("SELECT uid, filename FROM messages WHERE folder = 'INBOX'").fetchall()
-                folder = db.execute("SELECT * FROM folders WHERE name = ?", (target,)).fetchone()
                 for row in moved:
                     os.rename(os.path.join(root, "cur", row[1]), os.path.join(folder_dir(root, target), "cur", row[1]))
                 db.execute("UPDATE messages SET folder = ? WHERE folder = 'INBOX'", (target,))
                 db.execute("UPDATE folders SET uidnext = (SELECT uidnext FROM folders WHERE name = 'INBOX')"
                            " WHERE name = ?", (target,))
-                db.execute("UPDATE folders SET uidvalidity = ? WHERE name = 'INBOX'", (folder["uidvalidity"] + 1,))
+                db.execute("UPDATE folders SET uidvalidity = ? WHERE name = 'INBOX'", (_new_uidvalidity(db, now),))
                 continue
             os.rename(folder_dir(root, name), folder_dir(root, target))
             db.execute("UPDATE folders SET name = ? WHERE name = ?", (target, name))

@@ -502,9 +502,11 @@ class IMAPServer(MailboxCommands, protocol.Protocol):
         return b'* NAMESPACE (("" ".")) NIL NIL\r\n' + tagged(tag, "OK", "Namespace completed")
 
     def enable_condstore(self):
+        """The first CONDSTORE-enabling command on a selected mailbox also tells its HIGHESTMODSEQ (RFC 7162 3.1)."""
         self.enabled = True
-        if self.view is not None:
+        if self.view is not None and not self.view.condstore:
             self.view.condstore = True
+            self._send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.view.folder.highestmodseq)
 
 
 ANY = ("nonauth", "auth", "selected")

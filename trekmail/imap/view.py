@@ -136,7 +136,9 @@ class View:
         """C{* FLAGS} and C{PERMANENTFLAGS}, sent again whenever a keyword is new (RFC 3501 7.2.6)."""
         self.keywords = len(self.folder.keywords)
         flags = " ".join(list(SYSTEM_FLAGS) + sorted(self.folder.keywords)).encode()
-        return b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % (flags, flags)
+        # A read-only selection may change no flag (RFC 3501 7.1, PERMANENTFLAGS).
+        permanent = b"" if self.readonly else flags + b" \\*"
+        return b"* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s)] Flags permitted\r\n" % (flags, permanent)
 
     def flag_line(self, seq, uid, with_uid=True):
         items = b"FLAGS " + fetch.flag_list(self.flags_of(uid))
