@@ -56,7 +56,7 @@ class FakeSigner:
     def has_key(self, domain, selector):
         return True
 
-    def signature(self, message, domain, selector, earlier=None):
+    def signature(self, message, domain, selector, earlier=None, ed25519_selector=None):
         if earlier is not None:
             return earlier
         self.signed += 1

@@ -151,6 +151,15 @@ def _parser():
     p.add_argument("--force", action="store_true", help="also delete its mailboxes")
     p.set_defaults(run=lambda a, o: a.domain_delete(o.domain, yes=o.yes, force=o.force))
 
+    dkim = domain.add_parser("dkim", help="DKIM key rotation (docs/dkim.md)").add_subparsers(
+        dest="action", required=True)
+    p = dkim.add_parser("rotate", help="a new key under a new selector; signing switches to it once DNS shows it")
+    p.add_argument("domain")
+    p.set_defaults(run=lambda a, o: a.dkim_rotate(o.domain))
+    p = dkim.add_parser("status", help="the domain's selectors: pending, active, retiring, retired, with dates")
+    p.add_argument("domain")
+    p.set_defaults(run=lambda a, o: a.dkim_status(o.domain))
+
     p = domain.add_parser("catchall", help="deliver mail for unknown addresses of DOMAIN to MAILBOX")
     p.add_argument("domain")
     p.add_argument("mailbox", nargs="?")

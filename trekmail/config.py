@@ -95,6 +95,16 @@ def _nameservers(value):
     return tuple(servers)
 
 
+def _zone(value):
+    """Empty, or a DNS zone such as C{dkim.provider.example} (C{[dkim] cname_zone})."""
+    value = value.strip().lower().rstrip(".")
+    labels = value.split(".")
+    if value and (len(value) > 200 or len(labels) < 2 or not all(
+            0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() for label in labels)):
+        raise ValueError("expected a DNS zone such as dkim.provider.example, not %r" % (value,))
+    return value
+
+
 def _source_pools(value):
     """C{warm:ADDR ADDR; new:ADDR} -> {"warm": (ADDR, ADDR), "new": (ADDR,)}"""
     pools = {}
@@ -176,6 +186,12 @@ SCHEMA = {
         "nameservers": Key("", _nameservers),
         "spf_include": Key("spf.example.net"),
         "dmarc_record": Key("v=DMARC1; p=quarantine; adkim=r; aspf=r"),
+    },
+    "dkim": {
+        "overlap_days": Key("7", _positive),
+        "check_interval": Key("3600", _positive),
+        "cname_zone": Key("", _zone),
+        "ed25519": Key("no", _boolean),
     },
     "relay": {
         "mx_port": Key("25", _integer),

@@ -44,6 +44,7 @@ from trekmail.dav.site import dav_site
 from trekmail.mailstore import dav_collections
 from trekmail.metrics.endpoint import MetricsService
 from trekmail.relay.dkim import Signer
+from trekmail.relay.dkimrotation import RotationService
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
@@ -507,8 +508,14 @@ def acme_services(components, installed):
 
 
 def realm_services(components):
-    """The worker threads of the realm's database and password hashes and, with that backend, of LDAP."""
-    services = [WorkersService(components.database), WorkersService(components.hashing)]
+    """
+    The worker threads of the realm's database and password hashes and,
+    with that backend, of LDAP; the DKIM key rotation's schedule.
+    """
+    config = components.config
+    services = [WorkersService(components.database), WorkersService(components.hashing), RotationService(
+        database=components.database, resolver=components.resolver, clock=components.reactor,
+        data_dir=config.data_dir, settings=components.realm.dkim, interval=config.get("dkim", "check_interval"))]
     if isinstance(components.directory, ldapdirectory.LdapDirectory):
         services.append(WorkersService(components.directory))
     return services

@@ -18,6 +18,7 @@ from trekmail.admin import api
 from trekmail.config import ConfigError
 from trekmail.inbound.verdicts import AuthSettings
 from trekmail.realm import ldapsettings
+from trekmail.realm.dkimselectors import DkimSettings
 from trekmail.realm.settings import ClientPorts, PublishedNames, RealmSettings
 from trekmail.tlsidentity import IdentitySettings, ServerIdentity
 
@@ -32,7 +33,15 @@ def realm(config):
                                  ports=client_ports(config)),
         scrypt_n=config.get("realm", "password_scrypt_n"),
         ldap=ldap(config) if config.get("realm", "backend") == "ldap" else None,
+        dkim=dkim(config),
     )
+
+
+def dkim(config):
+    """C{[dkim]}: how long a replaced selector stays published, the CNAME zone, Ed25519 dual signing."""
+    return DkimSettings(overlap=config.get("dkim", "overlap_days") * 86400,
+                        cname_zone=config.get("dkim", "cname_zone"),
+                        ed25519=config.get("dkim", "ed25519"))
 
 
 def inbound(config):

@@ -133,6 +133,8 @@ ROUTES = [
         name=m[1], yes=_asked(b, q, "yes"), force=_asked(b, q, "force")))),
     ("GET", r"/domains/([^/]+)/dns", lambda m, b, q: ("domain_dns", dict(name=m[1]))),
     ("POST", r"/domains/([^/]+)/verify", lambda m, b, q: ("domain_verify", dict(domain=m[1]))),
+    ("GET", r"/domains/([^/]+)/dkim", lambda m, b, q: ("dkim_status", dict(domain=m[1]))),
+    ("POST", r"/domains/([^/]+)/dkim/rotate", lambda m, b, q: ("dkim_rotate", dict(domain=m[1]))),
     ("GET", r"/domains/([^/]+)/route", lambda m, b, q: ("route_show", dict(domain=m[1]))),
     ("PUT", r"/domains/([^/]+)/route", lambda m, b, q: _route_verb(b, m[1])),
     ("PUT", r"/domains/([^/]+)/catchall", lambda m, b, q: ("domain_catchall", dict(domain=m[1], mailbox=b.get("mailbox")))),

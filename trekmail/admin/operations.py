@@ -20,11 +20,11 @@ from twisted.internet import defer
 
 from trekmail.crypto import SecretKeyring
 from trekmail.queue import admin as queue_admin
-from trekmail.realm import dkimkeys, profiles, routes, store
+from trekmail.realm import dkimselectors, profiles, routes, store
 from trekmail.realm.admin import Administration, check_domain
 from trekmail.realm.errors import InvalidInput, NotFound
 from trekmail.realm.settings import RealmSettings
-from trekmail.relay import dnsverify
+from trekmail.relay import dkimrotation, dnsverify
 
 _HIDDEN = ("password_hash", "password", "password_sealed")
 
@@ -46,7 +46,7 @@ REALM_VERBS = {
     "account_add", "account_set", "account_suspend", "account_unsuspend", "account_list", "account_get",
     "domain_add", "domain_get", "domain_list", "mailbox_add", "mailbox_passwd", "mailbox_pause",
     "mailbox_list", "mailbox_delete", "mailbox_rename", "domain_delete", "account_delete",
-    "alias_add", "alias_list", "alias_remove", "domain_catchall",
+    "alias_add", "alias_list", "alias_remove", "domain_catchall", "dkim_rotate", "dkim_status",
 }
 PROFILE_VERBS = {
     "profile_add", "profile_get", "profile_list", "profile_delete", "route_set", "route_new",
@@ -65,7 +65,7 @@ class VerbSettings:
 
 
 def _domain_dns(db, settings, name):
-    records = dkimkeys.dns_records(store.domain_get(db, check_domain(name)), settings.realm.published)
+    records = Administration(db, settings.realm, None).domain_dns(name)
     return [{"name": n, "type": t, "value": v} for n, t, v in records]
 
 
@@ -107,7 +107,8 @@ def _login_and_owner(db, keyring, clock, profile_id):
     return login, store.account_get(db, login.account_id).owner_email
 
 
-def _verify_facts(db, published, name):
+def _verify_facts(db, realm, name):
+    published = realm.published
     domain, account = store.domain_context(db, check_domain(name)) or (None, None)
     if domain is None:
         raise NotFound("no domain %s" % (check_domain(name),))
@@ -124,6 +125,7 @@ def _verify_facts(db, published, name):
         mx_host=published.hostname,
         dmarc_record=published.dmarc_record,
         provider_includes=includes,
+        pending_dkim=dkimselectors.pending(db, domain.name, realm.dkim),
     )
 
 
@@ -175,15 +177,19 @@ class Operations:
 
     @defer.inlineCallbacks
     def domain_verify(self, domain):
-        expected = yield self.database.run(_verify_facts, self.settings.realm.published, domain)
+        expected = yield self.database.run(_verify_facts, self.settings.realm, domain)
         answers = yield dnsverify.lookup_all(self.resolver, expected)
         checks = dnsverify.judge(expected, answers)
         status = "active" if dnsverify.verified(checks) else "pending"
         yield self.database.run(store.domain_update, expected.domain, dns_status=status)
+        realm = self.settings.realm
+        rotated = yield dkimrotation.advance_domain(
+            self.database, self.resolver, realm.data_dir, expected.domain, self.reactor.seconds(), realm.dkim.overlap)
         return {
             "domain": expected.domain,
             "status": status,
             "records": present(checks),
+            "dkim_selectors": [dict(selector=s.selector, state=s.state) for s in rotated],
             "note": None if status == "active" else
             "the domain can still send, but receivers may reject or spam-fold its mail until these are fixed",
         }

@@ -191,7 +191,7 @@ class Deliverer:
 
     def _signature(self, wire, domain, kept):
         earlier = None if kept is None else kept.get("dkim")
-        args = (wire, domain.name, domain.dkim_selector, earlier)
+        args = (wire, domain.name, domain.dkim_selector, earlier, domain.dkim_ed25519_selector)
         d = self._signatures.submit(args)
         if kept is not None:
             def keep(signature):

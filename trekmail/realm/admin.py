@@ -12,7 +12,7 @@ from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
 from trekmail.policy.passwords import password_problem
-from trekmail.realm import aliases, dkimkeys, lifecycle, retention, store
+from trekmail.realm import aliases, dkimkeys, dkimselectors, lifecycle, retention, store
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
 from trekmail.realm.model import SUSPENSION_REASONS
 
@@ -135,12 +135,13 @@ class Administration:
     def account_get(self, account_id):
         return store.account_get(self.db, check_id(account_id))
 
-    def domain_add(self, name, account_id, selector=dkimkeys.DEFAULT_SELECTOR):
+    def domain_add(self, name, account_id):
         self._directory_owned("domains")
         name = check_domain(name)
         account = store.account_get(self.db, check_id(account_id))
         if store.domain_find(self.db, name) is not None:
             raise Duplicate("domain %s already exists" % (name,))
+        selector = dkimselectors.first_selector(self.settings.dkim)
         public_key = dkimkeys.generate(self.settings.data_dir, name, selector)
         return store.domain_add(
             self.db, name, account.id, self.clock.seconds(), selector, public_key,
@@ -154,7 +155,18 @@ class Administration:
         return store.domain_list(self.db, None if account_id is None else check_id(account_id))
 
     def domain_dns(self, name):
-        return dkimkeys.dns_records(self.domain_get(name), self.settings.published)
+        domain = self.domain_get(name)
+        return dkimkeys.dns_records(domain, self.settings.published,
+                                    dkimselectors.records(self.db, domain, self.settings.dkim))
+
+    def dkim_rotate(self, domain):
+        """A new key under a new selector, pending until DNS shows it (docs/dkim.md)."""
+        name = check_domain(domain)
+        dkimselectors.rotate(self.db, self.settings.data_dir, name, self.clock.seconds(), self.settings.dkim)
+        return self.dkim_status(name)
+
+    def dkim_status(self, domain):
+        return dkimselectors.status(self.db, check_domain(domain), self.settings.dkim)
 
     def mailbox_add(self, address, password):
         self._directory_owned("mailboxes")

@@ -14,9 +14,8 @@ attempt with C{5.1.1 no such mailbox here} and is bounced to its
 sender, as for any unknown mailbox); the sending counters, which age out.
 """
 
-import os
 
-from trekmail.realm import dkimkeys, retention, store
+from trekmail.realm import dkimselectors, retention, store
 from trekmail.realm.database import transaction
 from trekmail.realm.errors import Duplicate, InvalidInput
 
@@ -33,24 +32,22 @@ def delete_mailbox(db, data_dir, address, now):
     return {"deleted": address, "mail_kept_in": kept}
 
 
-def _domain_rows_and_files(db, data_dir, domain, now, moves):
-    """The domain's mailboxes (set aside), its aliases, its row (with its route), its suppressions and its DKIM key."""
+def _domain_rows_and_files(db, data_dir, domain, now, moves, keys):
+    """
+    The domain's mailboxes (set aside), its aliases, its row (with its
+    route), its suppressions and its DKIM selectors; C{keys} gets the
+    selectors whose key files go once the transaction commits (a key file
+    whose row is gone can sign nothing, and the rows must not come back
+    for it).
+    """
     kept = {}
     for mailbox in store.mailbox_list(db, domain.name):
         kept[mailbox.address] = _mailbox_rows_and_files(db, data_dir, mailbox.address, now, moves)
     db.execute("DELETE FROM hard_bounces WHERE domain = ?", (domain.name,))
     db.execute("DELETE FROM aliases WHERE domain = ?", (domain.name,))
+    keys.extend(dkimselectors.delete_rows(db, domain.name))
     db.execute("DELETE FROM domains WHERE name = ?", (domain.name,))
     return kept
-
-
-def _remove_keys(data_dir, domains):
-    """After the commit: a key file whose row is gone can sign nothing, and the rows must not come back for it."""
-    for domain in domains:
-        try:
-            os.unlink(dkimkeys.key_path(data_dir, domain.name, domain.dkim_selector))
-        except FileNotFoundError:
-            pass
 
 
 def delete_domain(db, data_dir, name, force, now):
@@ -62,8 +59,9 @@ def delete_domain(db, data_dir, name, force, now):
                 "domain %s still has %d mailbox(es) (%s): delete them first, or repeat with --force to delete them too"
                 % (name, len(mailboxes), ", ".join(m.address for m in mailboxes[:5])
                    + (", ..." if len(mailboxes) > 5 else "")))
-        kept = _domain_rows_and_files(db, data_dir, domain, now, moves)
-    _remove_keys(data_dir, [domain])
+        keys = []
+        kept = _domain_rows_and_files(db, data_dir, domain, now, moves, keys)
+    dkimselectors.remove_key_files(data_dir, keys)
     return {"deleted": name, "mailboxes_deleted": sorted(kept), "mail_kept_in": sorted(k for k in kept.values() if k)}
 
 
@@ -81,8 +79,9 @@ def delete_account(db, data_dir, account_id, now):
             account = store.account_get(db, account_id)
             domains = store.domain_list(db, account.id)
             kept = {}
+            keys = []
             for domain in domains:
-                kept.update(_domain_rows_and_files(db, data_dir, domain, now, moves))
+                kept.update(_domain_rows_and_files(db, data_dir, domain, now, moves, keys))
             profiles = [r[0] for r in db.execute(
                 "SELECT id FROM smtp_profiles WHERE account_id = ? ORDER BY id", (account.id,))]
             db.execute("UPDATE smtp_profiles SET password_sealed = zeroblob(length(password_sealed)),"
@@ -93,7 +92,7 @@ def delete_account(db, data_dir, account_id, now):
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         db.execute("PRAGMA secure_delete = %d" % (int(previous),))
-    _remove_keys(data_dir, domains)
+    dkimselectors.remove_key_files(data_dir, keys)
     return {
         "deleted": account.id,
         "domains_deleted": [d.name for d in domains],

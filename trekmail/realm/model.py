@@ -39,6 +39,8 @@ class Domain:
     route: Optional[str] = None
     catchall: Optional[str] = None
     """The mailbox that gets mail for addresses of the domain nothing else matches, or C{None}."""
+    dkim_ed25519_selector: Optional[str] = None
+    """The active Ed25519 selector (RFC 8463), signing beside the RSA one, or C{None}."""
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,31 @@ REALM = Schema(
         CREATE INDEX aliases_by_domain ON aliases(domain);
         ALTER TABLE domains ADD COLUMN catchall TEXT
         """,
+        """
+        CREATE TABLE dkim_selectors (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            domain TEXT NOT NULL REFERENCES domains(name) COLLATE NOCASE,
+            selector TEXT NOT NULL,
+            algorithm TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created REAL NOT NULL,
+            activated_at REAL,
+            retiring_at REAL,
+            retired_at REAL
+        );
+        CREATE UNIQUE INDEX dkim_selectors_published ON dkim_selectors(domain, selector) WHERE state != 'retired';
+        CREATE INDEX dkim_selectors_by_state ON dkim_selectors(state);
+        ALTER TABLE domains ADD COLUMN dkim_ed25519_selector TEXT
+        """,
     ),
 )
 """
 Version 2: aliases (C{targets} a JSON list of mailbox addresses) and each
-domain's catch-all mailbox (docs/addressing.md).
+domain's catch-all mailbox (docs/addressing.md).  Version 3: DKIM
+selectors under rotation (L{trekmail.realm.dkimselectors}) and the
+domain's active Ed25519 selector; a domain without rows keeps signing
+with its row's C{dkim_selector}, so existing domains need no rows.
 """
 
 PROFILES = Schema(

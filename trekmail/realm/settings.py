@@ -7,6 +7,7 @@ never see the L{trekmail.config.Config}.
 from dataclasses import dataclass
 from typing import Optional
 
+from trekmail.realm.dkimselectors import DkimSettings
 from trekmail.realm.ldapsettings import LdapSettings
 
 
@@ -44,3 +45,5 @@ class RealmSettings:
     scrypt_n: int
     ldap: Optional[LdapSettings] = None
     """With C{[realm] backend = ldap}: the directory owns accounts, domains and mailboxes."""
+    dkim: DkimSettings = DkimSettings()
+    """C{[dkim]}: key rotation, CNAME mode, Ed25519 (docs/dkim.md)."""

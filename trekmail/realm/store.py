@@ -39,6 +39,7 @@ def _domain(row):
         dns_status=row["dns_status"],
         route=row["route"],
         catchall=row["catchall"],
+        dkim_ed25519_selector=row["dkim_ed25519_selector"],
     )
 
 
