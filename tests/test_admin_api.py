@@ -227,6 +227,35 @@ class AdminAPITests(unittest.TestCase):
         self.assertEqual(json.loads(done.stdout), from_api)
 
     @inlineCallbacks
+    def test_dkim_rotation_through_api_and_cli(self):
+        """docs/dkim.md: rotate, status, and C{domain verify} switching signing once DNS shows the new key."""
+        yield self.populate()
+        status, records = yield self.request("GET", "/domains/example.com/dns")
+        self.site.publish(records)
+        status, rotated = yield self.request("POST", "/domains/example.com/dkim/rotate")
+        self.assertEqual(status, 200, rotated)
+        self.assertEqual([s["state"] for s in rotated], ["active", "pending"])
+        new = rotated[1]["selector"]
+        status, from_api = yield self.request("GET", "/domains/example.com/dkim")
+        self.assertEqual((status, from_api), (200, rotated))
+        self.assertEqual(self.cli("domain", "dkim", "status", "example.com"), (0, from_api))
+
+        status, verified = yield self.request("POST", "/domains/example.com/verify")
+        self.assertEqual((verified["status"], verified["dkim_selectors"]), ("active", []), verified)
+        [waiting] = [r for r in verified["records"] if r["name"] == new + "._domainkey.example.com"]
+        self.assertEqual(waiting["status"], "warn")
+        self.assertIn("publish TXT %s._domainkey.example.com" % new, waiting["fix"])
+
+        status, records = yield self.request("GET", "/domains/example.com/dns")
+        self.site.publish([r for r in records if r["name"].startswith(new)])
+        status, verified = yield self.request("POST", "/domains/example.com/verify")
+        self.assertEqual(verified["dkim_selectors"], [{"selector": new, "state": "active"},
+                                                      {"selector": "dkim", "state": "retiring"}], verified)
+        self.assertTrue(all(r["status"] == "ok" for r in verified["records"]), verified)
+        status, domain = yield self.request("GET", "/domains/example.com")
+        self.assertEqual(domain["dkim_selector"], new)
+
+    @inlineCallbacks
     def test_profile_test_through_api_and_cli(self):
         account = yield self.populate()
         provider = Provider(CA, mode="starttls")
