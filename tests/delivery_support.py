@@ -213,6 +213,20 @@ class Zone(common.ResolverBase):
         return defer.succeed((answers, [], []))
 
 
+def remote_test_zone():
+    """A zone whose only mail domain, remote.test, has its MX on 127.0.0.1 (a L{Sink} on [relay] mx_port)."""
+    return Zone({
+        ("remote.test", dns.MX): [dns.Record_MX(10, b"mx.remote.test")],
+        ("mx.remote.test", dns.A): [dns.Record_A("127.0.0.1")],
+    })
+
+
+def txt_record(value):
+    """A TXT record of C{value}, in strings of up to 255 bytes (RFC 1035 section 3.3.14), as a DKIM key needs."""
+    data = value.encode("ascii")
+    return dns.Record_TXT(*[data[i:i + 255] for i in range(0, len(data), 255)], ttl=60)
+
+
 def dns_server(testcase, zone):
     """Serve C{zone} on 127.0.0.1 over UDP and TCP on one port; returns the port."""
     factory = server.DNSServerFactory(authorities=[zone])

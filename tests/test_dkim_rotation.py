@@ -13,7 +13,7 @@ from twisted.names import dns
 from twisted.trial import unittest
 
 from tests import support
-from tests.delivery_support import Zone
+from tests.delivery_support import Zone, txt_record
 from trekmail.realm import database, dkimkeys, dkimselectors, schema, store
 from trekmail.realm.dkimselectors import ACTIVE, PENDING, RETIRED, RETIRING, Selector
 from trekmail.realm.errors import InvalidInput
@@ -33,11 +33,6 @@ class ImmediateDatabase:
 
     def run(self, function, *args, **kwargs):
         return defer.maybeDeferred(function, self.db, *args, **kwargs)
-
-
-def txt(value):
-    data = value.encode("ascii")
-    return dns.Record_TXT(*[data[i:i + 255] for i in range(0, len(data), 255)], ttl=60)
 
 
 class AdvanceTests(unittest.TestCase):
@@ -103,7 +98,7 @@ class RotationCase(unittest.TestCase):
     def publish(self, selector):
         new = self.selector(selector)
         self.zone.records[("%s._domainkey.example.com" % selector, dns.TXT)] = [
-            txt(dkimkeys.txt_value(new.public_key, new.algorithm))]
+            txt_record(dkimkeys.txt_value(new.public_key, new.algorithm))]
 
 
 class RotationTests(RotationCase):
@@ -143,7 +138,7 @@ class RotationTests(RotationCase):
 
     def test_wrong_key_in_dns_keeps_it_pending(self):
         new = self.admin.dkim_rotate("example.com")[1]["selector"]
-        self.zone.records[("%s._domainkey.example.com" % new, dns.TXT)] = [txt(dkimkeys.txt_value("AAAA"))]
+        self.zone.records[("%s._domainkey.example.com" % new, dns.TXT)] = [txt_record(dkimkeys.txt_value("AAAA"))]
         self.start()
         self.assertEqual(self.states()[new], PENDING)
 
@@ -222,7 +217,7 @@ class CnameTests(RotationCase):
         """The operator publishes; the customer's CNAME leads the lookup there."""
         new = self.selector(selector)
         self.zone.records[("%s.example.com.dkim.operator.test" % selector, dns.TXT)] = [
-            txt(dkimkeys.txt_value(new.public_key, new.algorithm))]
+            txt_record(dkimkeys.txt_value(new.public_key, new.algorithm))]
 
     def test_full_rotation(self):
         self.assertEqual(self.states(), {"tm1": ACTIVE})

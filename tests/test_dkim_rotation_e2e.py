@@ -23,7 +23,7 @@ from twisted.names import dns
 from twisted.trial import unittest
 
 from tests import opendkim, support
-from tests.delivery_support import Sink, Zone, dns_server
+from tests.delivery_support import Sink, dns_server, remote_test_zone, txt_record
 from tests.server_process import free_port
 from trekmail import cli, settings
 from trekmail.config import Config
@@ -34,11 +34,6 @@ from trekmail.service import make_service
 
 PASSWORD = "rotation test password"
 DAY = 86400
-
-
-def _txt(value):
-    data = value.encode("ascii")
-    return dns.Record_TXT(*[data[i:i + 255] for i in range(0, len(data), 255)], ttl=60)
 
 
 def header_fields(message):
@@ -82,10 +77,7 @@ class RotationEndToEndTests(unittest.TestCase):
         self.patch(delivery, "DOMAIN_CACHE_SECONDS", 0.2)
         self.sink = Sink()
         sink_port = self.sink.listen(self)
-        self.zone = Zone({
-            ("remote.test", dns.MX): [dns.Record_MX(10, b"mx.remote.test")],
-            ("mx.remote.test", dns.A): [dns.Record_A("127.0.0.1")],
-        })
+        self.zone = remote_test_zone()
         dns_port = dns_server(self, self.zone)
         self.resolv_conf = opendkim.serve_on_port_53(self, self.zone)
         self.submission = free_port()
@@ -122,7 +114,7 @@ class RotationEndToEndTests(unittest.TestCase):
             del self.zone.records[key]
         for record in self.cli("domain", "dns", "example.com"):
             if "._domainkey." in record["name"]:
-                self.zone.records[(record["name"], dns.TXT)] = [_txt(record["value"])]
+                self.zone.records[(record["name"], dns.TXT)] = [txt_record(record["value"])]
 
     def states(self):
         return {s["selector"]: s["state"] for s in self.cli("domain", "dkim", "status", "example.com")}

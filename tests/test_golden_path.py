@@ -16,7 +16,7 @@ from twisted.names import dns
 from twisted.trial import unittest
 
 from tests import support
-from tests.delivery_support import Sink, Zone, dns_server
+from tests.delivery_support import Sink, dns_server, remote_test_zone, txt_record
 from tests.server_process import free_port
 from trekmail.config import Config
 from trekmail.realm import database, schema
@@ -28,11 +28,6 @@ from trekmail import settings
 PASSWORD = "golden path password"
 TRACE_FIELDS = (b"received:", b"return-path:", b"delivered-to:")
 """Fields a hop may prepend; everything after them is the message as submitted."""
-
-
-def _txt(value):
-    data = value.encode("ascii")
-    return dns.Record_TXT(*[data[i:i + 255] for i in range(0, len(data), 255)], ttl=60)
 
 
 def _without_trace(message):
@@ -50,10 +45,7 @@ class GoldenPathTests(unittest.TestCase):
     def setUp(self):
         self.sink = Sink()
         sink_port = self.sink.listen(self)
-        self.zone = Zone({
-            ("remote.test", dns.MX): [dns.Record_MX(10, b"mx.remote.test")],
-            ("mx.remote.test", dns.A): [dns.Record_A("127.0.0.1")],
-        })
+        self.zone = remote_test_zone()
         dns_port = dns_server(self, self.zone)
         self.ports = {name: free_port() for name in ("submission", "imaps")}
         path = support.write_config(self.mktemp(), (
@@ -69,7 +61,7 @@ class GoldenPathTests(unittest.TestCase):
         admin.mailbox_add("alice@example.com", PASSWORD)
         admin.mailbox_add("bob@example.com", PASSWORD)
         db.close()
-        self.zone.records[("dkim._domainkey.example.com", dns.TXT)] = [_txt(txt_value(domain.dkim_public_key))]
+        self.zone.records[("dkim._domainkey.example.com", dns.TXT)] = [txt_record(txt_value(domain.dkim_public_key))]
         self.published = txt_value(domain.dkim_public_key).encode("ascii")
         self.server = make_service(config, reactor)
         self.server.privilegedStartService()

@@ -35,8 +35,6 @@ PENDING = "pending"
 ACTIVE = "active"
 RETIRING = "retiring"
 RETIRED = "retired"
-LIVE = (PENDING, ACTIVE, RETIRING)
-"""The states whose key is published and whose private key file exists."""
 
 MAX_SAME_DAY = 20
 """Rotations of one domain on one UTC day before a new selector name is refused."""
@@ -149,6 +147,11 @@ _COLUMNS = [f.name for f in dataclasses.fields(Selector)]
 
 
 def _store(db, selector):
+    """
+    Update the selector's published row, or insert it: the domain row's
+    own selector (L{live}) gets a row of its own the first time it changes
+    state.
+    """
     updated = db.execute(
         "UPDATE dkim_selectors SET %s WHERE domain = ? AND selector = ? AND state != ?"
         % (", ".join("%s = ?" % c for c in _COLUMNS),),
