@@ -60,6 +60,19 @@ class CLITests(unittest.TestCase):
         self.assertRegex(created, r"^created: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
         self.assertIsInstance(json.loads(self.ok("--json", "domain", "list"))[0]["created"], float)
 
+    def test_dkim_rotate_and_status(self):
+        self.populate()
+        shown = self.ok("domain", "dkim", "rotate", "example.com").splitlines()
+        self.assertEqual(len(shown), 2)
+        self.assertRegex(shown[0], r"^selector: dkim  algorithm: rsa  state: active  created: \d{4}-\d\d-\d\dT")
+        self.assertRegex(shown[1], r"^selector: tm\d{8}  algorithm: rsa  state: pending  ")
+        self.assertEqual(self.ok("domain", "dkim", "status", "example.com").splitlines(), shown)
+        names = [r["name"] for r in json.loads(self.ok("--json", "domain", "dns", "example.com"))]
+        self.assertEqual([n for n in names if "_domainkey" in n],
+                         ["dkim._domainkey.example.com", shown[1].split()[1] + "._domainkey.example.com"])
+        code, _, err = self.run_cli("domain", "dkim", "status", "nowhere.example")
+        self.assertEqual((code, err), (1, "trekmail: no domain nowhere.example\n"))
+
     def test_dns_records_for_an_unreachable_hostname_say_so(self):
         self.populate()
         self.assertEqual(self.run_cli("domain", "dns", "example.com")[2], "", "mail.test is a real name")

@@ -33,6 +33,15 @@ class ConfigTests(unittest.TestCase):
             Config.from_text("[relay]\nmx_port = twenty-five\n")
         self.assertIn("[relay] mx_port:", str(caught.exception))
 
+    def test_dkim_keys(self):
+        config = Config.from_text("[dkim]\ncname_zone = DKIM.Provider.example.\noverlap_days = 2\n")
+        self.assertEqual((config.get("dkim", "cname_zone"), config.get("dkim", "overlap_days")),
+                         ("dkim.provider.example", 2))
+        for bad in ("cname_zone = not a zone", "cname_zone = localhost", "overlap_days = 0"):
+            with self.assertRaises(ConfigError) as caught:
+                Config.from_text("[dkim]\n%s\n" % (bad,))
+            self.assertIn("[dkim] %s:" % (bad.split()[0],), str(caught.exception))
+
     def test_bad_choice_is_named(self):
         with self.assertRaises(ConfigError) as caught:
             Config.from_text("[realm]\nbackend = postgres\n")
