@@ -22,6 +22,10 @@ from twisted.internet import defer, reactor, task
 from twisted.names import dns, server
 
 from tests.server_process import free_port
+from tests.support import client_context
+
+DOMAIN = "mail.pebble.test"
+"""The name the tests order certificates for (resolved to 127.0.0.1 like any other)."""
 
 
 class Loopback:
@@ -60,6 +64,13 @@ def pebble_pair(directory):
         with open(os.path.join(directory, name), "wb") as f:
             f.write(data)
     return os.path.join(directory, "ca.pem")
+
+
+def served(port):
+    """The certificate a TLS handshake on C{port} asking for DOMAIN is given; call in a thread."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with client_context().wrap_socket(raw, server_hostname=DOMAIN) as wrapped:
+            return x509.load_der_x509_certificate(wrapped.getpeercert(binary_form=True))
 
 
 class Pebble:

@@ -9,29 +9,20 @@ renew_before_days = 1} makes each due those seconds after it is issued.
 
 import imaplib
 import os
-import socket
 
 from cryptography import x509
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
-from tests.pebble import Pebble
+from tests.pebble import DOMAIN, Pebble, served
 from tests.server_process import ServerProcess, free_port
 from tests.support import client_context, example_server, write_config
 from tests.test_imap_processes_e2e import until
 from trekmail import tls
 
-DOMAIN = "mail.pebble.test"
 PASSWORD = "strong password 1"
 SPARE_SECONDS = 15
 """How long before its renewal is due a certificate from this pebble is issued."""
-
-
-def served(port):
-    """The certificate a TLS handshake asking for DOMAIN is given on C{port}; call in a thread."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with client_context().wrap_socket(raw, server_hostname=DOMAIN) as wrapped:
-            return x509.load_der_x509_certificate(wrapped.getpeercert(binary_form=True))
 
 
 def kept(path):

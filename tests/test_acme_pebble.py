@@ -9,32 +9,21 @@ handshakes through the SIGHUP reload.
 
 import functools
 import os
-import socket
 import time
 
-from cryptography import x509
 from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.protocols.wire import Echo
 from twisted.trial import unittest
 
-from tests.pebble import Pebble
-from tests.support import client_context
+from tests.pebble import DOMAIN, Pebble, served
 from trekmail import acmeclient, tls
 from trekmail.acmerenewal import Challenges, Renewal
 from trekmail.reload import Reload
 from trekmail.tlsidentity import IdentitySettings, ServerIdentity
 from trekmail.workerthreads import WorkerThreads
 
-DOMAIN = "mail.pebble.test"
 DAY = 86400.0
-
-
-def served(port):
-    """The certificate a TLS handshake asking for DOMAIN is given; call in a thread."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with client_context().wrap_socket(raw, server_hostname=DOMAIN) as wrapped:
-            return x509.load_der_x509_certificate(wrapped.getpeercert(binary_form=True))
 
 
 class PebbleTests(unittest.TestCase):

@@ -81,17 +81,27 @@ def _snapshot(source, target):
     os.chmod(target, 0o600)
 
 
-def _copy(source, target, link):
+def _linked(source, target, link):
+    """
+    Makes C{target}'s directory and, when C{link}, hard-links C{source}
+    as C{target}: whether it did.  A file system refusing the link leaves
+    a copy to the caller; a vanished C{source} raises C{FileNotFoundError}.
+    """
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    if link:
-        try:
-            os.link(source, target)
-            return
-        except FileNotFoundError:
-            raise
-        except OSError:
-            pass
-    shutil.copy2(source, target)
+    if not link:
+        return False
+    try:
+        os.link(source, target)
+        return True
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
+
+
+def _copy(source, target, link):
+    if not _linked(source, target, link):
+        shutil.copy2(source, target)
 
 
 def _copy_mail(source, target, link):
@@ -99,15 +109,8 @@ def _copy_mail(source, target, link):
     Takes a message file by its Maildir name (see the module docstring);
     C{FileNotFoundError} when it left that name before a copy was done.
     """
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    if link:
-        try:
-            os.link(source, target)
-            return
-        except FileNotFoundError:
-            raise
-        except OSError:
-            pass
+    if _linked(source, target, link):
+        return
     before = os.stat(source)
     try:
         shutil.copy2(source, target)
