@@ -116,14 +116,19 @@ class BackupTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.2, lambda: None)
 
     @defer.inlineCallbacks
-    def test_backup_under_load_restores_to_a_server_with_the_same_mail(self):
+    def _live_with(self, count):
+        """A running server whose INBOX holds C{count} submitted messages: (its config, its ports, its process)."""
         path, ports = self._server(self.mktemp())
         example_server(path, password=PASSWORD)
         live = ServerProcess(self, path)
         yield live.start(ports.values())
+        yield threads.deferToThread(_submit, ports["submissions"], range(1, count + 1))
+        yield self._until(lambda: len(_mail(ports["imaps"])) == count)
+        return path, ports, live
 
-        yield threads.deferToThread(_submit, ports["submissions"], range(1, 11))
-        yield self._until(lambda: len(_mail(ports["imaps"])) == 10)
+    @defer.inlineCallbacks
+    def test_backup_under_load_restores_to_a_server_with_the_same_mail(self):
+        path, ports, live = yield self._live_with(10)
         yield threads.deferToThread(_flag, ports["imaps"])
         yield self._until(lambda: sum(1 for v in _mail(ports["imaps"]).values() if v[0][1]) == 4)
 
@@ -162,12 +167,7 @@ class BackupTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_backup_beside_appends_into_expunged_files_holds_only_whole_messages(self):
-        path, ports = self._server(self.mktemp())
-        example_server(path, password=PASSWORD)
-        live = ServerProcess(self, path)
-        yield live.start(ports.values())
-        yield threads.deferToThread(_submit, ports["submissions"], range(1, 6))
-        yield self._until(lambda: len(_mail(ports["imaps"])) == 5)
+        path, ports, live = yield self._live_with(5)
         before = yield threads.deferToThread(_mail, ports["imaps"])
 
         stop, cycles = threading.Event(), []
