@@ -4,6 +4,7 @@ open realm with an administration front, and a populated example.
 """
 
 import configparser
+import io
 import os
 import ssl
 
@@ -11,7 +12,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from trekmail.cli import WallClock
+from trekmail.cli import WallClock, main as cli_main
 from trekmail.config import Config
 from trekmail.realm import database, schema
 from trekmail.realm.admin import Administration
@@ -94,6 +95,20 @@ def client_context():
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class CommandLineMixin:
+    """For a TestCase running the C{trekmail} CLI in-process on the config file at C{self.config}."""
+
+    def run_cli(self, *argv, stdin=""):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli_main(["--config", self.config] + list(argv), io.StringIO(stdin), out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, *argv, stdin=""):
+        code, out, err = self.run_cli(*argv, stdin=stdin)
+        self.assertEqual((code, err), (0, ""), out)
+        return out
 
 
 class TrackingFactoryMixin:

@@ -158,25 +158,39 @@ class AdminAPITests(unittest.TestCase):
 
     @inlineCallbacks
     def test_lifecycle_verbs_through_api_need_yes(self):
+        """Each one done (not refused) has the server close the gone mailboxes' sessions: C{gone} counts."""
+        gone = []
+        self.site.operations.mailboxes_gone = lambda: gone.append(len(gone) + 1)
         account = yield self.populate()
         status, answer = yield self.request("DELETE", "/mailboxes/alice@example.com")
         self.assertEqual(status, 400)
         self.assertIn("yes=true", answer["error"])
+        self.assertEqual(gone, [])
         status, answer = yield self.request("POST", "/mailboxes/alice@example.com/rename", {"address": "al@example.com"})
-        self.assertEqual((status, answer["address"]), (200, "al@example.com"))
+        self.assertEqual((status, answer["address"], gone), (200, "al@example.com", [1]))
         status, answer = yield self.request("DELETE", "/domains/example.com?yes=1")
         self.assertEqual(status, 400)
         self.assertIn("--force", answer["error"])
         status, answer = yield self.request("DELETE", "/mailboxes/al@example.com", {"yes": True})
-        self.assertEqual((status, answer["deleted"]), (200, "al@example.com"))
+        self.assertEqual((status, answer["deleted"], gone), (200, "al@example.com", [1, 2]))
         status, answer = yield self.request("DELETE", "/domains/example.com?yes=1")
-        self.assertEqual((status, answer["deleted"]), (200, "example.com"))
+        self.assertEqual((status, answer["deleted"], gone), (200, "example.com", [1, 2, 3]))
         status, answer = yield self.request("DELETE", "/accounts/%d" % account["id"])
         self.assertEqual(status, 400)
         status, answer = yield self.request("DELETE", "/accounts/%d?yes=true" % account["id"])
-        self.assertEqual((status, answer["deleted"]), (200, account["id"]))
+        self.assertEqual((status, answer["deleted"], gone), (200, account["id"], [1, 2, 3, 4]))
         status, answer = yield self.request("GET", "/accounts")
         self.assertEqual((status, answer), (200, []))
+
+    @inlineCallbacks
+    def test_a_failure_closing_sessions_does_not_undo_the_answer(self):
+        def broken():
+            raise OSError("no such process")
+        self.site.operations.mailboxes_gone = broken
+        yield self.populate()
+        status, answer = yield self.request("DELETE", "/mailboxes/alice@example.com?yes=1")
+        self.assertEqual((status, answer["deleted"]), (200, "alice@example.com"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     @inlineCallbacks
     def test_oversized_or_malformed_body(self):

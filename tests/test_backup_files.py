@@ -1,8 +1,9 @@
 """
 C{trekmail backup} and C{restore} on a data directory the test writes,
 no server running: how the realm database is copied when its name is
-not C{.sqlite}, and what a restore over an old data directory does with
-the old databases' write-ahead logs.
+not C{.sqlite}, what a restore over an old data directory does with
+the old databases' write-ahead logs, and the Maildir directories a
+folder needs even when they are empty.
 """
 
 import os
@@ -81,3 +82,23 @@ class BackupFilesTests(unittest.TestCase):
         path = os.path.join(self.mktemp() + "-db", "realm.sqlite")
         os.makedirs(os.path.dirname(path))
         self._stale_log_restore(path, self._layout(path))
+
+    def test_every_maildir_directory_comes_back_even_empty(self):
+        root = os.path.join(self.data, "mail", "example.com", "alice")
+        for part in ("cur", "new", "tmp", ".Archive/cur", ".Archive/new", ".Archive/tmp", ".Empty/cur",
+                     ".Empty/new", ".Empty/tmp"):
+            os.makedirs(os.path.join(root, part))
+        for name in ("cur/1.M1P1.host:2,", ".Archive/cur/2.M1P1.host:2,", ".Archive/tmp/3.M1P1.host:2,"):
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"Subject: x\r\n\r\nx\r\n")
+        layout = self._layout(os.path.join(self.data, "realm.sqlite"))
+        target = self.mktemp()
+        backup.backup(layout, target)
+        shutil.rmtree(self.data)
+        backup.restore(layout, target)
+        found = sorted(os.path.relpath(os.path.join(d, n), root)
+                       for d, subdirs, files in os.walk(root) for n in subdirs + files)
+        self.assertEqual(found, [
+            ".Archive", ".Archive/cur", ".Archive/cur/2.M1P1.host:2,", ".Archive/new", ".Archive/tmp",
+            ".Empty", ".Empty/cur", ".Empty/new", ".Empty/tmp",
+            "cur", "cur/1.M1P1.host:2,", "new", "tmp"])

@@ -32,12 +32,13 @@ class SpareRaceTests(unittest.TestCase):
             f.write(ORIGINAL)
         self.layout = backup.Layout(data_dir=self.data, database=os.path.join(self.data, "realm.sqlite"), keys={})
         self.target = self.mktemp()
+        self.rewritten = os.path.join(self.root, "tmp", "1001.M2P1.host:2,")
 
     def expunge(self):
         """The message moves to C{tmp/} as a spare, and an APPEND has just reopened it to write over it."""
         parked = os.path.join(self.root, "tmp", NAME)
         os.rename(os.path.join(self.root, "cur", NAME), parked)
-        fd = spares.reopen(parked)
+        fd = spares.reopen(parked, self.rewritten)
         self.assertIsNotNone(fd)
         self.addCleanup(os.close, fd)
         return fd
@@ -78,7 +79,7 @@ class SpareRaceTests(unittest.TestCase):
             if source.endswith(NAME):
                 fd = self.expunge()
                 os.write(fd, OTHER)
-                return real_copyfile(os.path.join(self.root, "tmp", NAME), target, **kwargs)
+                return real_copyfile(self.rewritten, target, **kwargs)
             return real_copyfile(source, target, **kwargs)
         self.patch(shutil, "copyfile", expunged_mid_copy)
         backup.backup(self.layout, self.target)

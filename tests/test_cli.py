@@ -1,4 +1,3 @@
-import io
 import json
 import os
 import subprocess
@@ -6,26 +5,15 @@ import sys
 
 from twisted.trial import unittest
 
-from trekmail.cli import main
 from trekmail.config import Config
 from trekmail.mailstore import maildir_path
 
-from tests.support import REPO, write_config
+from tests.support import REPO, CommandLineMixin, write_config
 
 
-class CLITests(unittest.TestCase):
+class CLITests(CommandLineMixin, unittest.TestCase):
     def setUp(self):
         self.config = write_config(self.mktemp())
-
-    def run_cli(self, *argv, stdin=""):
-        out, err = io.StringIO(), io.StringIO()
-        code = main(["--config", self.config] + list(argv), io.StringIO(stdin), out, err)
-        return code, out.getvalue(), err.getvalue()
-
-    def ok(self, *argv, stdin=""):
-        code, out, err = self.run_cli(*argv, stdin=stdin)
-        self.assertEqual((code, err), (0, ""), out)
-        return out
 
     def populate(self):
         self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")

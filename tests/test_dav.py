@@ -69,11 +69,18 @@ ADDRESS_BOOK = b"""<?xml version="1.0" encoding="utf-8"?>
 
 
 class Server:
-    """The twistd service of a config with https and imaps listeners, alice and bob in one account."""
+    """
+    The twistd service of a config with https and imaps listeners, alice
+    and bob in one account; with C{admin_token}, the admin API too.
+    """
 
-    def __init__(self, testcase):
+    def __init__(self, testcase, admin_token=None):
         self.ports = {"https": free_port(), "imaps": free_port()}
-        path = write_config(testcase.mktemp(), "[dns]\nnameservers = 127.0.0.1:9\n[dav]\nmax_body = 65536\n", **{
+        extra = "[dns]\nnameservers = 127.0.0.1:9\n[dav]\nmax_body = 65536\n"
+        if admin_token is not None:
+            self.ports["admin"] = free_port()
+            extra += "[admin]\ntoken = %s\n" % (admin_token,)
+        path = write_config(testcase.mktemp(), extra, **{
             name: "tcp:%d:interface=127.0.0.1" % port for name, port in self.ports.items()})
         self.config = Config.from_file(path)
         db = database.connect(self.config.database_path)

@@ -22,6 +22,8 @@ from twisted.trial import unittest
 from tests.imap_site import message
 from tests.server_process import ServerProcess, free_port, run_twistd
 from tests.support import client_context, write_config
+from tests.test_admin_api import TOKEN, http
+from tests.test_lifecycle_e2e import closed
 from trekmail.cli import WallClock
 from trekmail.config import Config
 from trekmail.plans import plan_named
@@ -99,9 +101,9 @@ class TwoProcessesTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.ports = {"imaps": free_port(), "imap": free_port()}
+        self.ports = {"imaps": free_port(), "imap": free_port(), "admin": free_port()}
         self.config_path = write_config(
-            self.mktemp(), "[imap]\nprocesses = %d\ntrusted_networks = 127.0.0.0/8\n" % SIZE,
+            self.mktemp(), "[imap]\nprocesses = %d\ntrusted_networks = 127.0.0.0/8\n[admin]\ntoken = %s\n" % (SIZE, TOKEN),
             **{name: "tcp:%d:interface=127.0.0.1" % port for name, port in self.ports.items()})
         self.config = Config.from_file(self.config_path)
         db = database.connect(self.config.database_path)
@@ -261,6 +263,35 @@ class TwoProcessesTests(unittest.TestCase):
 
     def test_connections_are_shared_out_as_they_arrive(self):
         return threads.deferToThread(self.placed).addCallback(self.assertEqual, [3, 3])
+
+    def delete_and_rename(self):
+        """A session owned by each process, one deleted and one renamed through the admin API: how each ends."""
+        owned = []
+        for index in range(SIZE):
+            client = self.accepted_by(index)[0]
+            client.login(ADDRESSES[index], PASSWORD)
+            client.select("INBOX")
+            owned.append(client)
+        untouched = self.login(ADDRESSES[2], tls=False)
+        port = self.ports["admin"]
+        ended = [http(port, "DELETE", "/mailboxes/%s?yes=1" % ADDRESSES[0]), closed(owned[0]),
+                 http(port, "POST", "/mailboxes/%s/rename" % ADDRESSES[1], {"address": "renamed@example.com"}),
+                 closed(owned[1])]
+        ended.append(untouched.noop()[0])
+        untouched.logout()
+        return ended
+
+    @defer.inlineCallbacks
+    def test_admin_api_closes_sessions_in_either_process_at_once(self):
+        """In the first process by a call, in the other on SIGUSR2: well within the 5 s re-check."""
+        deleted, first, renamed, other, untouched = yield threads.deferToThread(self.delete_and_rename)
+        self.assertEqual((deleted[0], renamed[0]), (200, 200), (deleted, renamed))
+        for line, waited, after in (first, other):
+            self.assertEqual(line, b"* BYE This mailbox no longer exists\r\n")
+            self.assertLess(waited, 1)
+            self.assertTrue(after.startswith("closed"), after)
+        self.assertEqual(untouched, "OK")
+        self.assertNotIn("Traceback", self.server.log())
 
     def fill_cap(self):
         """The nano account's sessions from 127.0.0.1, all held by process 1; the next is refused."""

@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.imap_site import Site, message
-from trekmail.imap import spares
+from trekmail.imap import index, spares
 from trekmail.mailstore import maildir_path
 
 
@@ -51,25 +51,77 @@ class ReopenTests(unittest.TestCase):
         self.dir = self.mktemp()
         os.makedirs(self.dir)
         self.path = os.path.join(self.dir, "dead")
+        self.private = os.path.join(self.dir, "new")
         with open(self.path, "wb") as f:
             f.write(b"old message")
 
-    def test_an_unshared_file_comes_back_empty(self):
-        fd = spares.reopen(self.path)
+    def test_an_unshared_file_comes_back_empty_under_its_new_name(self):
+        fd = spares.reopen(self.path, self.private)
         self.addCleanup(os.close, fd)
         self.assertEqual(os.fstat(fd).st_size, 0)
+        self.assertEqual(os.fstat(fd).st_ino, os.stat(self.private).st_ino)
+        self.assertFalse(os.path.exists(self.path), "the old name is gone before the first byte is written")
 
     def test_a_file_linked_elsewhere_is_left_to_its_other_name(self):
         other = os.path.join(self.dir, "copy")
         os.link(self.path, other)
-        self.assertIsNone(spares.reopen(self.path))
-        self.assertFalse(os.path.exists(self.path))
+        self.assertIsNone(spares.reopen(self.path, self.private))
+        self.assertEqual(sorted(os.listdir(self.dir)), ["copy"])
         with open(other, "rb") as f:
             self.assertEqual(f.read(), b"old message")
 
     def test_a_vanished_file_is_no_spare(self):
         os.unlink(self.path)
-        self.assertIsNone(spares.reopen(self.path))
+        self.assertIsNone(spares.reopen(self.path, self.private))
+        self.assertEqual(os.listdir(self.dir), [])
+
+
+class CopyDuringRewriteTests(unittest.TestCase):
+    """
+    COPY (L{index.link_messages}) and APPEND (L{index.write_message})
+    run on different file threads: a COPY of a message parked in C{tmp/}
+    (a closing session let go of it, so it became a spare) may reach the
+    file while an APPEND is writing another message into it.
+    """
+
+    NOW = 1234567890.0
+    OLD = b"Subject: expunged\r\n\r\nthe old message\r\n"
+    NEW = b"Subject: appended\r\n\r\nanother message\r\n"
+
+    def setUp(self):
+        self.root = self.mktemp()
+        db = index.open_index(self.root, self.NOW)
+        index.create_folder(db, self.root, "Saved", self.NOW)
+        db.close()
+        self.name = index.write_message(self.root, "INBOX", self.OLD, 1000, self.NOW)
+        self.spare = os.path.join(self.root, "tmp", self.name)
+        os.rename(os.path.join(self.root, "cur", self.name), self.spare)
+
+    def read(self, folder, name):
+        with open(os.path.join(self.root, folder, "cur", name), "rb") as f:
+            return f.read()
+
+    def test_a_copy_reaching_the_file_mid_rewrite_links_nothing(self):
+        real_write_file = index.write_file
+        copies = []
+
+        def copy_then_write(path, *chunks, **kwargs):
+            copies.extend(index.link_messages(self.root, "INBOX", "Saved", [self.name], self.NOW + 1))
+            return real_write_file(path, *chunks, **kwargs)
+        self.patch(index, "write_file", copy_then_write)
+        appended = index.write_message(self.root, "INBOX", self.NEW, 2000, self.NOW + 2, self.spare)
+        self.assertEqual(self.read("", appended), self.NEW)
+        self.assertEqual(copies, [None], "the expunged message is gone; the appended one must not pose as its copy")
+        self.assertEqual(os.listdir(os.path.join(self.root, ".Saved", "cur")), [])
+        self.assertEqual(os.listdir(os.path.join(self.root, "tmp")), [])
+
+    def test_a_copy_made_before_the_rewrite_keeps_the_old_message(self):
+        (copy,) = index.link_messages(self.root, "INBOX", "Saved", [self.name], self.NOW + 1)
+        appended = index.write_message(self.root, "INBOX", self.NEW, 2000, self.NOW + 2, self.spare)
+        self.assertEqual(self.read(".Saved", copy), self.OLD)
+        self.assertEqual(self.read("", appended), self.NEW)
+        self.assertNotEqual(os.stat(os.path.join(self.root, "cur", appended)).st_ino,
+                            os.stat(os.path.join(self.root, ".Saved", "cur", copy)).st_ino)
 
 
 class AppendIntoSpareTests(unittest.TestCase):
@@ -119,23 +171,23 @@ class AppendIntoSpareTests(unittest.TestCase):
 
         def work():
             client = self.site.connect()
-            client.create("Archive")
+            client.create("Saved")
             client.append("INBOX", None, None, kept)
             client.select("INBOX")
-            client.copy("1", "Archive")
+            client.copy("1", "Saved")
             self.expunge_all(client)
             client.append("INBOX", None, None, message("new"))
-            client.select("Archive")
+            client.select("Saved")
             fetched = client.fetch("1", "(BODY.PEEK[])")[1][0][1]
             client.logout()
             return fetched
 
         fetched = yield self.site.in_thread(work)
         self.assertEqual(fetched, kept)
-        archived = self.files("cur", ".Archive")
+        archived = self.files("cur", ".Saved")
         self.assertEqual(len(archived), 1)
         self.assertNotEqual(list(archived.values()), list(self.files("cur").values()))
-        with open(os.path.join(self.root, ".Archive", "cur", list(archived)[0]), "rb") as f:
+        with open(os.path.join(self.root, ".Saved", "cur", list(archived)[0]), "rb") as f:
             self.assertEqual(f.read(), kept)
 
     @defer.inlineCallbacks

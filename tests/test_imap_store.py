@@ -171,6 +171,7 @@ class IndexOrderTests(unittest.TestCase):
         for function, args, d in self.store.calls:
             d.callback(function(*args))
         self.assertEqual(self.ran, ["a", "big", "b"])
+        self.assertEqual(self.successResultOf(big), "big")
         self.assertEqual(self.successResultOf(after), "b")
         self.account.run_db(self.work("c"), rows=1)
         self.assertEqual(self.ran[-1], "c")

@@ -4,22 +4,29 @@ trekmail}, read back through TrekMail's own IMAP: folders (Dovecot's
 C{/} hierarchy as TrekMail's C{.}), bytes, flags and keywords, and
 INTERNALDATE all as the source had them; a run cut short (by a failure
 after some messages, and between committing a message and moving its
-file) and run again copies exactly what was missing.
+file; or a C{trekmail import} process killed with SIGKILL half-way) and
+run again copies exactly what was missing.
 """
 
 import imaplib
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from io import StringIO
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from tests.dovecot import Dovecot
 from tests.server_process import ServerProcess, free_port
-from tests.support import client_context, example_server, write_config
+from tests.support import REPO, client_context, example_server, write_config
 from trekmail import cli
 from trekmail.admin import importimap, importtarget
+from trekmail.config import Config
+from trekmail.mailstore import maildir_path
 
 PASSWORD = "correct horse"
 SOURCE_USER, SOURCE_PASSWORD = "alice@old.example", "s3cret"
@@ -99,10 +106,12 @@ class IMAPImportTests(unittest.TestCase):
 
     def _import(self):
         out, err = StringIO(), StringIO()
-        code = cli.main(["--config", self.path, "--json", "import", "imap", "--from", "127.0.0.1:%d" % self.dovecot.port,
-                         "--user", SOURCE_USER, "--password-stdin", "--insecure", "--mailbox", "alice@example.com"],
-                        stdin=StringIO(SOURCE_PASSWORD + "\n"), stdout=out, stderr=err)
+        code = cli.main(self._arguments(), stdin=StringIO(SOURCE_PASSWORD + "\n"), stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
+
+    def _arguments(self):
+        return ["--config", self.path, "--json", "import", "imap", "--from", "127.0.0.1:%d" % self.dovecot.port,
+                "--user", SOURCE_USER, "--password-stdin", "--insecure", "--mailbox", "alice@example.com"]
 
     def _cut_after(self, count, where):
         """The next run fails after C{count} messages are copied: in the source's read, or just before the move into C{new/}."""
@@ -166,3 +175,53 @@ class IMAPImportTests(unittest.TestCase):
         code, out, err = self._import()
         self.assertEqual(code, 0, err)
         self.assertIn('"copied": 0', out)
+
+    def _kill_half_way(self, total):
+        """
+        Run the import as a process of its own and SIGKILL it once part of
+        the bulk folder has arrived: how many messages had.
+        """
+        root = maildir_path(Config.from_file(self.path).data_dir, "alice@example.com")
+        places = [os.path.join(root, ".Bulk", "new"), os.path.join(root, ".Bulk", "cur"),
+                  os.path.join(root, importtarget.STAGING)]
+
+        def arrived():
+            return sum(len(os.listdir(p)) for p in places if os.path.isdir(p))
+        process = subprocess.Popen([sys.executable, "-m", "trekmail.cli"] + self._arguments(), cwd=REPO,
+                                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process.stdin.write(SOURCE_PASSWORD.encode() + b"\n")
+        process.stdin.close()
+        deadline = time.monotonic() + 60
+        while arrived() < total // 10 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        self.assertEqual(process.wait(30), -signal.SIGKILL, "the import ended before it could be killed")
+        return arrived()
+
+    @defer.inlineCallbacks
+    def test_an_import_killed_half_way_resumes_without_loss_or_duplicates(self):
+        total = 300
+        client = self.dovecot.connect(SOURCE_USER, SOURCE_PASSWORD)
+        client.create("Bulk")
+        for n in range(total):
+            flags = ("\\Seen", "\\Flagged", "", "$Label%d" % (n % 5))[n % 4]
+            client.append("Bulk", "(%s)" % flags, '"%02d-Mar-2011 10:%02d:00 +0000"' % (n % 28 + 1, n % 60),
+                          _message(100 + n, 3000))
+        client.logout()
+
+        copied = yield threads.deferToThread(self._kill_half_way, total)
+        self.assertGreater(copied, 0)
+        self.assertLess(copied, total, "killed before the bulk folder was done")
+        code, out, err = self._import()
+        self.assertEqual(code, 0, err)
+
+        source = self.dovecot.connect(SOURCE_USER, SOURCE_PASSWORD)
+        target = self._trekmail()
+        for folder, name in list(EXPECTED_FOLDERS.items()) + [("Bulk", "Bulk")]:
+            if folder == "Work/Projects":
+                continue
+            self.assertEqual(_contents(target, name), _contents(source, folder), folder)
+        source.logout()
+        self.assertEqual(len(_contents(target, "Bulk")), total)
+        code, out, err = self._import()
+        self.assertEqual((code, '"copied": 0' in out), (0, True), out + err)

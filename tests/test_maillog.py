@@ -9,7 +9,7 @@ from io import StringIO
 
 from twisted.internet import defer, threads
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, formatEvent, formatEventAsClassicLogText
 from twisted.trial import unittest
 
 from tests import test_dav, test_relay_delivery
@@ -25,6 +25,10 @@ from trekmail.queue.interface import Envelope
 
 log = Logger(namespace="test")
 
+
+
+def outcome_of(line):
+    return line.rpartition(" outcome=")[2].split(" ", 1)[0]
 
 
 def lines(events, kind=None):
@@ -180,7 +184,25 @@ class MessageTests(unittest.TestCase):
         text = lines(events)
         self.assertIn("%s: to=<bob@remote.test> route=managed relay=mx.remote.test[127.0.0.1] source=127.0.0.3 tls=TLSv1"
                       % (queue_id,), "\n".join(text))
+
+        traced = self.log_trace(events, queue_id)
+        self.assertEqual(sorted(outcome_of(line) for line in traced if " to=<" in line and queue_id + ":" in line),
+                         sorted(["bounced", "deferred", "delivered", "delivered", "suppressed"]))
+        self.assertIn("%s: stored mailbox=<alice@example.com> folder=INBOX" % (queue_id,), traced)
+        self.assertIn(report["report_id"], "\n".join(traced), "the report follows the message it reports on")
+        by_address = self.log_trace(events, "gone@remote.test")
+        self.assertEqual([outcome_of(line) for line in by_address if "to=<gone@remote.test>" in line], ["suppressed"])
         self.flushLoggedErrors(RuntimeError)
+
+    def log_trace(self, events, target):
+        """C{trekmail log trace TARGET} over the events as twistd's log file has them: its output lines."""
+        path = os.path.join(self.mktemp(), "twistd.log")
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            f.writelines(formatEventAsClassicLogText(e) for e in events)
+        out, err = StringIO(), StringIO()
+        self.assertEqual(cli.main(["log", "trace", target, "--file", path], stdout=out, stderr=err), 0, err.getvalue())
+        return [line.split("] ", 1)[1] for line in out.getvalue().splitlines()]
 
     @defer.inlineCallbacks
     def test_submission_accepted_and_smtp_logins(self):

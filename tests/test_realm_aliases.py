@@ -4,14 +4,12 @@ rules, the schema upgrade of an existing database, what the sqlite
 directory answers, and the CLI verbs.
 """
 
-import io
 import json
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tests import support
-from trekmail.cli import main
 from trekmail.realm import database, schema, store
 from trekmail.realm.directory import SqliteDirectory
 from trekmail.realm.errors import Duplicate, InvalidInput, NotFound
@@ -116,23 +114,13 @@ class SqliteDirectoryTests(unittest.TestCase):
         self.assertIsNone((yield directory.alias("sales@example.com")))
 
 
-class CommandLineTests(unittest.TestCase):
+class CommandLineTests(support.CommandLineMixin, unittest.TestCase):
     def setUp(self):
         self.config = support.write_config(self.mktemp())
         self.ok("account", "add", "owner@example.net", "--plan", "starter", "--verified")
         self.ok("domain", "add", "example.com", "--account", "1")
         for address in ("alice@example.com", "bob@example.com"):
             self.ok("mailbox", "add", address, "--password-stdin", stdin="strong password\n")
-
-    def run_cli(self, *argv, stdin=""):
-        out, err = io.StringIO(), io.StringIO()
-        code = main(["--config", self.config] + list(argv), io.StringIO(stdin), out, err)
-        return code, out.getvalue(), err.getvalue()
-
-    def ok(self, *argv, stdin=""):
-        code, out, err = self.run_cli(*argv, stdin=stdin)
-        self.assertEqual((code, err), (0, ""), out)
-        return out
 
     def test_alias_verbs(self):
         self.ok("alias", "add", "sales@example.com", "alice@example.com", "bob@example.com")

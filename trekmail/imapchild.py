@@ -28,10 +28,11 @@ def main(argv):
     """C{python -m trekmail.imapchild CONFIG INDEX}"""
     from twisted.internet import reactor
 
-    # A reload asked for while this process is still building has nothing
-    # to do (it reads the certificates as it builds); its service takes
-    # SIGHUP over once started.
+    # A reload or re-check asked for while this process is still building
+    # has nothing to do (it reads the certificates as it builds, and has no
+    # session yet); its services take SIGHUP and SIGUSR2 over once started.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     path, index = argv[0], int(argv[1])
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(sys.stdout)], redirectStandardIO=False)
 

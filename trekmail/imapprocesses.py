@@ -82,7 +82,11 @@ class IMAPProcesses(service.Service):
         self.reactor.callLater(delay, self._spawn, child.index)
 
     def signal_children(self, name):
-        """Send every running child the signal C{name} (C{"HUP"}: reload the certificates)."""
+        """
+        Send every running child the signal C{name}: C{"HUP"} reloads the
+        certificates, C{signal.SIGUSR2} (a number: Twisted names only HUP,
+        STOP, INT, KILL and TERM) re-checks the open mailboxes.
+        """
         for child in list(self.children.values()):
             child.signal(name)
 

@@ -1,8 +1,11 @@
 """
-SIGHUP reloads the certificates, as it makes Postfix and Dovecot re-read
-theirs (twistd keeps SIGUSR1 for its log): here, and passed on to the
-other IMAP processes, which serve connections of their own.  An ACME
-renewal installs its pair through the same L{Reload.reload}.
+Signals a running server acts on.  SIGHUP reloads the certificates, as
+it makes Postfix and Dovecot re-read theirs (twistd keeps SIGUSR1 for
+its log): here, and passed on to the other IMAP processes, which serve
+connections of their own.  An ACME renewal installs its pair through the
+same L{Reload.reload}.  SIGUSR2 tells another IMAP process that the
+admin API has just deleted or renamed mailboxes (L{OnSignal} on
+L{trekmail.imap.sessions.MailboxRecheck.check}).
 """
 
 import signal
@@ -10,7 +13,29 @@ import signal
 from twisted.application import service
 
 
-class Reload(service.Service):
+class OnSignal(service.Service):
+    """Runs C{action} on the reactor thread each time the process receives C{signum}, while running."""
+
+    def __init__(self, reactor, signum, action):
+        self.reactor = reactor
+        self.signum = signum
+        self.action = action
+        self._previous = None
+
+    def startService(self):
+        super().startService()
+        self._previous = signal.signal(self.signum, self._caught)
+
+    def stopService(self):
+        signal.signal(self.signum, signal.SIG_DFL if self._previous is None else self._previous)
+        return super().stopService()
+
+    def _caught(self, signum, frame):
+        # A signal handler runs between any two bytecodes: only hand the work to the reactor.
+        self.reactor.callFromThread(self.action)
+
+
+class Reload(OnSignal):
     """
     @param identity: the process's L{trekmail.tlsidentity.ServerIdentity}.
     @param processes: the L{trekmail.imapprocesses.IMAPProcesses} whose
@@ -18,22 +43,9 @@ class Reload(service.Service):
     """
 
     def __init__(self, reactor, identity, processes=()):
-        self.reactor = reactor
+        super().__init__(reactor, signal.SIGHUP, self.reload)
         self.identity = identity
         self.processes = processes
-        self._previous = None
-
-    def startService(self):
-        super().startService()
-        self._previous = signal.signal(signal.SIGHUP, self._hangup)
-
-    def stopService(self):
-        signal.signal(signal.SIGHUP, signal.SIG_DFL if self._previous is None else self._previous)
-        return super().stopService()
-
-    def _hangup(self, signum, frame):
-        # A signal handler runs between any two bytecodes: only hand the work to the reactor.
-        self.reactor.callFromThread(self.reload)
 
     def reload(self):
         self.identity.reload()

@@ -6,6 +6,7 @@ reactor, clock, database and endpoints from here.
 
 import functools
 import os
+import signal
 import sys
 
 from twisted.application import service
@@ -48,7 +49,7 @@ from trekmail.relay.dkimrotation import RotationService
 from trekmail.relay.managed import ManagedRelay, SourcePools
 from trekmail.relay.mx import make_resolver
 from trekmail.relay.smarthost import ProfileTransports, Smarthost
-from trekmail.reload import Reload
+from trekmail.reload import OnSignal, Reload
 from trekmail.web import autoconfig
 from trekmail import acmeclient, acmerenewal, settings
 
@@ -396,8 +397,9 @@ def _imap_parts(components, make_cluster):
     cluster = make_cluster(limits, serving)
     parts = service.MultiService()
     MailStoreService(store, notifier).setServiceParent(parts)
-    MailboxRecheck(sessions, components.directory, components.reactor).setServiceParent(parts)
-    return parts, cluster, cluster.doors
+    recheck = MailboxRecheck(sessions, components.directory, components.reactor)
+    recheck.setServiceParent(parts)
+    return parts, cluster, cluster.doors, recheck
 
 
 def imap_services(components):
@@ -406,11 +408,12 @@ def imap_services(components):
     configured, the mail store they share (first in the list, so it
     starts before them) and, with C{[imap] processes} above 1, the
     service that runs the other processes (last, once the listeners are
-    bound); and the process's L{trekmail.imap.cluster} role.
+    bound); the process's L{trekmail.imap.cluster} role; and what closes
+    the sessions of deleted or renamed mailboxes at once, in every process.
     """
     size = components.config.get("imap", "processes")
     reactor = components.reactor
-    store_service, cluster, doors = _imap_parts(
+    store_service, cluster, doors, recheck = _imap_parts(
         components,
         lambda limits, serving: Coordinator(limits, reactor=reactor, size=size, guard=components.logins,
                                             serving=serving) if size > 1
@@ -422,8 +425,13 @@ def imap_services(components):
         listeners.append(ListenerService(name, components.config.get("listen", name), components.endpoints[name],
                                          door))
     if size == 1 or not listeners:
-        return [store_service] + listeners, cluster
-    return [store_service] + listeners + [IMAPProcesses(components.config.path, reactor, cluster)], cluster
+        return [store_service] + listeners, cluster, recheck.check
+    processes = IMAPProcesses(components.config.path, reactor, cluster)
+
+    def mailboxes_gone():
+        recheck.check()
+        processes.signal_children(signal.SIGUSR2)
+    return [store_service] + listeners + [processes], cluster, mailboxes_gone
 
 
 def imap_process_service(config, reactor, index, orphaned):
@@ -436,25 +444,28 @@ def imap_process_service(config, reactor, index, orphaned):
     top = service.MultiService()
     for realm in realm_services(components):
         realm.setServiceParent(top)
-    store_service, cluster, _ = _imap_parts(
+    store_service, cluster, _, recheck = _imap_parts(
         components,
         lambda limits, serving: Member(limits, reactor=reactor, index=index, orphaned=orphaned, serving=serving))
     store_service.setServiceParent(top)
     Reload(reactor, components.tls_options).setServiceParent(top)
+    OnSignal(reactor, signal.SIGUSR2, recheck.check).setServiceParent(top)
     return top, cluster
 
 
-def admin_service(components):
+def admin_service(components, mailboxes_gone=None):
     """
     The admin HTTP API listener (or C{None}), sharing the server's
-    smarthost client, resolver and key.
+    smarthost client, resolver and key; C{mailboxes_gone} is called after
+    a verb that deleted or renamed mailboxes.
     """
     config = components.config
     ops = operations.Operations(
         settings=operations.VerbSettings(realm=components.realm, queue_dir=config.data_path("queue"),
                                          keyring=components.keyring),
         database=components.database, reactor=components.reactor,
-        resolver=components.resolver, smarthost=components.smarthost, hashing=components.hashing)
+        resolver=components.resolver, smarthost=components.smarthost, hashing=components.hashing,
+        mailboxes_gone=mailboxes_gone)
     return listener(components, "admin", api.site(ops, settings.admin_token(config)), caps=connection_caps(config, "admin"), refusal=HTTP_REFUSAL)
 
 
@@ -551,7 +562,7 @@ def make_service(config, reactor):
     for door in submission_services(components, queue) + [mx_service(components, queue, queuing.return_paths)]:
         if door is not None:
             door.setServiceParent(top)
-    imaps, imap_cluster = imap_services(components)
+    imaps, imap_cluster, mailboxes_gone = imap_services(components)
     for imap in imaps:
         imap.setServiceParent(top)
     reload = Reload(reactor, components.tls_options, [s for s in imaps if isinstance(s, IMAPProcesses)])
@@ -565,7 +576,7 @@ def make_service(config, reactor):
     WorkersService(purging).setServiceParent(top)
     retention.RetentionPurge(config.data_dir, config.get("realm", "deleted_mail_retention_days"), reactor,
                              purging.run).setServiceParent(top)
-    admin = admin_service(components)
+    admin = admin_service(components, mailboxes_gone)
     if admin is not None:
         admin.setServiceParent(top)
     capped = {s.name: s.factory for s in top if isinstance(s, ListenerService) and isinstance(s.factory, CappedFactory)}

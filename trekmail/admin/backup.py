@@ -22,6 +22,8 @@ as one moment's state:
  - C{new/} is read before C{cur/}, so a message picked up in between
    is found in one of them; what arrives after its index was copied is
    in the backup as new mail;
+ - every Maildir's C{cur/}, C{new/} and C{tmp/} is in the backup, empty
+   or not, and a restore makes every directory the backup has;
  - everything else under the data directory (DKIM keys, the secrets key,
    the TLS pair and admin token where they are by default, the queue
    spool, DAV collections) is copied, and such files configured outside
@@ -81,17 +83,27 @@ def _snapshot(source, target):
     os.chmod(target, 0o600)
 
 
-def _copy(source, target, link):
+def _linked(source, target, link):
+    """
+    Makes C{target}'s directory and, when C{link}, hard-links C{source}
+    as C{target}: whether it did.  A file system refusing the link leaves
+    a copy to the caller; a vanished C{source} raises C{FileNotFoundError}.
+    """
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    if link:
-        try:
-            os.link(source, target)
-            return
-        except FileNotFoundError:
-            raise
-        except OSError:
-            pass
-    shutil.copy2(source, target)
+    if not link:
+        return False
+    try:
+        os.link(source, target)
+        return True
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return False
+
+
+def _copy(source, target, link):
+    if not _linked(source, target, link):
+        shutil.copy2(source, target)
 
 
 def _copy_mail(source, target, link):
@@ -99,15 +111,8 @@ def _copy_mail(source, target, link):
     Takes a message file by its Maildir name (see the module docstring);
     C{FileNotFoundError} when it left that name before a copy was done.
     """
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    if link:
-        try:
-            os.link(source, target)
-            return
-        except FileNotFoundError:
-            raise
-        except OSError:
-            pass
+    if _linked(source, target, link):
+        return
     before = os.stat(source)
     try:
         shutil.copy2(source, target)
@@ -150,6 +155,18 @@ def _walk(data_dir, database):
             if os.path.abspath(os.path.join(directory, name)) in skip:
                 continue
             yield os.path.relpath(os.path.join(directory, name), data_dir), _is_maildir_part(directory)
+
+
+def _maildir_parts(data_dir):
+    """
+    The relative C{cur/}, C{new/} and C{tmp/} of every Maildir under
+    C{data_dir}: kept in the backup even when empty (C{tmp/} always is
+    there), since the server opens a folder by listing all three.
+    """
+    for directory, subdirs, _ in os.walk(data_dir):
+        if "cur" in subdirs:
+            for part in ("cur", "new", "tmp"):
+                yield os.path.relpath(os.path.join(directory, part), data_dir)
 
 
 def _sqlite_files(data_dir, database):
@@ -203,6 +220,8 @@ def backup(layout, target):
         _snapshot(os.path.join(layout.data_dir, relative), os.path.join(data, relative))
         if os.path.basename(relative) == INDEX_NAME:
             indexes.append(os.path.dirname(relative))
+    for relative in _maildir_parts(layout.data_dir):
+        os.makedirs(os.path.join(data, relative), mode=0o700, exist_ok=True)
     files = 0
     for relative, mail in _walk(layout.data_dir, layout.database):
         try:
@@ -277,6 +296,7 @@ def restore(layout, source, force=False):
     data = os.path.join(source, "data")
     files = 0
     for directory, _, names in os.walk(data):
+        os.makedirs(os.path.join(layout.data_dir, os.path.relpath(directory, data)), mode=0o700, exist_ok=True)
         for name in names:
             relative = os.path.relpath(os.path.join(directory, name), data)
             _put(os.path.join(directory, name), os.path.join(layout.data_dir, relative))

@@ -17,6 +17,7 @@ import os
 from typing import Optional
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from trekmail.crypto import SecretKeyring
 from trekmail.queue import admin as queue_admin
@@ -26,6 +27,7 @@ from trekmail.realm.errors import InvalidInput, NotFound
 from trekmail.realm.settings import RealmSettings
 from trekmail.relay import dkimrotation, dnsverify
 
+_log = Logger()
 _HIDDEN = ("password_hash", "password", "password_sealed")
 
 
@@ -48,6 +50,8 @@ REALM_VERBS = {
     "mailbox_list", "mailbox_delete", "mailbox_rename", "domain_delete", "account_delete",
     "alias_add", "alias_list", "alias_remove", "domain_catchall", "dkim_rotate", "dkim_status",
 }
+CLOSING_VERBS = {"mailbox_delete", "mailbox_rename", "domain_delete", "account_delete"}
+"""The verbs after which some mailbox may be gone, and its IMAP sessions are to be closed."""
 PROFILE_VERBS = {
     "profile_add", "profile_get", "profile_list", "profile_delete", "route_set", "route_new",
     "route_show", "key_rotate",
@@ -139,22 +143,37 @@ class Operations:
     @param smarthost: a L{trekmail.relay.smarthost.Smarthost}.
     @param hashing: the L{trekmail.workerthreads.WorkerThreads} that the
         doctor's password check runs on (the logins' own, in the server).
+    @param mailboxes_gone: called once one of L{CLOSING_VERBS} has
+        succeeded, for the server to close the sessions of mailboxes that
+        no longer exist at once rather than at its next re-check.
     """
 
-    def __init__(self, *, settings, database, reactor, resolver=None, smarthost=None, hashing=None):
+    def __init__(self, *, settings, database, reactor, resolver=None, smarthost=None, hashing=None,
+                 mailboxes_gone=None):
         self.settings = settings
         self.database = database
         self.reactor = reactor
         self.resolver = resolver
         self.smarthost = smarthost
         self.hashing = hashing
+        self.mailboxes_gone = mailboxes_gone
 
     def call(self, verb, **kwargs):
         """Run a synchronous verb on the database thread; a Deferred of its presented result."""
         if verb in ("profile_test", "domain_verify", "doctor"):
             return getattr(self, verb)(**kwargs)
         d = self.database.run(run_verb, self.settings, self.reactor, verb, kwargs)
+        if verb in CLOSING_VERBS and self.mailboxes_gone is not None:
+            d.addCallback(self._closing)
         return d.addCallback(present)
+
+    def _closing(self, result):
+        """The verb is done whatever happens here: a failure to close sessions is logged, never answered."""
+        try:
+            self.mailboxes_gone()
+        except Exception:
+            _log.failure("closing the sessions of deleted or renamed mailboxes failed")
+        return result
 
     @defer.inlineCallbacks
     def profile_test(self, profile_id, to=None, sender=None):

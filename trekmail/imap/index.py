@@ -307,8 +307,8 @@ def write_message(root, name, data, internaldate, now, spare=None):
     """
     path = folder_dir(root, name)
     filename = unique_name(now) + ":2,"
-    fd = None if spare is None else spares.reopen(spare)
-    temporary = os.path.join(path, "tmp", filename) if fd is None else spare
+    temporary = os.path.join(path, "tmp", filename)
+    fd = None if spare is None else spares.reopen(spare, temporary)
     write_file(temporary, data, fd=fd, mtime=internaldate)
     publish(temporary, os.path.join(path, "cur", filename))
     return filename

@@ -2,14 +2,19 @@
 The sessions of one IMAP process, and the re-check that ends those whose
 mailbox no longer exists.
 
-A mailbox is deleted or renamed by another process (the CLI, or the
-admin API in the first server process) writing the realm's database, so
-there is nothing to tell this one: every L{RECHECK_INTERVAL} seconds it
-asks its directory about each mailbox it has open, one lookup per
-mailbox however many sessions share it, and closes the sessions of any
-that is gone with an untagged C{BYE} (RFC 3501, section 7.1.5).  A
-directory that cannot answer closes nothing: an outage must not log
-everyone out.
+A pass asks the directory about each mailbox the process has open, one
+lookup per mailbox however many sessions share it, and closes the
+sessions of any that is gone with an untagged C{BYE} (RFC 3501, section
+7.1.5).  A directory that cannot answer closes nothing: an outage must
+not log everyone out.
+
+A pass runs at once when the admin API (in the first process) has
+deleted or renamed mailboxes, and in the other IMAP processes on the
+SIGUSR2 the first sends them (L{trekmail.reload.OnSignal}).  The CLI is
+a process of its own writing the realm's database, with nothing to tell
+the server; nor is an LDAP directory's change told.  Those are caught by
+the pass every L{RECHECK_INTERVAL} seconds: a deleted mailbox's sessions
+outlive it by at most that long, plus one lookup per open mailbox.
 """
 
 import weakref
@@ -21,7 +26,7 @@ from twisted.logger import Logger
 from trekmail.realm.errors import DirectoryUnavailable
 
 RECHECK_INTERVAL = 5.0
-"""Seconds between two checks: how long a deleted mailbox's sessions may outlive it."""
+"""Seconds between two passes: how long the sessions of a mailbox the CLI deleted may outlive it."""
 
 GONE = b"* BYE This mailbox no longer exists\r\n"
 

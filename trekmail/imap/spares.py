@@ -13,7 +13,11 @@ leftovers: a crash forgets the list (as does an account closing while a
 move is under way), and folder loading deletes C{tmp/} files after 36
 hours; a closing account deletes the rest.  A file that is still linked
 elsewhere (COPY makes hard links) is never rewritten: L{reopen} checks,
-on the thread that writes it.
+on the thread that writes it.  COPY runs on another file thread and
+links a parked file by its C{tmp/} name (a message another session still
+numbers), so L{reopen} first renames the spare away from that name: a
+link made before the rename shows in the link count, none can be made
+after it.
 """
 
 import os
@@ -67,16 +71,18 @@ class SpareFiles:
         return paths
 
 
-def reopen(path):
+def reopen(path, private):
     """
-    A spare file opened for writing and emptied, or C{None} if it is gone
-    or still linked from a folder (its name is then dropped: the other
-    link keeps the message).
+    A spare file renamed to C{private} (a fresh name in a C{tmp/} of the
+    same account), opened for writing and emptied; or C{None} if it is
+    gone or still linked from a folder (its name is then dropped: the
+    other link keeps the message).
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        os.rename(path, private)
     except FileNotFoundError:
         return None
+    fd = os.open(private, os.O_WRONLY | os.O_CLOEXEC)
     try:
         if os.fstat(fd).st_nlink == 1:
             os.ftruncate(fd, 0)
@@ -85,6 +91,5 @@ def reopen(path):
         os.close(fd)
         raise
     os.close(fd)
-    os.unlink(path)
+    os.unlink(private)
     return None
-
