@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from trekmail import maillog
-from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
+from trekmail.smtp.address import AddressRefused, NeedsSMTPUTF8, PathSyntaxError, parse_path, split_argument
 from trekmail.smtp.chunking import Chunking
 from trekmail.smtp.data import STORAGE_FULL, DataReader
 from trekmail.smtp.replies import Reply, failed
@@ -85,6 +85,8 @@ class ESMTPServer(Chunking, smtp.ESMTP):
     max_message_size = MAX_MESSAGE_SIZE
     extended = False
     """Whether the client said EHLO (not HELO): the Received field's C{with} keyword."""
+    utf8 = False
+    """Whether this transaction's MAIL said SMTPUTF8 (RFC 6531): its addresses may be UTF-8."""
 
     def __init__(self, clock, hostname, tls_options=None, implicit_tls=False):
         smtp.ESMTP.__init__(self, chal={}, contextFactory=tls_options)
@@ -109,6 +111,7 @@ class ESMTPServer(Chunking, smtp.ESMTP):
 
     def _reset_transaction(self):
         self._abandon_data()
+        self.utf8 = False
         self._from = None
         self._to = []
         self._refusal = None
@@ -271,6 +274,7 @@ class ESMTPServer(Chunking, smtp.ESMTP):
             b"8BITMIME": None,
             b"SIZE": [str(self.max_message_size).encode()],
             b"CHUNKING": None,
+            b"SMTPUTF8": None,
         }
         if self.canStartTLS and not self.startedTLS:
             extensions[b"STARTTLS"] = None
@@ -323,7 +327,7 @@ class ESMTPServer(Chunking, smtp.ESMTP):
         if self._from is not None:
             raise Reply(503, "5.5.1", "nested MAIL command: send RSET first")
         path, parameters = self._split(rest, b"FROM")
-        self._check_parameters(parameters, ("SIZE", "BODY", "AUTH"))
+        self._check_parameters(parameters, ("SIZE", "BODY", "AUTH", "SMTPUTF8"))
         size = parameters.get("SIZE")
         if size is not None:
             if not size.isdigit():
@@ -334,13 +338,19 @@ class ESMTPServer(Chunking, smtp.ESMTP):
         body = parameters.get("BODY")
         if body is not None and body.upper() not in (b"7BIT", b"8BITMIME"):
             raise Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        utf8 = "SMTPUTF8" in parameters
+        if utf8 and parameters["SMTPUTF8"] is not None:
+            raise Reply(501, "5.5.4", "SMTPUTF8 takes no value")
         try:
-            sender = parse_path(path, allow_null=True)
+            sender = parse_path(path, allow_null=True, utf8=utf8)
+        except NeedsSMTPUTF8 as e:
+            raise Reply(553, "5.6.7", str(e), reason="sender")
         except AddressRefused as e:
             raise Reply(*self.sender_refused(str(e)), reason="sender")
-        return self._then(self.check_sender(sender), self._sender_ok, sender)
+        return self._then(self.check_sender(sender), self._sender_ok, (sender, utf8))
 
-    def _sender_ok(self, sender):
+    def _sender_ok(self, sender_utf8):
+        sender, self.utf8 = sender_utf8
         self._from = sender
         self._to = []
         self.reply(250, "2.1.0", "sender <%s> OK" % (sender,))
@@ -353,7 +363,9 @@ class ESMTPServer(Chunking, smtp.ESMTP):
         path, parameters = self._split(rest, b"TO")
         self._check_parameters(parameters, ())
         try:
-            recipient = parse_path(path)
+            recipient = parse_path(path, utf8=self.utf8)
+        except NeedsSMTPUTF8 as e:
+            raise Reply(553, "5.6.7", str(e), reason="recipient")
         except AddressRefused as e:
             raise Reply(*self.recipient_refused(str(e)), reason="recipient")
         return self._then(self.check_recipient(recipient), self._recipient_ok, recipient)
