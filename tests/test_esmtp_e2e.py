@@ -16,12 +16,15 @@ import shutil
 import smtplib
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
+from bench import benchlib
 from tests import support
 from tests.fakes import FakeQueue
 from tests.server_process import free_port
@@ -260,3 +263,55 @@ def _listening(port):
     except OSError:
         return False
     return True
+
+
+class PostfixTests(unittest.TestCase):
+    """
+    A private Postfix (bin/test installs postfix; L{bench.benchlib.Postfix},
+    which offers SMTPUTF8 and CHUNKING as Postfix does by default) between
+    our relay client and our MX: both of our sides of SMTPUTF8 meet a real
+    peer, Postfix's server and Postfix's client.
+    """
+
+    def setUp(self):
+        config, admin, _ = support.realm(self)
+        record = support.example(admin)
+        admin.domain_add(IDN, record.id)
+        admin.mailbox_add("用户@" + IDN, "strong password 1")
+        db = database.connect(config.database_path)
+        self.database = database.ThreadedDatabase(db, reactor)
+        self.database.start()
+        self.addCleanup(self.database.stop)
+        self.queue = FakeQueue()
+        factory = MXFactory(directory=SqliteDirectory(self.database), queue=self.queue, clock=reactor,
+                            hostname="mx.test", tls_options=settings.tls_options(config))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        base = tempfile.mkdtemp(prefix="trekmail-postfix-")  # short: Postfix's socket paths must fit in 108 bytes
+        os.chmod(base, 0o755)
+        self.addCleanup(shutil.rmtree, base, True)
+        self.postfix_port = free_port()
+        postfix = benchlib.Postfix(_Cleanups(self), Path(base), self.postfix_port, port.getHost().port)
+        return threads.deferToThread(postfix.start)
+
+    @defer.inlineCallbacks
+    def test_utf8_through_postfix_into_our_mx(self):
+        jobs = [client.Job("sender@example.net", ("用户@" + A_LABELS,), "Subject: 你好\r\n\r\nhi\r\n".encode())]
+        done = jobs[0].done
+        connection = yield client.connect(TCP4ClientEndpoint(reactor, "127.0.0.1", self.postfix_port), b"relay.test",
+                                          lambda: jobs.pop() if jobs else None, remote="postfix.test")
+        self.assertTrue(connection.smtputf8)
+        [outcome] = yield done
+        self.assertEqual(outcome.code, 250, outcome.text)
+        yield support.wait_until(lambda: self.queue.messages, timeout=30)
+        envelope, message = self.queue.messages[0]
+        self.assertEqual((envelope.sender, envelope.recipients), ("sender@example.net", ("用户@" + A_LABELS,)))
+        self.assertIn("with UTF8SMTP id", self.queue.traces[0].decode("utf-8"))
+        self.assertIn("Subject: 你好\r\n".encode(), message)
+
+
+class _Cleanups:
+    """What L{bench.benchlib.Postfix} pushes its stop onto: the test's cleanups."""
+
+    def __init__(self, testcase):
+        self.push = testcase.addCleanup
