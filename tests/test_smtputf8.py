@@ -14,7 +14,9 @@ from trekmail import idn
 from trekmail.realm.admin import check_address, check_domain
 from trekmail.realm.checkers import normalise_address
 from trekmail.realm.errors import InvalidInput
-from trekmail.relay import client
+from trekmail.queue import dsn
+from trekmail.queue.interface import Envelope
+from trekmail.relay import client, utf8
 from trekmail.smtp.address import AddressRefused, NeedsSMTPUTF8, parse_path
 from trekmail.smtp.mx import MXFactory
 
@@ -156,3 +158,15 @@ class RelayTests(unittest.TestCase):
         feed(p, t, b"220 sink")
         self.assertEqual(feed(p, t, b"250 sink"), b"QUIT\r\n")
         self.assertEqual([(o.code, o.status) for o in results], [(553, "5.6.7")] * 2)
+        self.assertIn("the sender's address has a non-ASCII local part", results[0].text)
+
+    def test_the_report_names_the_address_in_rfc_6533_form(self):
+        """The DSN for a recipient that could not be downgraded says why, and which, in ASCII."""
+        [outcome] = utf8.refusals((UTF8_JOB[1],), "a@s.test", "mx.r.test")
+        envelope = Envelope(sender="a@s.test", recipients=(UTF8_JOB[1],), origin="submission")
+        report = dsn.build_report("mail.test", "Q1", envelope, [outcome], 10.0, b"Subject: x\r\n\r\nhi\r\n")
+        self.assertTrue(report.isascii())
+        self.assertIn(b"Final-Recipient: utf-8; \\x{7528}\\x{6237}@xn--fsqu00a.xn--0zwm56d\r\n", report)
+        self.assertIn(b"Status: 5.6.7\r\n", report)
+        self.assertIn(b"<\\x{7528}\\x{6237}@xn--fsqu00a.xn--0zwm56d>: 5.6.7 the recipient's address has a non-ASCII"
+                      b" local part and mx.r.test does not offer SMTPUTF8", report)

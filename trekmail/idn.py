@@ -25,6 +25,7 @@ import idna
 MAX_LOCAL_OCTETS = 64
 """RFC 5321 section 4.5.3.1.1, counted in UTF-8 octets (RFC 6531 section 3.3)."""
 _ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&'*+/=?^_`{|}~-")
+_QCHAR = frozenset(chr(c) for c in range(0x21, 0x7F)) - set("+=\\")
 _NOT_TEXT = ("C", "Z")
 """Unicode categories no local part may hold: controls, format, unassigned, and every kind of space."""
 
@@ -83,3 +84,12 @@ def local_part_problem(local):
             if char.isascii() or unicodedata.category(char)[0] in _NOT_TEXT:
                 return "the local part holds %r, which an address cannot" % (char,)
     return None
+
+
+def embedded_unicode(address):
+    """
+    C{address} in RFC 6533's C{utf-8-addr-xtext} (section 3): what a
+    C{message/delivery-status} part, which is ASCII, can say of a UTF-8
+    address, as in C{Final-Recipient: utf-8; \\x{7528}\\x{6237}@xn--fsqu00a.xn--0zwm56d}.
+    """
+    return "".join(c if c in _QCHAR else "\\x{%X}" % (ord(c),) for c in address)

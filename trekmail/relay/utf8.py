@@ -17,8 +17,8 @@ is not: refusing it would bounce mail that reaches its reader today.
 from trekmail.delivery import outcomes
 
 NOT_DOWNGRADABLE = 553
-NOT_DOWNGRADABLE_TEXT = ("5.6.7 the address %s has a non-ASCII local part and %s does not offer SMTPUTF8"
-                         " (RFC 6531 section 3.2): it has no ASCII form to send it in")
+NOT_DOWNGRADABLE_TEXT = ("5.6.7 the %s address has a non-ASCII local part and %s does not offer SMTPUTF8"
+                         " (RFC 6531 section 3.2): the address has no ASCII form to send it in")
 
 
 def needs_smtputf8(job):
@@ -38,7 +38,5 @@ def refused(job):
 
 def refusals(recipients, sender, remote):
     """The permanent L{trekmail.delivery.Outcome} of each of C{recipients} that could not be downgraded."""
-    return [o for r in recipients
-            for o in outcomes((r,), NOT_DOWNGRADABLE,
-                              NOT_DOWNGRADABLE_TEXT % ("<%s>" % (sender if not sender.isascii() else r,),
-                                                       remote or "the next server"), remote)]
+    whose = "recipient's" if sender.isascii() else "sender's"
+    return outcomes(recipients, NOT_DOWNGRADABLE, NOT_DOWNGRADABLE_TEXT % (whose, remote or "the next server"), remote)
