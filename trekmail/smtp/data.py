@@ -1,6 +1,7 @@
 """
-The DATA body on its way in: end-of-data detection, dot-unstuffing, the
-canonical line-ending form, and where the bytes wait meanwhile.
+The message body on its way in: DATA's end-of-data detection and
+dot-unstuffing, the canonical line-ending form, and where the bytes of a
+DATA or BDAT body (L{trekmail.smtp.chunking}) wait meanwhile.
 
 A body is kept in memory up to L{MEMORY_THRESHOLD} and past it in an
 anonymous temporary file (unlinked from the start, so an aborted

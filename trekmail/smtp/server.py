@@ -19,7 +19,10 @@ We replace the parts that cannot meet our requirements:
     canonical message to one C{IMessageQueue}, and read the body in
     chunks (no per-line Python work), so those commands are written anew
     with hooks for the doors (L{check_sender}, L{check_recipient},
-    L{check_data}, L{accept_message}).
+    L{check_data}, L{accept_message}).  BDAT (RFC 3030) comes from
+    L{trekmail.smtp.chunking} and ends in the same L{finish_body}; MAIL's
+    C{SMTPUTF8} (RFC 6531) lets the transaction's paths be UTF-8
+    (L{trekmail.smtp.address}).
   - Reply texts: every reply after the greeting and EHLO carries an
     enhanced status code (RFC 2034 exempts exactly those two).
 
