@@ -49,23 +49,30 @@ def bdat(client, *chunks, last=True):
     return [client.getreply() for _ in chunks]
 
 
+def listen_mx(testcase):
+    """
+    Our MX on a loopback port over a real sqlite realm with example.com
+    and 例子.测试 (mailboxes alice@, 用户@ and info@): C{(port, queue)}.
+    """
+    config, admin, _ = support.realm(testcase)
+    record = support.example(admin)
+    admin.domain_add(IDN, record.id)
+    for local in ("用户", "info"):
+        admin.mailbox_add("%s@%s" % (local, IDN), "strong password 1")
+    threaded = database.ThreadedDatabase(database.connect(config.database_path), reactor)
+    threaded.start()
+    testcase.addCleanup(threaded.stop)
+    queue = FakeQueue()
+    factory = MXFactory(directory=SqliteDirectory(threaded), queue=queue, clock=reactor,
+                        hostname="mx.test", tls_options=settings.tls_options(config))
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return port.getHost().port, queue
+
+
 class MXTests(unittest.TestCase):
     def setUp(self):
-        config, admin, _ = support.realm(self)
-        record = support.example(admin)
-        admin.domain_add(IDN, record.id)
-        admin.mailbox_add("用户@" + IDN, "strong password 1")
-        admin.mailbox_add("info@" + IDN, "strong password 1")
-        db = database.connect(config.database_path)
-        self.database = database.ThreadedDatabase(db, reactor)
-        self.database.start()
-        self.addCleanup(self.database.stop)
-        self.queue = FakeQueue()
-        factory = MXFactory(directory=SqliteDirectory(self.database), queue=self.queue, clock=reactor,
-                            hostname="mx.test", tls_options=settings.tls_options(config))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.port = port.getHost().port
+        self.port, self.queue = listen_mx(self)
         self.clients = ThreadPool(minthreads=0, maxthreads=4, name="esmtp-test-clients")
         self.clients.start()
         self.addCleanup(self.clients.stop)
@@ -274,24 +281,12 @@ class PostfixTests(unittest.TestCase):
     """
 
     def setUp(self):
-        config, admin, _ = support.realm(self)
-        record = support.example(admin)
-        admin.domain_add(IDN, record.id)
-        admin.mailbox_add("用户@" + IDN, "strong password 1")
-        db = database.connect(config.database_path)
-        self.database = database.ThreadedDatabase(db, reactor)
-        self.database.start()
-        self.addCleanup(self.database.stop)
-        self.queue = FakeQueue()
-        factory = MXFactory(directory=SqliteDirectory(self.database), queue=self.queue, clock=reactor,
-                            hostname="mx.test", tls_options=settings.tls_options(config))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
+        mx_port, self.queue = listen_mx(self)
         base = tempfile.mkdtemp(prefix="trekmail-postfix-")  # short: Postfix's socket paths must fit in 108 bytes
         os.chmod(base, 0o755)
         self.addCleanup(shutil.rmtree, base, True)
         self.postfix_port = free_port()
-        postfix = benchlib.Postfix(_Cleanups(self), Path(base), self.postfix_port, port.getHost().port)
+        postfix = benchlib.Postfix(_Cleanups(self), Path(base), self.postfix_port, mx_port)
         return threads.deferToThread(postfix.start)
 
     @defer.inlineCallbacks
