@@ -188,6 +188,26 @@ class SubmissionTests(unittest.TestCase):
             self.assertTrue(message.endswith(b"Subject: chunked\r\n\r\nbare LF lines\r\n"))
 
     @defer.inlineCallbacks
+    def test_bdat_gets_the_refusal_data_would(self):
+        """Past the plan's recipients per message, every BDAT of the transaction is refused as DATA is."""
+        self.site.account(owner="trial@example.net", domain="trial.test", trial=True)
+
+        def run():
+            connection = self.site.connect("submissions", login="alice@trial.test")
+            try:
+                connection.mail("alice@trial.test")
+                rcpts = [connection.rcpt("r%d@remote.test" % (i,))[0] for i in range(11)]
+                return rcpts, bdat(connection, b"Subject: x\r\n", b"\r\nhi\r\n"), connection.noop()
+            finally:
+                connection.close()
+
+        rcpts, refused, after = yield self.site.in_thread(run)
+        self.assertEqual(rcpts, [250] * 10 + [550])
+        self.assertEqual([(code, text[:5]) for code, text in refused], [(550, b"5.5.3")] * 2)
+        self.assertEqual(after[0], 250)
+        self.assertEqual(self.site.queue.messages, [])
+
+    @defer.inlineCallbacks
     def test_internationalised_login_and_send(self):
         def run():
             connection = self.site.connect("submissions")
