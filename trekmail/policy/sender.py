@@ -3,7 +3,9 @@ Whose name a submitted message may carry (docs/sending-rules.md, "Sender address
 address against the mailbox you authenticated with").
 
 Both the envelope sender and the header From must be exactly the logged-in
-mailbox, compared without regard to case.  A message with no From, with
+mailbox, compared without regard to case, and for an internationalised
+address in the realm's form (L{trekmail.idn}), so a From written with
+U-labels is the mailbox kept with A-labels.  A message with no From, with
 two From fields, or with several addresses in its From is refused: any of
 them would let a second identity ride along with the authorised one.
 """
@@ -11,6 +13,7 @@ them would let a second identity ride along with the authorised one.
 import email.utils
 import re
 
+from trekmail import idn
 from trekmail.policy.gate import Denial
 
 ENVELOPE = "envelope-sender"
@@ -66,10 +69,23 @@ def header_from_denial(message, mailbox):
         )
     value = fields[0].decode("utf-8", "replace").replace("\r\n", "")
     addresses = from_addresses(value)
-    if len(addresses) != 1 or addresses[0].lower() != mailbox.lower():
+    if len(addresses) != 1 or not _same(addresses[0], mailbox):
         return Denial(
             HEADER,
             "sender unauthorised: the From header must be the mailbox you logged in as;"
             " use From: %s" % (mailbox,),
         )
     return None
+
+
+def _same(address, mailbox):
+    address = address.lower()
+    if address == mailbox.lower():
+        return True
+    if address.isascii() and "xn--" not in address:
+        return False
+    local, _, domain = address.rpartition("@")
+    try:
+        return "%s@%s" % (idn.local_part(local), idn.ascii_domain(domain)) == mailbox.lower()
+    except idn.NotAnIDN:
+        return False

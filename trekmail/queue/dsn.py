@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Tuple
 
+from trekmail import idn
 from trekmail.delivery import wire_form
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
@@ -30,6 +31,16 @@ _UNSAFE = re.compile(r"[^\x20-\x7e]")
 def _field(value):
     """One header line's worth of printable ASCII."""
     return _UNSAFE.sub("?", " ".join(str(value).split()))
+
+
+def _shown(address):
+    """An address in the report's ASCII: a UTF-8 one in RFC 6533's C{\\x{...}} form rather than lost to "?"."""
+    return _field(address) if address.isascii() else idn.embedded_unicode(address)
+
+
+def _recipient(address):
+    """The address type and address of a C{Final-Recipient}: C{utf-8} for a UTF-8 one (RFC 6533 section 3)."""
+    return ("rfc822; " if address.isascii() else "utf-8; ") + _shown(address)
 
 
 def _date(when):
@@ -53,7 +64,7 @@ def build_report(hostname, queue_id, envelope, failures, now, message):
     boundary = "=_%s" % (secrets.token_hex(12),)
     lines = []
     for outcome in failures:
-        lines.append("<%s>: %s" % (_field(outcome.recipient), _field(outcome.text) or outcome.code))
+        lines.append("<%s>: %s" % (_shown(outcome.recipient), _field(outcome.text) or outcome.code))
     expired = [o for o in failures if not o.permanent]
     if expired:
         intro = "Delivery of your message was given up after repeated temporary failures."
@@ -80,7 +91,7 @@ def build_report(hostname, queue_id, envelope, failures, now, message):
     for outcome in failures:
         status = outcome.status if outcome.permanent else "4.4.7"
         block = [
-            "Final-Recipient: rfc822; %s" % (_field(outcome.recipient),),
+            "Final-Recipient: %s" % (_recipient(outcome.recipient),),
             "Action: failed",
             "Status: %s" % (status if status[0] in "45" else "5.0.0",),
         ]

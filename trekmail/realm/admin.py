@@ -8,6 +8,7 @@ the first write: a refused request leaves the store as it was.
 import datetime
 import re
 
+from trekmail import idn
 from trekmail.crypto import hash_password
 from trekmail.mailstore import mailbox_address_problem
 from trekmail.plans import UnknownPlan, plan_named
@@ -22,16 +23,31 @@ _LOCAL = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$&'*+/=?^_`{|}~-
 
 
 def check_domain(name):
+    """
+    The domain as the realm keeps it: lower-case, and in A-labels when it
+    is internationalised (C{例子.测试} -> C{xn--fsqu00a.xn--0zwm56d}), so
+    that both spellings name one domain (L{trekmail.idn} says why).
+    """
     name = (name or "").strip().lower().rstrip(".")
+    try:
+        name = idn.ascii_domain(name)
+    except idn.NotAnIDN as e:
+        raise InvalidInput("%r is %s" % (name, e)) from None
     if len(name) > 253 or not _DOMAIN.match(name):
         raise InvalidInput("%r is not a domain name (expected something like example.com)" % (name,))
     return name
 
 
 def check_address(address):
-    address = (address or "").strip().lower()
+    """The address as the realm keeps it: the local part NFC and lower-case (it may be UTF-8), the domain as L{check_domain}."""
+    address = (address or "").strip()
     local, at, domain = address.rpartition("@")
-    if not at or len(local) > 64 or not _LOCAL.match(local):
+    local = idn.local_part(local)
+    if local.isascii():
+        problem = None if len(local) <= 64 and _LOCAL.match(local) else "not a plain name"
+    else:
+        problem = idn.local_part_problem(local)
+    if not at or problem is not None:
         raise InvalidInput("%r is not an email address (expected name@example.com)" % (address,))
     return "%s@%s" % (local, check_domain(domain))
 

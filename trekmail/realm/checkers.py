@@ -22,12 +22,17 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from trekmail import idn
 from trekmail.crypto import OWASP_SCRYPT_N, SCRYPT_P, SCRYPT_R, hash_password, verify_password
 from trekmail.workerthreads import WorkerThreads
 
 
 def normalise_address(username):
-    """C{"Alice@Example.COM "} -> C{"alice@example.com"}, or C{None} if not an address."""
+    """
+    C{"Alice@Example.COM "} -> C{"alice@example.com"}, or C{None} if not
+    an address; an internationalised login is put in the realm's form
+    (L{trekmail.idn}), so C{用户@例子.测试} logs in as the mailbox it names.
+    """
     if isinstance(username, bytes):
         try:
             username = username.decode("utf-8")
@@ -37,7 +42,10 @@ def normalise_address(username):
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or any(c.isspace() for c in address):
         return None
-    return address
+    try:
+        return "%s@%s" % (idn.local_part(local), idn.ascii_domain(domain))
+    except idn.NotAnIDN:
+        return None
 
 
 def dummy_hash(n):

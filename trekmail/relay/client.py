@@ -30,7 +30,9 @@ A message with 8-bit bytes goes with C{BODY=8BITMIME} (RFC 6152) to a
 server that offers it; a server that does not gets no MAIL for it, and
 the message fails with C{554 5.6.3}: converting it to 7 bit here would
 break the DKIM signature made before the route was known (RFC 6152
-section 3 allows either).
+section 3 allows either).  SMTPUTF8 (RFC 6531) is asked for where the
+server offers it and the message needs it; where it does not, what
+cannot be downgraded fails (L{trekmail.relay.utf8}).
 
 Each wait for a reply is bounded by RFC 5321 section 4.5.3.2: five
 minutes for the greeting, MAIL and RCPT, two for the reply to DATA, ten
@@ -49,6 +51,7 @@ from twisted.mail import smtp
 from twisted.mail._cred import CramMD5ClientAuthenticator, LOGINAuthenticator, PLAINAuthenticator
 
 from trekmail.delivery import Outcome, outcomes
+from trekmail.relay import utf8
 
 COMMAND_TIMEOUT = 300
 """RFC 5321 section 4.5.3.2.1-3: the greeting, MAIL and RCPT replies."""
@@ -84,6 +87,8 @@ class Job:
     recipients: tuple
     message: bytes
     done: Deferred = field(default_factory=Deferred)
+    smtputf8: bool = False
+    """Whether its MAIL says SMTPUTF8: set by the connection that takes it, from what the server offers."""
 
     @property
     def eight_bit(self):
@@ -159,16 +164,18 @@ class DeliveryClient(smtp.ESMTPClient):
 
     pipelining = False
     eight_bit_mime = False
+    smtputf8 = False
 
     def esmtpState_serverConfig(self, code, resp):
         """
-        Note PIPELINING and 8BITMIME from each EHLO reply, so what the
+        Note PIPELINING, 8BITMIME and SMTPUTF8 from each EHLO reply, so what the
         server said in the clear is forgotten after STARTTLS (RFC 3207
         section 4.2).
         """
         keywords = {line.split(None, 1)[0].upper() for line in resp.splitlines() if line.strip()}
         self.pipelining = b"PIPELINING" in keywords
         self.eight_bit_mime = b"8BITMIME" in keywords
+        self.smtputf8 = b"SMTPUTF8" in keywords
         super().esmtpState_serverConfig(code, resp)
 
     def esmtpState_starttls(self, code, resp):
@@ -180,18 +187,44 @@ class DeliveryClient(smtp.ESMTPClient):
     def _take(self):
         """
         The next job this server can take: an 8-bit message for a server
-        without 8BITMIME is answered here (RFC 6152 section 3), and the
-        next one is asked for.
+        without 8BITMIME is answered here (RFC 6152 section 3), as are the
+        recipients that need SMTPUTF8 of a server without it, and the next
+        one is asked for.
         """
         while True:
             job = self._next_job()
-            if job is None or self.eight_bit_mime or not job.eight_bit:
+            if job is None:
+                return None
+            if job.eight_bit and not self.eight_bit_mime:
+                self.transactions += 1
+                self._finish(job, outcomes(job.recipients, 554,
+                                           "5.6.3 the message has 8-bit content and %s does not offer 8BITMIME"
+                                           " (RFC 6152); send it with a quoted-printable or base64 body"
+                                           % (self.remote or "the server",), self.remote))
+                continue
+            job = job if self.smtputf8 else self._downgraded(job)
+            if job is not None:
+                job.smtputf8 = self.smtputf8 and utf8.needs_smtputf8(job)
                 return job
+
+    def _downgraded(self, job):
+        """
+        C{job} for a server without SMTPUTF8: the recipients that cannot be
+        sent there fail now, the rest go in a job of their own whose result
+        finishes C{job}; C{None} when none can go.
+        """
+        refused = utf8.refused(job)
+        if not refused:
+            return job
+        failed = utf8.refusals(refused, job.sender, self.remote)
+        if len(refused) == len(job.recipients):
             self.transactions += 1
-            self._finish(job, outcomes(job.recipients, 554,
-                                       "5.6.3 the message has 8-bit content and %s does not offer 8BITMIME"
-                                       " (RFC 6152); send it with a quoted-printable or base64 body"
-                                       % (self.remote or "the server",), self.remote))
+            self._finish(job, failed)
+            return None
+        rest = Job(job.sender, tuple(r for r in job.recipients if r not in refused), job.message)
+        rest.done.addCallback(lambda results: job.finish(results + [dataclasses.replace(o, **self._facts)
+                                                                    for o in failed]))
+        return rest
 
     def getMailFrom(self):
         self.current = self._take()
@@ -217,9 +250,23 @@ class DeliveryClient(smtp.ESMTPClient):
         self._okresponse = self.smtpState_to
 
     def smtpState_toOrData(self, code, resp):
-        super().smtpState_toOrData(code, resp)
-        if self._okresponse == self.smtpState_data:
-            self.setTimeout(DATA_TIMEOUT)
+        """
+        twisted.mail's lock-step RCPT, each path written by L{_path}: its
+        C{quoteaddr} encodes as ASCII and would fail on a UTF-8 local part.
+        """
+        if self.lastAddress is not None:
+            self.toAddressesResult.append((self.lastAddress, code, resp))
+            if code in smtp.SUCCESS:
+                self.successAddresses.append(self.lastAddress)
+        self.lastAddress = next(self.toAddresses, None)
+        if self.lastAddress is not None:
+            return self.sendLine(b"RCPT TO:" + _path(self.lastAddress))
+        if not self.successAddresses:
+            return self.smtpState_msgSent(code, "No recipients accepted")
+        self.sendLine(b"DATA")
+        self._expected = [354]
+        self._okresponse = self.smtpState_data
+        self.setTimeout(DATA_TIMEOUT)
 
     def _begin(self, job):
         """Read the replies to C{job}'s MAIL, RCPTs and DATA, already sent."""
@@ -356,9 +403,11 @@ def _commands(job):
 
 
 def _mail(job):
-    """MAIL, with C{BODY=8BITMIME} for 8-bit content (RFC 6152 section 2)."""
+    """MAIL, with C{BODY=8BITMIME} for 8-bit content (RFC 6152 section 2) and C{SMTPUTF8} when the job says so."""
     line = b"MAIL FROM:" + _path(job.sender)
-    return line + b" BODY=8BITMIME" if job.eight_bit else line
+    if job.eight_bit:
+        line += b" BODY=8BITMIME"
+    return line + b" SMTPUTF8" if job.smtputf8 else line
 
 
 def _path(address):
@@ -366,9 +415,10 @@ def _path(address):
     C{<address>} for MAIL and RCPT.  Envelope addresses were checked when
     the message was accepted, so twisted.mail's C{quoteaddr}, which runs
     email.utils' header parser on each (and drops the quotes of a quoted
-    local part), has nothing to add.
+    local part), has nothing to add.  A UTF-8 local part goes only to a
+    server that offered SMTPUTF8 (L{DeliveryClient._take}).
     """
-    return b"<" + address.encode("ascii") + b">"
+    return b"<" + address.encode("utf-8") + b">"
 
 
 def _text(value):

@@ -7,10 +7,17 @@ classic open-relay holes.  Here a path is accepted only in its plain form
 C{<local@domain>} (RFC 5321 4.1.2 Path, without the obsolete A-d-l source
 route of 4.1.2 / F.2), with a dot-atom local part and a host name; every
 other form raises L{AddressRefused} naming what was wrong, and the door
-decides the reply.  No SMTPUTF8 is advertised, so addresses are ASCII.
+decides the reply.  In a transaction opened with SMTPUTF8 (RFC 6531) the
+local part may hold UTF-8 and the domain U-labels; the domain is made its
+A-label form and the local part NFC (L{trekmail.idn}), so that both
+spellings of an address name one mailbox.  Without SMTPUTF8 a non-ASCII
+address raises L{NeedsSMTPUTF8}.
 """
 
 import re
+import unicodedata
+
+from trekmail import idn
 
 MAX_PATH = 256
 """RFC 5321 4.5.3.1.3."""
@@ -28,6 +35,10 @@ class PathSyntaxError(ValueError):
 
 class AddressRefused(ValueError):
     """The path is well formed but of a kind this server does not take."""
+
+
+class NeedsSMTPUTF8(AddressRefused):
+    """A non-ASCII address in a transaction whose MAIL did not say SMTPUTF8 (RFC 6531 section 3.4)."""
 
 
 def split_argument(argument, keyword):
@@ -56,10 +67,12 @@ def split_argument(argument, keyword):
     return path, parameters
 
 
-def parse_path(path, allow_null=False):
+def parse_path(path, allow_null=False, utf8=False):
     """
     C{b"<Alice@Example.COM>"} -> C{"Alice@example.com"} (the domain
     lowered, the local part kept); C{b"<>"} -> C{""} when C{allow_null}.
+    With C{utf8} (the transaction's SMTPUTF8), C{"<Ünal@bücher.example>"}
+    -> C{"Ünal@xn--bcher-kva.example"}.
     """
     if len(path) > MAX_PATH:
         raise AddressRefused("the address is longer than %d characters" % (MAX_PATH,))
@@ -81,8 +94,33 @@ def parse_path(path, allow_null=False):
         raise AddressRefused("bang paths are not accepted")
     if domain.startswith(b"["):
         raise AddressRefused("address literals are not accepted")
+    if not inner.isascii():
+        return _utf8_path(local, domain, utf8)
     if len(local) > 64 or not _DOT_ATOM.match(local):
         raise AddressRefused("the local part is not a plain name")
-    if len(domain) > 253 or not _HOST.match(domain):
+    return "%s@%s" % (local.decode("ascii"), _domain(domain.decode("ascii")))
+
+
+def _utf8_path(local, domain, utf8):
+    if not utf8:
+        raise NeedsSMTPUTF8("a non-ASCII address needs the SMTPUTF8 parameter on MAIL (RFC 6531)")
+    try:
+        local, domain = local.decode("utf-8"), domain.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AddressRefused("the address is not UTF-8") from None
+    local = unicodedata.normalize("NFC", local)
+    problem = idn.local_part_problem(local)
+    if problem is not None:
+        raise AddressRefused(problem)
+    return "%s@%s" % (local, _domain(domain))
+
+
+def _domain(name):
+    """The domain as kept (L{trekmail.idn}: lower-case A-labels), or L{AddressRefused}."""
+    try:
+        name = idn.ascii_domain(name)
+    except idn.NotAnIDN as e:
+        raise AddressRefused("the domain is %s" % (e,)) from None
+    if len(name) > 253 or not _HOST.match(name.encode("ascii")):
         raise AddressRefused("the domain is not a host name")
-    return "%s@%s" % (local.decode("ascii"), domain.decode("ascii").lower())
+    return name

@@ -1,6 +1,7 @@
 """
-The DATA body on its way in: end-of-data detection, dot-unstuffing, the
-canonical line-ending form, and where the bytes wait meanwhile.
+The message body on its way in: DATA's end-of-data detection and
+dot-unstuffing, the canonical line-ending form, and where the bytes of a
+DATA or BDAT body (L{trekmail.smtp.chunking}) wait meanwhile.
 
 A body is kept in memory up to L{MEMORY_THRESHOLD} and past it in an
 anonymous temporary file (unlinked from the start, so an aborted
@@ -22,6 +23,9 @@ DATA_DEADLINE = 1800
 """Seconds a client has from the 354 to the final dot (about 14 KB/s for the largest message): a
 client that drips a byte before each idle timeout otherwise holds its transaction for ever."""
 
+STORAGE_FULL = "insufficient system storage for messages in transit, try again later"
+"""The text of the 452 4.3.1 that a DATA or BDAT gets when the budget or the disk has no room."""
+
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _END_OF_DATA = b"\r\n.\r\n"
 
@@ -35,7 +39,15 @@ def canonical(body):
     (RFC 5321 4.5.2).  Only CRLF "." CRLF ends the data, so a single dot
     after a bare LF is not the end: it is a line start like any other.
     """
-    body = body.replace(b"\n.", b"\n")[2:]
+    return crlf_only(body.replace(b"\n.", b"\n")[2:])
+
+
+def crlf_only(body):
+    """
+    C{body} with every bare CR and bare LF made a CRLF: the one line-ending
+    form DATA and BDAT bodies are stored in, so that nothing downstream
+    (DKIM, the relay's own dot-stuffing) can find a line end we did not.
+    """
     crlf = body.count(b"\r\n")
     if body.count(b"\r") == crlf and body.count(b"\n") == crlf:
         return body
@@ -75,16 +87,18 @@ class DataIntake:
         return tempfile.TemporaryFile(dir=self.directory, prefix="data-")
 
 
-class DataReader:
+class BodyStore:
     """
-    Collects a DATA body from arbitrary chunks.  The last four bytes stay
-    unstored so that an end-of-data split across reads is still found; the
-    stream is led by a virtual CRLF so that a first line of "." ends it.
+    Where a message body waits while it arrives: in memory, then in a
+    temporary file, within the intake's budget.  Past the size limit
+    (C{too_big}) or once the budget or the temporary file fails
+    (C{starved}) nothing more is kept, so that the client can still be
+    answered at the end of its data, as SMTP requires, without the rest
+    costing memory or disk.  L{form} makes the stored bytes the message.
+    """
 
-    Past the size limit (C{too_big}) or once the budget or the temporary
-    file fails (C{starved}) the rest is read and dropped, so that the
-    answer can wait for the end of the data as SMTP requires.
-    """
+    lead = 0
+    """Bytes stored ahead of the message that the size limit does not count."""
 
     def __init__(self, limit, intake):
         self.limit = limit
@@ -96,28 +110,16 @@ class DataReader:
         self._in_memory = 0
         self._file = None
         self._taken = 0
-        self._held = b"\r\n"
 
-    def feed(self, data):
-        """
-        @return: C{None} while the body goes on, else the bytes received
-            after the end of data (often C{b""}).
-        """
-        window = self._held + data
-        end = window.find(_END_OF_DATA)
-        if end >= 0:
-            self._store(window[: end + 2])
-            self._held = b""
-            return window[end + 5 :]
-        self._store(window[:-4])
-        self._held = window[-4:]
-        return None
+    @staticmethod
+    def form(body):
+        return crlf_only(body)
 
-    def _store(self, chunk):
+    def store(self, chunk):
         if self.too_big or self.starved or not chunk:
             return
         self.size += len(chunk)
-        if self.size > self.limit + 2:
+        if self.size > self.limit + self.lead:
             self.too_big = True
             self.release()
             return
@@ -153,7 +155,7 @@ class DataReader:
                 self.release()
                 return b""
         self._drop_storage()
-        message = canonical(body)
+        message = self.form(body)
         if len(message) > self.limit:
             self.too_big = True
         return message
@@ -170,3 +172,34 @@ class DataReader:
         if self._file is not None:
             spool, self._file = self._file, None
             spool.close()
+
+
+class DataReader(BodyStore):
+    """
+    Collects a DATA body from arbitrary chunks.  The last four bytes stay
+    unstored so that an end-of-data split across reads is still found; the
+    stream is led by a virtual CRLF so that a first line of "." ends it.
+    """
+
+    lead = 2
+
+    def __init__(self, limit, intake):
+        super().__init__(limit, intake)
+        self._held = b"\r\n"
+
+    form = staticmethod(canonical)
+
+    def feed(self, data):
+        """
+        @return: C{None} while the body goes on, else the bytes received
+            after the end of data (often C{b""}).
+        """
+        window = self._held + data
+        end = window.find(_END_OF_DATA)
+        if end >= 0:
+            self.store(window[: end + 2])
+            self._held = b""
+            return window[end + 5 :]
+        self.store(window[:-4])
+        self._held = window[-4:]
+        return None

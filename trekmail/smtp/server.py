@@ -19,7 +19,10 @@ We replace the parts that cannot meet our requirements:
     canonical message to one C{IMessageQueue}, and read the body in
     chunks (no per-line Python work), so those commands are written anew
     with hooks for the doors (L{check_sender}, L{check_recipient},
-    L{check_data}, L{accept_message}).
+    L{check_data}, L{accept_message}).  BDAT (RFC 3030) comes from
+    L{trekmail.smtp.chunking} and ends in the same L{finish_body}; MAIL's
+    C{SMTPUTF8} (RFC 6531) lets the transaction's paths be UTF-8
+    (L{trekmail.smtp.address}).
   - Reply texts: every reply after the greeting and EHLO carries an
     enhanced status code (RFC 2034 exempts exactly those two).
 
@@ -48,8 +51,9 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from trekmail import maillog
-from trekmail.smtp.address import AddressRefused, PathSyntaxError, parse_path, split_argument
-from trekmail.smtp.data import DataReader
+from trekmail.smtp.address import AddressRefused, NeedsSMTPUTF8, PathSyntaxError, parse_path, split_argument
+from trekmail.smtp.chunking import Chunking
+from trekmail.smtp.data import STORAGE_FULL, DataReader
 from trekmail.smtp.replies import Reply, failed
 
 MAX_MESSAGE_SIZE = 26214400
@@ -61,7 +65,6 @@ MAX_ERRORS = 20
 is told 421 and closed: a client that only sends junk, or probes
 commands, gets no more of the server (Postfix's smtpd_hard_error_limit)."""
 _CLIENT_ERRORS = frozenset((500, 501, 502, 503, 504, 555))
-_STORAGE_FULL = "insufficient system storage for messages in transit, try again later"
 QUEUED_LOG_SECONDS = 1.0
 QUEUED_LOG_MESSAGES = 100
 """A session logs its queued messages when the oldest unlogged one is this
@@ -70,7 +73,7 @@ old or this many wait, and when the connection ends."""
 _DEFAULT_STATUS = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}
 
 
-class ESMTPServer(smtp.ESMTP):
+class ESMTPServer(Chunking, smtp.ESMTP):
     """
     One session.  Subclasses set C{door} and implement the hooks; each hook
     returns (or fires a Deferred with) C{None} to go on, or raises
@@ -85,6 +88,8 @@ class ESMTPServer(smtp.ESMTP):
     max_message_size = MAX_MESSAGE_SIZE
     extended = False
     """Whether the client said EHLO (not HELO): the Received field's C{with} keyword."""
+    utf8 = False
+    """Whether this transaction's MAIL said SMTPUTF8 (RFC 6531): its addresses may be UTF-8."""
 
     def __init__(self, clock, hostname, tls_options=None, implicit_tls=False):
         smtp.ESMTP.__init__(self, chal={}, contextFactory=tls_options)
@@ -108,6 +113,8 @@ class ESMTPServer(smtp.ESMTP):
         self._reset_transaction()
 
     def _reset_transaction(self):
+        self._abandon_data()
+        self.utf8 = False
         self._from = None
         self._to = []
         self._refusal = None
@@ -143,8 +150,10 @@ class ESMTPServer(smtp.ESMTP):
             while self._pending is None and not self._closing and self._position < len(self._buffer):
                 if self._reader is not None:
                     self._feed_data()
-                else:
-                    self._next_line()
+                elif self.chunk is not None:
+                    self.feed_chunk()
+                elif not self._next_line():
+                    break
         finally:
             self._running = False
             self._buffer = self._buffer[self._position :]
@@ -163,17 +172,18 @@ class ESMTPServer(smtp.ESMTP):
         self._position = 0
 
     def _next_line(self):
+        """Run the next command line; C{False} when its end has not arrived yet (the part so far is kept)."""
         end = self._buffer.find(b"\n", self._position)
         if end < 0:
             if len(self._buffer) - self._position > MAX_COMMAND_LINE:
                 self._discarding = True
-            self._position = len(self._buffer)
-            return
+                self._position = len(self._buffer)
+            return False
         line, self._position = self._buffer[self._position : end], end + 1
         if self._discarding or len(line) > MAX_COMMAND_LINE:
             self._discarding = False
             self.reply(500, "5.5.2", "line too long (the limit is %d bytes)" % (MAX_COMMAND_LINE,))
-            return
+            return True
         if line.endswith(b"\r"):
             line = line[:-1]
         self.resetTimeout()
@@ -181,14 +191,15 @@ class ESMTPServer(smtp.ESMTP):
             result = getattr(self, "state_" + self.mode)(line)
         except Reply as r:
             self.answer(r)
-            return
+            return True
         except Exception as e:
             r = failed("command", e, self.log, self.door)
             self.reply(r.code, r.status, r.text)
-            return
+            return True
         if isinstance(result, defer.Deferred):
             self._pending = result
             result.addErrback(self._command_failed).addBoth(self._command_done)
+        return True
 
     def _command_failed(self, failure):
         self.answer(failure.value if failure.check(Reply) else failed("command", failure, self.log, self.door))
@@ -265,6 +276,8 @@ class ESMTPServer(smtp.ESMTP):
             b"PIPELINING": None,
             b"8BITMIME": None,
             b"SIZE": [str(self.max_message_size).encode()],
+            b"CHUNKING": None,
+            b"SMTPUTF8": None,
         }
         if self.canStartTLS and not self.startedTLS:
             extensions[b"STARTTLS"] = None
@@ -317,7 +330,7 @@ class ESMTPServer(smtp.ESMTP):
         if self._from is not None:
             raise Reply(503, "5.5.1", "nested MAIL command: send RSET first")
         path, parameters = self._split(rest, b"FROM")
-        self._check_parameters(parameters, ("SIZE", "BODY", "AUTH"))
+        self._check_parameters(parameters, ("SIZE", "BODY", "AUTH", "SMTPUTF8"))
         size = parameters.get("SIZE")
         if size is not None:
             if not size.isdigit():
@@ -328,13 +341,19 @@ class ESMTPServer(smtp.ESMTP):
         body = parameters.get("BODY")
         if body is not None and body.upper() not in (b"7BIT", b"8BITMIME"):
             raise Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+        utf8 = "SMTPUTF8" in parameters
+        if utf8 and parameters["SMTPUTF8"] is not None:
+            raise Reply(501, "5.5.4", "SMTPUTF8 takes no value")
         try:
-            sender = parse_path(path, allow_null=True)
+            sender = parse_path(path, allow_null=True, utf8=utf8)
+        except NeedsSMTPUTF8 as e:
+            raise Reply(553, "5.6.7", str(e), reason="sender")
         except AddressRefused as e:
             raise Reply(*self.sender_refused(str(e)), reason="sender")
-        return self._then(self.check_sender(sender), self._sender_ok, sender)
+        return self._then(self.check_sender(sender), self._sender_ok, (sender, utf8))
 
-    def _sender_ok(self, sender):
+    def _sender_ok(self, sender_utf8):
+        sender, self.utf8 = sender_utf8
         self._from = sender
         self._to = []
         self.reply(250, "2.1.0", "sender <%s> OK" % (sender,))
@@ -342,10 +361,14 @@ class ESMTPServer(smtp.ESMTP):
     def do_RCPT(self, rest):
         if self._from is None:
             raise Reply(503, "5.5.1", "need MAIL before RCPT")
+        if self.chunks is not None:
+            raise Reply(503, "5.5.1", "RCPT cannot follow BDAT: the message has begun")
         path, parameters = self._split(rest, b"TO")
         self._check_parameters(parameters, ())
         try:
-            recipient = parse_path(path)
+            recipient = parse_path(path, utf8=self.utf8)
+        except NeedsSMTPUTF8 as e:
+            raise Reply(553, "5.6.7", str(e), reason="recipient")
         except AddressRefused as e:
             raise Reply(*self.recipient_refused(str(e)), reason="recipient")
         return self._then(self.check_recipient(recipient), self._recipient_ok, recipient)
@@ -357,19 +380,25 @@ class ESMTPServer(smtp.ESMTP):
     def do_DATA(self, rest):
         if self._from is None or not self._to:
             raise Reply(503, "5.5.1", "need MAIL and RCPT before DATA")
+        if self.chunks is not None:
+            raise Reply(503, "5.5.1", "DATA cannot follow BDAT in one transaction (RFC 3030): send RSET first")
         self.check_data()
         if self.intake.budget.full():
-            raise Reply(452, "4.3.1", _STORAGE_FULL, reason="storage")
+            raise Reply(452, "4.3.1", STORAGE_FULL, reason="storage")
         self._reader = DataReader(self.max_message_size, self.intake)
         self._deadline = self.clock.callLater(self.intake.deadline, self._data_overdue)
         self.mode = smtp.DATA
         self.reply(354, "2.0.0", "send the message, end with <CRLF>.<CRLF>")
 
     def _abandon_data(self):
-        """The transaction's DATA stops here: its bytes, file, budget and deadline are given back."""
+        """The transaction's DATA or BDAT stops here: its bytes, file, budget and deadline are given back."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.release()
+        self.drop_chunks()
+        self._stop_deadline()
+
+    def _stop_deadline(self):
         deadline, self._deadline = self._deadline, None
         if deadline is not None and deadline.active():
             deadline.cancel()
@@ -390,25 +419,33 @@ class ESMTPServer(smtp.ESMTP):
         if rest is None:
             return
         reader = self._reader
-        message = reader.message()
         self._reader = None
         self._abandon_data()
         self.mode = smtp.COMMAND
+        self.finish_body(reader)
+
+    def finish_body(self, reader):
+        """The message of a DATA or BDAT transaction is in C{reader}: refuse it or hand it to the door."""
+        message = reader.message()
         self.resetTimeout()
         if reader.too_big or reader.starved:
             reader.release()
-            self._reset_transaction()
-            if reader.too_big:
-                self.answer(Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,),
-                                  reason="size"))
-            else:
-                self.answer(Reply(452, "4.3.1", _STORAGE_FULL, reason="storage"))
+            self.refuse_body(reader)
             return
         d = defer.maybeDeferred(self.accept_message, self._from, tuple(self._to), message)
         d.addBoth(self._end_transaction, reader)
         d.addCallback(lambda queue_id: self.reply(250, "2.0.0", "OK: queued as %s" % (queue_id,)))
         self._pending = d
         d.addErrback(self._command_failed).addBoth(self._command_done)
+
+    def refuse_body(self, reader):
+        """The body in C{reader} was too big or found no room: the transaction ends with the reply that says so."""
+        self._reset_transaction()
+        if reader.too_big:
+            self.answer(Reply(552, "5.2.3", "message too big: the limit is %d bytes" % (self.max_message_size,),
+                              reason="size"))
+        else:
+            self.answer(Reply(452, "4.3.1", STORAGE_FULL, reason="storage"))
 
     def queued(self, queue_id, sender, recipients):
         """Log that C{queue_id} was queued (from C{sender}, for C{recipients} recipients)."""

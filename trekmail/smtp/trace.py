@@ -25,11 +25,14 @@ _LABEL_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 _COMMENT_SAFE = frozenset(range(0x21, 0x7F)) - frozenset(b"()\\")
 
 
-def protocol(extended, tls, authenticated):
-    """The C{with} keyword: RFC 5321's SMTP or ESMTP, with RFC 3848's S (TLS) and A (AUTH)."""
+def protocol(extended, tls, authenticated, utf8=False):
+    """
+    The C{with} keyword: RFC 5321's SMTP or ESMTP, with RFC 3848's S (TLS)
+    and A (AUTH); UTF8SMTP for a transaction with SMTPUTF8 (RFC 6531 section 4.3).
+    """
     if not extended:
         return "SMTP"
-    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+    return ("UTF8SMTP" if utf8 else "ESMTP") + ("S" if tls else "") + ("A" if authenticated else "")
 
 
 def address_literal(address):
@@ -113,7 +116,7 @@ def stamper(session, recipients):
     accepted in C{session} (an L{trekmail.smtp.server.ESMTPServer}): the
     field names the queue id, which only the queue assigns.
     """
-    with_protocol = protocol(session.extended, session.startedTLS, session.authenticated)
+    with_protocol = protocol(session.extended, session.startedTLS, session.authenticated, session.utf8)
     when = session.clock.seconds()
     helo = session._helo[0]
     return lambda queue_id: received(helo, session.client_address, session.host, with_protocol,
