@@ -83,30 +83,27 @@ WRAPPED = b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/
 
 
 class WholeBodyMessageTests(unittest.TestCase):
+    def assertSections(self, raw, expected):
+        """FETCH of each C{BODY.PEEK[section]} named in C{expected} (section: bytes) answers those bytes."""
+        session = Session(self).login()
+        session.append(raw)
+        out, tagged = session.command(b"f FETCH 1 (%s)" % b" ".join(b"BODY.PEEK[%s]" % s for s in expected))
+        self.assertIn(b"OK", tagged)
+        self.assertEqual({s: _literal(out, b"BODY[%s]" % s) for s in expected}, expected)
+
     def test_part_one_of_a_message_rfc822_body_is_the_inner_message(self):
         """RFC 3501 6.4.5: the body of a message/rfc822 message is part 1, and its HEADER and TEXT are the inner's."""
-        session = Session(self).login()
-        session.append(WRAPPED + INNER)
-        out, tagged = session.command(b"f FETCH 1 (BODY.PEEK[1] BODY.PEEK[1.HEADER] BODY.PEEK[1.TEXT] BODY.PEEK[1.1])")
-        self.assertIn(b"OK", tagged)
-        self.assertEqual(_literal(out, b"BODY[1]"), INNER)
-        self.assertEqual(_literal(out, b"BODY[1.HEADER]"), b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n")
-        self.assertEqual(_literal(out, b"BODY[1.TEXT]"), b"Hello world\r\n")
-        self.assertEqual(_literal(out, b"BODY[1.1]"), b"Hello world\r\n")
+        self.assertSections(WRAPPED + INNER, {
+            b"1": INNER, b"1.HEADER": b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n",
+            b"1.TEXT": b"Hello world\r\n", b"1.1": b"Hello world\r\n"})
 
     def test_twice_wrapped(self):
         """Each further number enters the next message: 1.1 is the innermost message, 1.1.1 its body."""
-        session = Session(self).login()
         middle = WRAPPED.replace(b"user@", b"user2@") + INNER
-        session.append(WRAPPED + middle)
-        out, _ = session.command(b"f FETCH 1 (BODY.PEEK[1] BODY.PEEK[1.HEADER] BODY.PEEK[1.1] BODY.PEEK[1.1.1]"
-                                 b" BODY.PEEK[1.1.HEADER] BODY.PEEK[1.1.TEXT])")
-        self.assertEqual(_literal(out, b"BODY[1]"), middle)
-        self.assertEqual(_literal(out, b"BODY[1.HEADER]"), WRAPPED.replace(b"user@", b"user2@"))
-        self.assertEqual(_literal(out, b"BODY[1.1]"), INNER)
-        self.assertEqual(_literal(out, b"BODY[1.1.1]"), b"Hello world\r\n")
-        self.assertEqual(_literal(out, b"BODY[1.1.HEADER]"), b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n")
-        self.assertEqual(_literal(out, b"BODY[1.1.TEXT]"), b"Hello world\r\n")
+        self.assertSections(WRAPPED + middle, {
+            b"1": middle, b"1.HEADER": WRAPPED.replace(b"user@", b"user2@"), b"1.1": INNER,
+            b"1.1.1": b"Hello world\r\n", b"1.1.HEADER": b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n",
+            b"1.1.TEXT": b"Hello world\r\n"})
 
     def test_bodystructure_holds_the_inner_envelope_and_structure(self):
         session = Session(self).login()
