@@ -5,7 +5,7 @@ import time
 
 from twisted.trial import unittest
 
-from trekmail.imap import message
+from trekmail.imap import addresses, message
 
 NESTED = (
     b'From: "Al" <al@example.com>\r\nTo: a@b.example, "C, D" <c@d.example>\r\nSubject: hi\r\n'
@@ -89,23 +89,29 @@ class HeaderFieldsTests(unittest.TestCase):
         self.assertEqual(self.fields(b"A: 1\n\r\r\nB: 2\r\n\r\n", "a", "b"), b"A: 1\n\r\n")
 
 
+def vars_of(mailbox):
+    return (mailbox.name, mailbox.route, mailbox.local, mailbox.domain)
+
+
 class AddressTests(unittest.TestCase):
-    """ENVELOPE addresses: the common forms by a regular expression, the rest by email.utils."""
+    """ENVELOPE addresses: the common forms by a regular expression, the rest by the address parser."""
 
     def test_common_forms_as_getaddresses_reads_them(self):
         for value in ("a@b.example", 'Al <al@example.com>, "C, D" <c@d.example>,e.f@g.example',
                       "=?utf-8?q?Caf=C3=A9?= <x@y.example>", "John  Q.\tPublic <j.q@p.example>",
                       '"  spaced  " <s@t.example>', '"" <e@f.example>', "O'Brien <ob@x.example>",
                       "caf\u00e9 <c@x.example>"):
-            fast = message._simple_addresses(value)
+            fast = addresses._simple(value)
             self.assertIsNotNone(fast, value)
-            self.assertEqual(fast, email.utils.getaddresses([value]), value)
+            self.assertEqual([(m.name or "", m.local + "@" + m.domain) for m in fast],
+                             email.utils.getaddresses([value]), value)
+            self.assertEqual([vars_of(m) for m in fast], [vars_of(m) for m in addresses.parse(value)], value)
 
     def test_other_forms_fall_back(self):
         for value in ("a@b (Al)", "team: a@b, c@d;", '"a\\"b" <x@y>', '"a b"@c.example', "<@r.example:a@b>",
                       "a@[192.0.2.1]", "a@b,", ",a@b", "a@b,,c@d", "Al <a@b> x", "a..b@c", "<a@b>", "a@b <c@d>",
                       "Al\u00a0B <a@b>", "Al <a@b", "Al (x) <a@b>"):
-            self.assertIsNone(message._simple_addresses(value), value)
+            self.assertIsNone(addresses._simple(value), value)
 
     def test_envelope_sender_and_reply_to_default_to_from_only_when_absent(self):
         envelope, _, _ = message.structures(b"From: Al <al@example.com>\r\nSender: list@example.org\r\n"
@@ -117,8 +123,9 @@ class AddressTests(unittest.TestCase):
         envelope, _, _ = message.structures(b'From: "a\\"b" <x@y.example>\r\nTo: team: a@b.example, c@d.example;\r\n'
                                             b"Cc: Al (Boss) <al@example.com>\r\n\r\n")
         self.assertIn(b'(({3}\r\na"b NIL "x" "y.example"))', envelope)
-        self.assertIn(b'((NIL NIL "a" "b.example")(NIL NIL "c" "d.example"))', envelope)
-        self.assertIn(b'(("Al (Boss)" NIL "al" "example.com"))', envelope)
+        self.assertIn(b'((NIL NIL "team" NIL)(NIL NIL "a" "b.example")(NIL NIL "c" "d.example")(NIL NIL NIL NIL))',
+                      envelope)
+        self.assertIn(b'(("Al" NIL "al" "example.com"))', envelope)
 
 
 class KeptTests(unittest.TestCase):

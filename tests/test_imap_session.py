@@ -198,6 +198,8 @@ class MailboxTests(unittest.TestCase):
     def test_create_rename_delete_subscribe(self):
         def work(client):
             out = [client.create("Projects.2026")[0], client.create("Projects")[0]]
+            client.subscribe("Projects")
+            client.subscribe("Projects.2026")
             out.append(client.rename("Projects", "Work")[0])
             out.append(client.list('""', "Work*")[1])
             out.append(client.unsubscribe("Work.2026")[0])

@@ -282,7 +282,7 @@ class InMemoryAnswerTests(unittest.TestCase):
         self.assertEqual(self.server.transport.value(), b"* 2 FETCH (UID 2 RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n"
                          b"b OK Fetch completed\r\n" % (len(self.raw), len(self.raw), self.raw))
         self.assertEqual(self.command(b'c LIST "" *'), b"")
-        self.store.calls.pop()[2].callback([("INBOX", True)])
+        self.store.calls.pop()[2].callback(index.Listing(("INBOX",), ("INBOX",)))
         self.assertIn(b"c OK LIST completed", self.server.transport.value())
         self.assertIn(b"d OK LIST completed", self.command(b'd LIST "" *'))
         self.assertEqual(self.store.calls, [])

@@ -64,6 +64,10 @@ class FileImportTests(unittest.TestCase):
             (b"Subject: three\r\n\r\n", frozenset({"\\Flagged", "$Label1", "Important"}), 1100000000)])
         self.assertIn('"copied": 0', self._import("maildir", source))
         self.assertEqual(len(_folder(self.root, "INBOX")), 2)
+        db = index.open_index(self.root, 2e9)
+        self.addCleanup(db.close)
+        self.assertTrue({"Lists", "Lists.python"} <= set(index.list_folders(db).subscribed),
+                        "imported folders are subscribed, so LSUB clients show them")
 
     def test_mbox(self):
         source = self.mktemp()

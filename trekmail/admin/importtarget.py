@@ -24,7 +24,7 @@ file waits in C{importing/} (the next run moves it): never two copies.
 import os
 
 from trekmail.durable import discard, fsync_directory, publish, write_all
-from trekmail.imap import flagnames, index
+from trekmail.imap import flagnames, index, subscriptions
 from trekmail.mailstore import maildir_path, unique_name
 from trekmail.realm import database
 
@@ -89,11 +89,17 @@ class Mailbox:
         self.db.close()
 
     def ensure_folder(self, name):
-        """Creates the folder and every level above it, as CREATE does."""
+        """
+        Creates the folder and every level above it, as CREATE does, and
+        subscribes those it makes: a client that lists subscribed folders
+        (LSUB) should show the imported mail as the old server's did.
+        """
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):
+            level = ".".join(parts[:depth])
             with database.transaction(self.db):
-                index.create_folder(self.db, self.root, ".".join(parts[:depth]), self.clock(), exist_ok=True)
+                if index.create_folder(self.db, self.root, level, self.clock(), exist_ok=True):
+                    subscriptions.subscribe(self.db, level, True)
 
     def resume_point(self, source, folder, validity):
         """The position copying C{folder} of C{source} goes on after: 0 when never copied, or its validity changed."""

@@ -10,7 +10,7 @@ import re
 
 from twisted.internet import defer
 
-from trekmail.imap import fetch, flagnames, index, message, search
+from trekmail.imap import fetch, flagnames, index, message, search, subscriptions
 from trekmail.imap.listpattern import MailboxPattern
 from trekmail.imap.message import nstring
 from trekmail.imap.parser import (Atom, ProtocolError, mailbox_name, name_fits, number, sequence_members, uid_set,
@@ -177,7 +177,7 @@ class MailboxCommands:
         self._no_args(reader)
         if name == "INBOX" or not valid_new_name(name):
             return tagged(tag, "NO", "Invalid mailbox name", "CANNOT")
-        existing = dict((yield self.account.folder_list()))
+        existing = (yield self.account.folder_list()).names
         if name in existing:
             return tagged(tag, "NO", "Mailbox exists", "ALREADYEXISTS")
         parts = name.split(".")
@@ -190,7 +190,7 @@ class MailboxCommands:
     def do_DELETE(self, tag, reader, uid):
         name = mailbox_name(reader.astring())
         self._no_args(reader)
-        existing = dict((yield self.account.folder_list()))
+        existing = (yield self.account.folder_list()).names
         if name == "INBOX" or name not in existing:
             return tagged(tag, "NO", "Cannot delete this mailbox", "NONEXISTENT")
         if any(other.startswith(name + ".") for other in existing):
@@ -206,7 +206,7 @@ class MailboxCommands:
         old = mailbox_name(reader.astring())
         new = mailbox_name(reader.astring()).rstrip(".")
         self._no_args(reader)
-        existing = dict((yield self.account.folder_list()))
+        existing = (yield self.account.folder_list()).names
         if old not in existing:
             return tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
         if new in existing:
@@ -229,9 +229,10 @@ class MailboxCommands:
     def do_SUBSCRIBE(self, tag, reader, uid, on=True):
         name = mailbox_name(reader.astring())
         self._no_args(reader)
-        changed = yield self.account.change_folders(index.subscribe, name, on)
-        if not changed and on:
+        # A server may refuse to subscribe a name no folder has (RFC 3501 6.3.6); a stale one may still go.
+        if on and name not in (yield self.account.folder_list()).names:
             return tagged(tag, "NO", "No such mailbox", "NONEXISTENT")
+        yield self.account.change_folders(subscriptions.subscribe, name, on)
         return tagged(tag, "OK", "%s completed" % ("Subscribe" if on else "Unsubscribe"))
 
     def do_UNSUBSCRIBE(self, tag, reader, uid):
@@ -256,17 +257,22 @@ class MailboxCommands:
         return self._list_lines(tag, verb, subscribed_only, reference, pattern, folders)
 
     def _list_lines(self, tag, verb, subscribed_only, reference, pattern, folders):
-        names = {name for name, _ in folders}
+        names = set(folders.names)
         matcher = MailboxPattern(reference, pattern)
+        if subscribed_only:
+            chosen = subscriptions.lsub(folders.subscribed, matcher.match)
+        else:
+            chosen = [(name, False) for name in folders.names if matcher.match(name)]
         out = []
-        for name, subscribed in folders:
-            if subscribed_only and not subscribed:
-                continue
-            if not matcher.match(name):
-                continue
-            attributes = ["\\HasChildren" if any(n.startswith(name + ".") for n in names) else "\\HasNoChildren"]
-            if name in index.SPECIAL_USE:
-                attributes.append(index.SPECIAL_USE[name])
+        for name, no_select in chosen:
+            if no_select:
+                attributes = ["\\Noselect"]
+            elif name not in names:
+                attributes = []
+            else:
+                attributes = ["\\HasChildren" if any(n.startswith(name + ".") for n in names) else "\\HasNoChildren"]
+                if name in index.SPECIAL_USE:
+                    attributes.append(index.SPECIAL_USE[name])
             out.append(b'* %s (%s) "." %s\r\n' % (verb.encode(), " ".join(attributes).encode(), nstring(name)))
         out.append(tagged(tag, "OK", "%s completed" % verb))
         return b"".join(out)

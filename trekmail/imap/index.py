@@ -26,7 +26,7 @@ import os
 import re
 
 from trekmail.durable import fsync_directory, publish, remove_if_there, write_file
-from trekmail.imap import spares
+from trekmail.imap import spares, subscriptions
 from trekmail.mailstore import folder_path as folder_dir, unique_name
 from trekmail.realm import database
 from trekmail.realm.database import Schema
@@ -113,9 +113,11 @@ def open_index(root, now):
     # No other TrekMail process opens this index (leases), so a lock held elsewhere is someone's tool: give up
     # soon rather than hold the reactor thread the connection's usual ten seconds.
     db.execute("PRAGMA busy_timeout=%d" % BUSY_TIMEOUT_MS)
-    database.upgrade(db, (INDEX,))
+    database.upgrade(db, (INDEX, subscriptions.SUBSCRIPTIONS))
     for name in ["INBOX"] + list(SPECIAL_USE):
-        create_folder(db, root, name, now, exist_ok=True)
+        # The folders the server makes itself it also subscribes: clients that list with LSUB show them.
+        if create_folder(db, root, name, now, exist_ok=True):
+            subscriptions.subscribe(db, name, True)
     return db
 
 
@@ -139,7 +141,8 @@ def create_folder(db, root, name, now, exist_ok=False):
     if path != root:
         _make_level(path)
     _make_maildir(path)
-    db.execute("INSERT INTO folders VALUES (?, ?, 1, 1, 1)", (name, _new_uidvalidity(db, now)))
+    db.execute("INSERT INTO folders (name, uidvalidity, uidnext, highestmodseq) VALUES (?, ?, 1, 1)",
+               (name, _new_uidvalidity(db, now)))
     return True
 
 
@@ -180,14 +183,21 @@ def rename_folder(db, root, old, new, now):
             os.rename(folder_dir(root, name), folder_dir(root, target))
             db.execute("UPDATE folders SET name = ? WHERE name = ?", (target, name))
             db.execute("UPDATE messages SET folder = ? WHERE folder = ?", (target, name))
+        subscriptions.rename(db, old, new)
+
+
+class Listing:
+    """The folders' names and the subscribed names, each sorted: what LIST and LSUB answer from."""
+
+    __slots__ = ("names", "subscribed")
+
+    def __init__(self, names, subscribed):
+        self.names, self.subscribed = names, subscribed
 
 
 def list_folders(db):
-    return [(r[0], bool(r[1])) for r in db.execute("SELECT name, subscribed FROM folders ORDER BY name")]
-
-
-def subscribe(db, name, on):
-    return db.execute("UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)).rowcount
+    return Listing(tuple(r[0] for r in db.execute("SELECT name FROM folders ORDER BY name")),
+                   tuple(subscriptions.names(db)))
 
 
 _UNIQUE = re.compile(r"(\d{1,20})\.(?:M(\d{1,9})P(\d{1,20})Q(\d{1,20}))?")

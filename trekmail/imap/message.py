@@ -10,9 +10,10 @@ once to wire bytes and cached in the index, and sections are sliced out of
 the raw bytes so that what a client reads is exactly what was stored.
 """
 
-import email.utils
 import functools
 import re
+
+from trekmail.imap import addresses
 
 MAX_DEPTH = 20
 """Deeper MIME nesting is treated as an opaque leaf: bounds the work a hostile message can cause."""
@@ -187,55 +188,20 @@ def _plist(params):
     return b"(" + b" ".join(_n(k.upper()) + b" " + _n(v) for k, v in params) + b")"
 
 
-_ATEXT = r"[^()<>@,:;.\"\[\]\\\s]+"
-_DOT_ATOM = _ATEXT + r"(?:\." + _ATEXT + r")*"
-_ADDRESS = re.compile(
-    r'[ \t]*(?:({0}@{0})|(?:"([^"\\\r\n]*)"|([^()<>@,:;"\[\]\\\s]+(?:[ \t]+[^()<>@,:;"\[\]\\\s]+)*))'
-    r'[ \t]*<({0}@{0})>)[ \t]*'.format(_DOT_ATOM))
-"""
-One address in the forms nearly all mail uses: C{a@b.example}, C{Name
-<a@b.example>}, C{"Name, Jr." <a@b.example>}.  C{getaddresses} costs a
-Python loop per character; anything else (comments, groups, escapes,
-quoted local parts, routes, domain literals) still goes to it.
-"""
-
-
-def _simple_addresses(value):
-    """C{getaddresses([value])} for a list of L{_ADDRESS} forms, or C{None} if it is not one."""
-    out = []
-    position = 0
-    while True:
-        match = _ADDRESS.match(value, position)
-        if match is None:
-            return None
-        bare, quoted, words, routed = match.groups()
-        if bare is not None:
-            out.append(("", bare))
-        else:
-            out.append((quoted if quoted is not None else " ".join(words.split()), routed))
-        position = match.end()
-        if position == len(value):
-            return out
-        if value[position] != ",":
-            return None
-        position += 1
-
-
 def _addresses(value):
+    """An ENVELOPE address list (RFC 3501 7.4.2): a group is its start marker, its members and its end marker."""
     if value is None:
         return b"NIL"
-    parsed = _simple_addresses(value)
-    if parsed is None:
-        parsed = email.utils.getaddresses([value])
-    parsed = [(n, a) for n, a in parsed if a or n]
-    if not parsed:
-        return b"NIL"
     out = []
-    for name, address in parsed:
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, None
-        out.append(b"(" + b" ".join((_n(name or None), b"NIL", _n(local), _n(domain))) + b")")
+    for item in addresses.parse(value):
+        if isinstance(item, addresses.GroupStart):
+            out.append(b"(NIL NIL " + _n(item.name) + b" NIL)")
+        elif isinstance(item, addresses.GroupEnd):
+            out.append(b"(NIL NIL NIL NIL)")
+        else:
+            out.append(b"(" + b" ".join((_n(item.name), _n(item.route), _n(item.local), _n(item.domain))) + b")")
+    if not out:
+        return b"NIL"
     return b"(" + b"".join(out) + b")"
 
 
@@ -462,8 +428,10 @@ def section(raw, path, text, names=(), tree=None):
             return raw[:body_start]
         return raw[body_start:]
     part = _tree(raw) if tree is None else tree()
-    for number in path:
-        if part.message is not None:
+    for depth, number in enumerate(path):
+        # Past the first number a message/rfc822 part is numbered as the message it holds (RFC 3501 6.4.5); the
+        # first number of a message whose whole body is message/rfc822 is that body, the inner message entire.
+        if depth and part.message is not None:
             part = part.message
         if part.children:
             if not 1 <= number <= len(part.children):

@@ -33,6 +33,8 @@ The common tokens: an atom, with at most one section in brackets
 an opening parenthesis.
 """
 _CLOSE = re.compile(rb" *+(\))?")
+_ASTRING_ATOM = re.compile(rb' *+([^ ()"{]++)(?!["{])')
+"""An astring's atom form, where brackets are characters like any other (RFC 3501 9, C{ASTRING-CHAR})."""
 _ATOM = re.compile(rb'[^ ()"{\[]*')
 _BRACKETS = re.compile(rb"[\[\]]")
 _QUOTED_ESCAPES = re.compile(rb'"((?:[^"\\]|\\.)*)"', re.S)
@@ -254,6 +256,15 @@ class Reader:
         return Atom(line[pos:end].decode("utf-8", "replace"))
 
     def astring(self):
+        """
+        A mailbox name, list pattern or login argument.  Only FETCH's
+        section syntax is bracketed, so C{[} here is not the start of one:
+        C{SELECT a[b} names the mailbox C{a[b}.
+        """
+        match = _ASTRING_ATOM.match(self.parts[self.index], self.pos)
+        if match is not None:
+            self.pos = match.end()
+            return match.group(1)
         value = self.token()
         if value is None or isinstance(value, list):
             raise ProtocolError("Missing argument")

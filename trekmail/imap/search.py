@@ -11,7 +11,7 @@ and they are read on the worker thread, never on the reactor.
 import datetime
 import email.utils
 
-from trekmail.imap import parser
+from trekmail.imap import addresses, parser
 from trekmail.imap.parser import Atom, ProtocolError
 
 _MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP",
@@ -183,8 +183,10 @@ class Query:
             if upper == "ON":
                 return lambda item: get(item) == when
             return lambda item: (get(item) or datetime.date.min) >= when
-        if upper in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return self._header(upper.lower(), self._text(self._take(args)))
+        if upper in ("FROM", "TO", "CC", "BCC"):
+            return self._addresses(upper.lower(), self._text(self._take(args)))
+        if upper == "SUBJECT":
+            return self._header("subject", self._text(self._take(args)))
         if upper == "HEADER":
             name = self._text(self._take(args))
             return self._header(name, self._text(self._take(args)))
@@ -214,6 +216,12 @@ class Query:
         self.needs_raw = True
         return lambda item: any(needle in v.lower() for v in item.header().get(name, ())) or (
             needle == "" and name in item.header())
+
+
+    def _addresses(self, name, needle):
+        """The address keys match the addresses, not the header's text (RFC 3501 6.4.4): comments are no part of one."""
+        self.needs_raw = True
+        return lambda item: any(needle in addresses.search_text(v).lower() for v in item.header().get(name, ()))
 
 
 def parse(args, view):

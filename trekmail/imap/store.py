@@ -193,16 +193,16 @@ class Account:
 
     def known_folder_list(self):
         """What L{folder_list} gives, if it is cached; else C{None}."""
-        return None if self._folder_list is None else list(self._folder_list)
+        return self._folder_list
 
     def folder_list(self):
-        """Deferred firing with [(name, subscribed)]; cached, as only this process changes it."""
+        """Deferred firing with the L{index.Listing}; cached, as only this process changes it."""
         if self._folder_list is not None:
-            return defer.succeed(list(self._folder_list))
+            return defer.succeed(self._folder_list)
 
         def keep(listing):
             self._folder_list = listing
-            return list(listing)
+            return listing
         return self.run_db(index.list_folders).addCallback(keep)
 
     def change_folders(self, function, *args):

@@ -27,7 +27,7 @@ def ensure_maildir(root):
     fsync_directory(os.path.dirname(root))
 
 
-def _write_copy(data_dir, hostname, now, claim, address, sender, message, folder="INBOX"):
+def _write_copy(data_dir, name, claim, address, sender, message, folder="INBOX"):
     """
     Write and fsync one copy under C{folder}'s C{tmp/}, with C{Return-Path}
     and C{Delivered-To} added; returns its C{(temporary, final)} paths.
@@ -41,7 +41,6 @@ def _write_copy(data_dir, hostname, now, claim, address, sender, message, folder
         claim(address, lambda: ensure_maildir(root))
     root = folder_path(root, folder)
     ensure_maildir(root)
-    name = unique_name(now, hostname)
     temporary = os.path.join(root, "tmp", name)
     header = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (
         sender.encode("utf-8"),
@@ -57,19 +56,24 @@ def deliver_batch(data_dir, hostname, items, clock, syncers=None, claim=create_f
     named by the time C{clock} (the wiring's C{reactor.seconds}) gives,
     written and fsynced in parallel with C{syncers}, moved into C{new/},
     and each C{new/} directory fsynced once for the whole batch.  Returns
-    C{None} or the C{OSError} per item.
+    C{None} or the C{OSError} per item.  The names are chosen in the
+    items' order before any is written: the IMAP index gives UIDs in name
+    order (L{trekmail.imap.index.arrival_order}), and copies written in
+    parallel would otherwise be named in whichever order the threads ran.
     """
+    named = [(unique_name(clock(), hostname), item) for item in items]
 
-    def write(item):
+    def write(job):
+        name, item = job
         try:
-            return _write_copy(data_dir, hostname, clock(), claim, *item)
+            return _write_copy(data_dir, name, claim, *item)
         except (OSError, ValueError) as e:
             return e
 
     if syncers is not None and len(items) > 1:
-        written = list(syncers.map(write, items))
+        written = list(syncers.map(write, named))
     else:
-        written = [write(item) for item in items]
+        written = [write(job) for job in named]
     results = [e if isinstance(e, Exception) else None for e in written]
     moves = [(i, paths) for i, paths in enumerate(written) if not isinstance(paths, Exception)]
     for (index, _), error in zip(moves, publish_batch([paths for _, paths in moves])):
